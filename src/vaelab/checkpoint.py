@@ -1,0 +1,215 @@
+"""Run folders: configs as JSON, tensors as safetensors, every write atomic. Nothing is unpickled.
+
+A run folder holds:
+  config.json              every setting, plus vaelab/torch/python versions
+  model.safetensors        the model weights (what :func:`load` reads)
+  best.safetensors         the weights with the best validation ELBO so far
+  checkpoint.safetensors   weights + optimizer state + RNG states + training state (for --resume),
+                           in one file so that one rename makes it consistent
+  metrics.csv              one row per epoch
+  *.png                    the pictures
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from vaelab import __version__
+from vaelab.config import RunConfig
+from vaelab.data import atomic_write_bytes
+from vaelab.errors import CheckpointError, ConfigError
+from vaelab.models import VAE
+
+CONFIG = "config.json"
+MODEL = "model.safetensors"
+BEST = "best.safetensors"
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.csv"
+FORMAT = "vaelab-run-1"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_config(run_dir: Path, cfg: RunConfig) -> None:
+    doc = {
+        "format": FORMAT,
+        **cfg.to_dict(),
+        "versions": {"vaelab": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_text(run_dir / CONFIG, json.dumps(doc, indent=2) + "\n")
+
+
+def read_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / CONFIG
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir}: no such run folder; train one with `vaelab train --out {run_dir}`")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; {run_dir} is not a vaelab run folder (or it is incomplete)")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e}); the file was altered or truncated") from e
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a vaelab run config (format {doc.get('format') if isinstance(doc, dict) else None!r}, expected {FORMAT!r})")
+    sections = {k: doc[k] for k in ("data", "model", "train") if k in doc}
+    try:
+        return RunConfig.from_dict(sections, source=str(path))
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from e
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; the run folder is incomplete (train again or --resume)")
+    data = path.read_bytes()
+    try:
+        tensors = st_load(data)
+        n = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8 : 8 + n]).get("__metadata__", {}) or {}
+    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({e}); it was altered or truncated") from e
+    return tensors, meta
+
+
+def check_state_dict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError naming the first tensor whose name, shape or dtype disagrees with the model."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"{source}: tensors do not match config.json (missing {missing[:3]}, unexpected {extra[:3]}); "
+            f"the weights belong to another architecture"
+        )
+    for name, want in expected.items():
+        got = tensors[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise CheckpointError(
+                f"{source}: tensor {name!r} is {got.dtype} {tuple(got.shape)} but config.json builds "
+                f"{want.dtype} {tuple(want.shape)}; the weights belong to another architecture"
+            )
+
+
+def save_weights(path: Path, model: torch.nn.Module) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, st_save(tensors, metadata={"format": FORMAT}))
+
+
+def load(run_dir: str | os.PathLike[str], weights: str = MODEL, device: str | torch.device = "cpu") -> VAE:
+    """Rebuild a trained model from its run folder alone, in eval mode.
+
+    Args:
+        run_dir: a folder written by `vaelab train`.
+        weights: "model.safetensors" (last) or "best.safetensors" (best validation ELBO).
+        device: where to put the model.
+    """
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    model = VAE(cfg.model)
+    tensors, _ = _read_safetensors(run_dir / weights)
+    check_state_dict(model, tensors, str(run_dir / weights))
+    model.load_state_dict(tensors)
+    return model.to(device).eval()
+
+
+# -- full training checkpoints ----------------------------------------------------------------
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for pid, st in state["state"].items():
+        for key, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, t in tensors.items():
+        if name.startswith("optim."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = t
+    for name, v in meta["scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+    rng: dict[str, torch.Tensor], extra_tensors: dict[str, torch.Tensor], state: dict[str, Any],
+) -> None:
+    """Write checkpoint.safetensors atomically: weights, optimizer, RNG states and the training state (JSON)."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    tensors.update(opt_tensors)
+    tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
+    tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in extra_tensors.items()})
+    meta = {"format": FORMAT, "state": json.dumps(state), "optimizer": json.dumps(opt_meta)}
+    atomic_write_bytes(run_dir / CHECKPOINT, st_save(tensors, metadata=meta))
+
+
+def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[
+    dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]
+]:
+    """Restore model and optimizer in place; return (rng states, extra tensors, training state)."""
+    path = run_dir / CHECKPOINT
+    tensors, meta = _read_safetensors(path)
+    if meta.get("format") != FORMAT or "state" not in meta:
+        raise CheckpointError(f"{path}: not a vaelab training checkpoint")
+    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    check_state_dict(model, weights, str(path))
+    device = next(model.parameters()).device
+    model.load_state_dict(weights)
+    opt_state = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optim.")},
+                                     json.loads(meta["optimizer"]))
+    try:
+        optimizer.load_state_dict(opt_state)
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: optimizer state does not fit this model ({e})") from e
+    for st in optimizer.state.values():  # Adam keeps `step` on the CPU unless fused/capturable
+        for k, v in st.items():
+            if torch.is_tensor(v) and k != "step":
+                st[k] = v.to(device)
+    rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+    extra = {k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("extra.")}
+    return rng, extra, json.loads(meta["state"])
+
+
+def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(run_dir / METRICS, buf.getvalue())
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]

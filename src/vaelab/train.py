@@ -1,0 +1,417 @@
+"""Training: `fit()` is one loop that reads top to bottom (seed, data, optimizer, loop, eval, checkpoint).
+
+Hot path choices, each measured in benchmarks/ (see BENCHMARKS.md):
+- the whole dataset is one uint8 tensor on the device; a batch is an index into it, converted to
+  float per batch (no per-sample Dataset/DataLoader, no host copies on a GPU);
+- shuffling, dynamic binarization and the reparameterization noise use explicit torch.Generators,
+  whose states go into every checkpoint, so a resumed run is bit-identical on CPU;
+- the running sums of an epoch stay on the device: no `.item()` per step on a GPU;
+- fused Adam where the build has it.
+
+Distributed (torchrun): every rank draws the same permutation and the noise of the whole global
+batch, and takes its own slice, so N processes compute the same update as one process with the
+same global batch (up to float summation order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from vaelab import objectives as obj
+from vaelab.checkpoint import (
+    BEST, MODEL, load_checkpoint, save_checkpoint, save_weights, write_config, write_metrics,
+)
+from vaelab.config import RunConfig, TrainConfig
+from vaelab.data import DataSplits, ImageData, iter_batches, to_float
+from vaelab.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from vaelab.models import VAE, VAEOutput
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """Mean ELBO and parts over a data split, nats per example (ELBO higher is better)."""
+
+    elbo: float
+    log_px_z: float
+    kl: float
+    n: int
+
+
+@dataclass
+class TrainResult:
+    """What `fit` returns: the trained model, where it was written, the metrics and why it stopped."""
+
+    model: VAE
+    run_dir: Path | None
+    epochs: int
+    steps: int
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    test: EpochStats | None = None
+    stopped: str = "completed"  # completed | early-stopping | time-budget
+
+
+def default_threads() -> int:
+    """Intra-op threads for the CPU: one per core we may use, capped at the physical core count.
+
+    When another process already keeps a core busy, OpenMP threads that spin-wait on each other
+    make small matrix multiplies 10x slower; the user can pass --threads 1 (see BENCHMARKS.md).
+    """
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        n = os.cpu_count() or 1
+    return max(1, min(n, torch.get_num_threads()))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("--device mps: no Apple MPS device is available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(timeout_s: float | None = None) -> None:
+    """Join the process group when launched by torchrun (RANK/WORLD_SIZE set): gloo on CPU, NCCL on GPU.
+
+    A peer that dies makes collectives fail after `timeout_s` (env VAELAB_DIST_TIMEOUT, default 120 s)
+    instead of hanging for PyTorch's default 30 minutes.
+    """
+    import datetime
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ or dist.is_initialized():
+        return
+    timeout = timeout_s or float(os.environ.get("VAELAB_DIST_TIMEOUT", "120"))
+    use_cuda = torch.cuda.is_available() and os.environ.get("VAELAB_DIST_BACKEND", "") != "gloo"
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout))
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate of an epoch (0-based). burda: lr * 10^(-i/7) for the epochs in stage i of
+    3^0, 3^1, ... (Burda et al. 2016, sec. 5); cosine: to 0 over cfg.epochs."""
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    if cfg.schedule == "burda":
+        stage, start = 0, 0
+        while epoch >= start + 3**stage:
+            start += 3**stage
+            stage += 1
+        return cfg.lr * 10 ** (-stage / 7)
+    return cfg.lr
+
+
+def kl_weight(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """beta, reached linearly from 0 over `warmup_epochs` epochs (Sønderby et al. 2016)."""
+    if cfg.warmup_epochs == 0:
+        return cfg.beta
+    return cfg.beta * min(1.0, step / (cfg.warmup_epochs * steps_per_epoch))
+
+
+def loss_terms(model_out: VAEOutput, x: Tensor, model: VAE, objective: str, klw: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(objective, elbo, log_px_z, kl), each (B,) nats. z in model_out is (K, B, D)."""
+    log_px_z = model.log_px_z(x, model_out.params)  # (K, B)
+    kl = obj.gaussian_kl(model_out.loc, model_out.logvar)  # (B,)
+    elbo = obj.elbo(log_px_z.mean(0), kl)
+    if objective == "iwae" and model_out.z.shape[0] > 1:
+        log_w = obj.log_importance_weights(log_px_z, model_out.z, model_out.loc, model_out.logvar)
+        return obj.iwae_bound(log_w), elbo, log_px_z.mean(0), kl
+    return obj.elbo(log_px_z.mean(0), kl, klw), elbo, log_px_z.mean(0), kl
+
+
+@torch.no_grad()
+def evaluate_elbo(model: VAE, data: ImageData, batch_size: int = 1000, seed: int = 0, shard: tuple[int, int] = (0, 1)) -> EpochStats:
+    """Mean one-sample ELBO over `data` with fixed noise (seed), under eval mode and no_grad.
+
+    shard (rank, world) splits the images over processes; the sums are all-reduced.
+    """
+    was_training = model.training
+    model.eval()
+    device = model.device
+    g = torch.Generator(device).manual_seed(seed)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    n = 0
+    rank, world = shard
+    for i, (xb, yb) in enumerate(iter_batches(data, batch_size)):
+        if i % world != rank:
+            continue
+        x = to_float(xb.to(device, non_blocking=True))
+        y = None if (yb is None or model.cfg.num_classes == 0) else yb.to(device)
+        t = model.elbo(x, y, generator=g)
+        sums += torch.stack([t.elbo.sum(), t.log_px_z.sum(), t.kl.sum()]).double()
+        n += len(x)
+    counts = torch.tensor([float(n)], dtype=torch.float64, device=device)
+    if world > 1:
+        dist.all_reduce(sums)
+        dist.all_reduce(counts)
+    model.train(was_training)
+    total = max(1.0, float(counts.item()))
+    s = (sums / total).tolist()
+    return EpochStats(elbo=s[0], log_px_z=s[1], kl=s[2], n=int(counts.item()))
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step and stops cleanly."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading_is_main():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """Adam; fused (one kernel for all parameters) where this torch build supports it, else foreach."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, foreach=True)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> Tensor:
+    """The shuffled order of epoch `epoch`: a function of (seed, epoch) alone, so resume can rebuild it."""
+    g = torch.Generator(device).manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g, device=device)
+
+
+def fit(
+    model: VAE,
+    splits: DataSplits,
+    cfg: RunConfig,
+    run_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    on_log: Callable[[dict[str, float]], None] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `model` on `splits.train`, validating on `splits.val` each epoch; test ELBO at the end.
+
+    Writes config.json, checkpoint/model/best safetensors and metrics.csv into `run_dir` (rank 0),
+    each atomically. With `resume=True` it continues exactly from run_dir's checkpoint.
+    Raises TrainingDiverged on a NaN/inf loss and TrainingInterrupted on SIGINT/SIGTERM, in both
+    cases after leaving a good checkpoint behind.
+    """
+    tc = cfg.train
+    rank, world = dist_info()
+    is_main = rank == 0
+    run_path = Path(run_dir) if run_dir is not None else None
+
+    # -- seed and device ------------------------------------------------------------------
+    device = resolve_device(tc.device)
+    if device.type == "cpu":
+        torch.set_num_threads(tc.threads or default_threads())
+    model.to(device).train()
+    if tc.batch_size % world:
+        raise ConfigError(f"batch_size {tc.batch_size} must be divisible by the number of processes {world}")
+    local_bs = tc.batch_size // world
+    noise = torch.Generator(device).manual_seed(tc.seed + 1)  # reparameterization eps and binarization
+
+    # -- data: one uint8 tensor on the device, or a memory-mapped array read per batch ---------
+    train = splits.train
+    resident = torch.is_tensor(train.images)
+    images = train.images.to(device) if resident else train.images
+    if model.cfg.num_classes and train.labels is None:
+        raise ConfigError(f"a conditional model (num_classes {model.cfg.num_classes}) needs labelled data; "
+                          f"{splits.name} has none")
+    labels = train.labels.to(device) if (resident and model.cfg.num_classes) else None
+    n = len(train)
+    steps_per_epoch = n // tc.batch_size if world > 1 else math.ceil(n / tc.batch_size)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"{n} training images are fewer than one batch of {tc.batch_size} per {world} processes")
+    dynamic = cfg.data.binarize == "dynamic"
+    c, h, w = model.cfg.input_shape
+    if tuple(train.shape) != (c, h, w):
+        raise ConfigError(f"data images are {train.shape} but the model expects input_shape {(c, h, w)}")
+
+    # -- optimizer, DDP, state ------------------------------------------------------------------
+    optimizer = make_optimizer(model, tc, device)
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_fn = torch.compile(net) if tc.compile else net
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if tc.amp == "bf16"
+                else contextlib.nullcontext())
+    sums = torch.zeros(4, device=device)  # objective, elbo, log_px_z, kl summed over this epoch
+    st: dict[str, Any] = {"epoch": 0, "step": 0, "step_in_epoch": 0, "best_val": -math.inf, "bad_epochs": 0,
+                          "metrics": [], "elapsed": 0.0, "stopped": "completed"}
+    if resume:
+        if run_path is None:
+            raise ConfigError("resume needs a run folder")
+        rng, extra, st = load_checkpoint(run_path, model, optimizer)
+        noise.set_state(rng["noise"])
+        sums = extra["sums"]
+        if is_main:
+            write_config(run_path, cfg)  # resume may extend --epochs
+        logger.info("resuming %s at epoch %d step %d", run_path, st["epoch"] + 1, st["step"])
+    elif run_path is not None and is_main:
+        run_path.mkdir(parents=True, exist_ok=True)
+        write_config(run_path, cfg)
+
+    def checkpoint() -> None:
+        if run_path is None or not is_main:
+            return
+        save_checkpoint(run_path, model, optimizer, {"noise": noise.get_state()}, {"sums": sums}, st)
+        save_weights(run_path / MODEL, model)
+        write_metrics(run_path, st["metrics"])
+
+    # -- the loop -------------------------------------------------------------------------------
+    t_start = time.monotonic() - st["elapsed"]
+    bar = _progress(progress and is_main, total=tc.epochs * steps_per_epoch, initial=st["step"])
+    first_bad = None
+    with _StopFlag() as stop:
+        while st["epoch"] < tc.epochs and st["stopped"] == "completed":
+            epoch = st["epoch"]
+            lr = lr_at(tc, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            perm = epoch_permutation(n, tc.seed, epoch, device if resident else torch.device("cpu"))
+            t_epoch = time.monotonic()
+            steps_this_run = 0
+            for s in range(st["step_in_epoch"], steps_per_epoch):
+                idx = perm[s * tc.batch_size : (s + 1) * tc.batch_size]  # the global batch
+                gb = len(idx)
+                mine = idx[rank * local_bs : (rank + 1) * local_bs] if world > 1 else idx
+                xb, _ = (images[mine], None) if resident else train.batch(mine)
+                x = to_float(xb.to(device, non_blocking=True))  # (b, C, H, W) in [0, 1]
+                if dynamic:  # a fresh binary image per use; draw for the global batch, keep my slice
+                    u = torch.rand((gb, c, h, w), generator=noise, device=device)
+                    x = (u[rank * local_bs : rank * local_bs + len(x)] < x).to(x.dtype)
+                eps = torch.randn((tc.k, gb, model.cfg.latent_dim), generator=noise, device=device)
+                eps = eps[:, rank * local_bs : rank * local_bs + len(x)]
+                y = None
+                if model.cfg.num_classes:
+                    y = labels[mine] if resident else train.labels[mine].to(device)  # type: ignore[index]
+
+                klw = kl_weight(tc, st["step"], steps_per_epoch)
+                with autocast:
+                    out = step_fn(x, y, eps)
+                objective, elbo, log_px_z, kl = loss_terms(
+                    VAEOutput(*(t.float() for t in out)), x, model, tc.objective, klw)
+                loss = -objective.mean()
+                if device.type == "cpu" and not torch.isfinite(loss):  # free on CPU: no device sync
+                    first_bad = st["step"]
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if tc.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                optimizer.step()
+                sums += torch.stack([objective.sum(), elbo.sum(), log_px_z.sum(), kl.sum()]).detach() * (gb / len(x))
+                st["step"] += 1
+                st["step_in_epoch"] = s + 1
+                steps_this_run += 1
+                if bar is not None and (st["step"] % tc.log_every == 0 or s + 1 == steps_per_epoch):
+                    bar.update(st["step"] - bar.n)
+                    if device.type == "cpu":
+                        bar.set_postfix_str(f"epoch {epoch + 1} elbo {sums[1].item() / ((s + 1) * tc.batch_size):.2f}")
+                if tc.checkpoint_every and st["step"] % tc.checkpoint_every == 0:
+                    st["elapsed"] = time.monotonic() - t_start
+                    checkpoint()
+                if stop.signal is not None:
+                    st["elapsed"] = time.monotonic() - t_start
+                    checkpoint()
+                    raise TrainingInterrupted(stop.signal,
+                        f"stopped by signal {signal.Signals(stop.signal).name} at step {st['step']}; "
+                        f"checkpoint saved, continue with `vaelab train --resume {run_path}`")
+                if tc.max_minutes is not None and time.monotonic() - t_start > 60 * tc.max_minutes:
+                    st["stopped"] = "time-budget"
+                    break
+
+            # A non-finite loss (checked per step on CPU; on GPU once per epoch, to avoid syncs)
+            if first_bad is not None or not bool(torch.isfinite(sums).all()):
+                where = f"step {first_bad}" if first_bad is not None else f"epoch {epoch + 1}"
+                raise TrainingDiverged(
+                    f"the loss became NaN/inf at {where} (lr {lr:g}); the last good checkpoint is kept. "
+                    f"Check that pixels lie in [0, 1] and try a smaller --lr or --train.grad_clip")
+            # -- end of epoch (or of the time budget): validate, log, checkpoint -------------
+            seen = st["step_in_epoch"] * tc.batch_size
+            seen = min(seen, n) if world == 1 else seen
+            means = (sums / max(1, seen)).tolist()
+            dt = time.monotonic() - t_epoch
+            val = evaluate_elbo(model, splits.val, seed=tc.seed, shard=(rank, world))
+            row = {"epoch": epoch + 1, "step": st["step"], "lr": lr,
+                   "kl_weight": kl_weight(tc, st["step"], steps_per_epoch),
+                   "train_objective": means[0], "train_elbo": means[1], "train_log_px_z": means[2],
+                   "train_kl": means[3], "val_elbo": val.elbo, "val_log_px_z": val.log_px_z, "val_kl": val.kl,
+                   "epoch_seconds": dt, "samples_per_s": steps_this_run * tc.batch_size / max(dt, 1e-9)}
+            st["metrics"].append(row)
+            if on_log is not None and is_main:
+                on_log(row)
+            if bar is not None:
+                bar.set_postfix_str(f"epoch {epoch + 1} elbo {means[1]:.2f} val {val.elbo:.2f}")
+            if val.elbo > st["best_val"]:
+                st["best_val"], st["bad_epochs"] = val.elbo, 0
+                if run_path is not None and is_main:
+                    save_weights(run_path / BEST, model)
+            else:
+                st["bad_epochs"] += 1
+                if tc.patience is not None and st["bad_epochs"] >= tc.patience:
+                    st["stopped"] = "early-stopping"
+            st["epoch"] += 1
+            st["step_in_epoch"] = 0
+            sums.zero_()
+            st["elapsed"] = time.monotonic() - t_start
+            checkpoint()
+    if bar is not None:
+        bar.close()
+
+    test = evaluate_elbo(model, splits.test, seed=tc.seed + 2, shard=(rank, world))
+    if run_path is not None and is_main:
+        st["test"] = {"elbo": test.elbo, "log_px_z": test.log_px_z, "kl": test.kl, "n": test.n}
+        checkpoint()
+    model.eval()
+    return TrainResult(model, run_path, st["epoch"], st["step"], st["metrics"], test, st["stopped"])
+
+
+def _progress(enabled: bool, total: int, initial: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=True)
