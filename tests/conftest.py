@@ -1,0 +1,58 @@
+"""Shared fixtures: seeded randomness, a tiny synthetic dataset and tiny trained runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaelab.data import DataSplits, ImageData
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    torch.set_num_threads(1)  # small tensors: 1 thread is fastest and deterministic
+    yield
+
+
+def make_images(n: int, hw: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n uint8 images (n, 1, hw, hw) of 4 classes (a bright quadrant per class) plus noise, with labels."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    x = rng.integers(0, 60, (n, 1, hw, hw)).astype(np.uint8)
+    h = hw // 2
+    for i, c in enumerate(y):
+        r, col = divmod(int(c), 2)
+        x[i, 0, r * h : (r + 1) * h, col * h : (col + 1) * h] = rng.integers(180, 256, (h, h))
+    return x, y.astype(np.int64)
+
+
+@pytest.fixture
+def tiny_splits() -> DataSplits:
+    x, y = make_images(600)
+    t = lambda a: torch.from_numpy(a)  # noqa: E731
+    return DataSplits(
+        "synthetic", ImageData(t(x[:400]), t(y[:400])), ImageData(t(x[400:500]), t(y[400:500])),
+        ImageData(t(x[500:]), t(y[500:])), num_classes=4,
+    )
+
+
+@pytest.fixture
+def tiny_cfg() -> RunConfig:
+    return RunConfig(
+        data=DataConfig(dataset="synthetic"),
+        model=ModelConfig(input_shape=(1, 8, 8), hidden=(16,), latent_dim=2),
+        train=TrainConfig(epochs=2, batch_size=40, seed=0, device="cpu", threads=1, log_every=5),
+    )
+
+
+@pytest.fixture
+def npz_dataset(tmp_path):
+    """A small .npz dataset on disk (600 8x8 images with labels)."""
+    x, y = make_images(600)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x=x[:, 0], y=y)
+    return path
