@@ -13,6 +13,7 @@ A run folder holds:
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -29,7 +30,7 @@ from safetensors.torch import save as st_save
 from vaelab import __version__
 from vaelab.config import RunConfig
 from vaelab.data import atomic_write_bytes
-from vaelab.errors import CheckpointError, ConfigError
+from vaelab.errors import CheckpointError, ConfigError, TrainingDiverged
 from vaelab.models import VAE
 
 CONFIG = "config.json"
@@ -83,7 +84,33 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         meta = json.loads(data[8 : 8 + n]).get("__metadata__", {}) or {}
     except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not a valid safetensors file ({e}); it was altered or truncated") from e
+    if "sha256" in meta and meta["sha256"] != tensor_digest(tensors):
+        raise CheckpointError(f"{path}: the tensors do not match the SHA-256 recorded when it was written; "
+                              f"the file was altered or damaged: restore it or train again")
     return tensors, meta
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of `tensors`, stored in the file's metadata.
+
+    safetensors has no checksum of its own: without this, flipped bytes in the data load silently.
+    """
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _require_finite(tensors: dict[str, torch.Tensor], path: Path, when: str = "") -> None:
+    """Refuse to write NaN/inf weights over a good file (on a GPU the loss is checked once per epoch)."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise TrainingDiverged(
+                f"not writing {path}: {name} holds NaN/inf{when}, so training diverged; the last good file is "
+                f"kept. Check that pixels lie in [0, 1] and try a smaller --lr or --grad-clip"
+            )
 
 
 def check_state_dict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
@@ -107,7 +134,8 @@ def check_state_dict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], s
 
 def save_weights(path: Path, model: torch.nn.Module) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path, st_save(tensors, metadata={"format": FORMAT}))
+    _require_finite(tensors, path)
+    atomic_write_bytes(path, st_save(tensors, metadata={"format": FORMAT, "sha256": tensor_digest(tensors)}))
 
 
 def load(run_dir: str | os.PathLike[str], weights: str = MODEL, device: str | torch.device = "cpu") -> VAE:
@@ -119,6 +147,8 @@ def load(run_dir: str | os.PathLike[str], weights: str = MODEL, device: str | to
         device: where to put the model.
     """
     run_dir = Path(run_dir)
+    if weights in ("", ".", "..") or Path(weights).name != weights:
+        raise CheckpointError(f"weights={weights!r}: give a file name inside the run folder, such as {MODEL!r} or {BEST!r}")
     cfg = read_config(run_dir)
     model = VAE(cfg.model)
     tensors, _ = _read_safetensors(run_dir / weights)
@@ -150,7 +180,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     for name, v in meta["scalars"].items():
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = v
-    return {"state": state, "param_groups": meta["param_groups"]}
+    return {"state": dict(sorted(state.items())), "param_groups": meta["param_groups"]}
 
 
 def save_checkpoint(
@@ -163,7 +193,9 @@ def save_checkpoint(
     tensors.update(opt_tensors)
     tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
     tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in extra_tensors.items()})
-    meta = {"format": FORMAT, "state": json.dumps(state), "optimizer": json.dumps(opt_meta)}
+    _require_finite(tensors, run_dir / CHECKPOINT, f" at step {state.get('step')}")
+    meta = {"format": FORMAT, "state": json.dumps(state), "optimizer": json.dumps(opt_meta),
+            "sha256": tensor_digest(tensors)}
     atomic_write_bytes(run_dir / CHECKPOINT, st_save(tensors, metadata=meta))
 
 
@@ -173,14 +205,22 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
     """Restore model and optimizer in place; return (rng states, extra tensors, training state)."""
     path = run_dir / CHECKPOINT
     tensors, meta = _read_safetensors(path)
-    if meta.get("format") != FORMAT or "state" not in meta:
-        raise CheckpointError(f"{path}: not a vaelab training checkpoint")
+    if meta.get("format") != FORMAT or "state" not in meta or "optimizer" not in meta:
+        raise CheckpointError(f"{path}: not a vaelab training checkpoint (no training state in its metadata)")
+    try:
+        state, opt_meta = json.loads(meta["state"]), json.loads(meta["optimizer"])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: its training state is not valid JSON ({e}); the file was altered") from e
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    missing += [f"rng.{k}" for k in ("noise",) if f"rng.{k}" not in tensors]
+    if missing:
+        raise CheckpointError(f"{path}: the training state lacks {missing}; it was written by another program "
+                              f"or altered, and cannot be resumed")
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     check_state_dict(model, weights, str(path))
     device = next(model.parameters()).device
     model.load_state_dict(weights)
-    opt_state = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optim.")},
-                                     json.loads(meta["optimizer"]))
+    opt_state = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optim.")}, opt_meta)
     try:
         optimizer.load_state_dict(opt_state)
     except (ValueError, KeyError) as e:
@@ -191,7 +231,24 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
                 st[k] = v.to(device)
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
     extra = {k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("extra.")}
-    return rng, extra, json.loads(meta["state"])
+    return rng, extra, state
+
+
+# What fit() reads back from a training checkpoint's state.
+STATE_KEYS = ("epoch", "step", "step_in_epoch", "best_val", "bad_epochs", "metrics", "elapsed", "stopped")
+
+
+def remove_stale_temps(run_dir: Path) -> list[Path]:
+    """Delete the temporary files (.NAME.XXXX.tmp) that a crash during an atomic write leaves behind.
+
+    They are never read: the file they were to replace is still the previous, complete version.
+    """
+    removed = []
+    for name in (CONFIG, MODEL, BEST, CHECKPOINT, METRICS):
+        for tmp in Path(run_dir).glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:

@@ -1,0 +1,122 @@
+"""fit(): it learns, it writes a run folder, and a resumed run equals an uninterrupted one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from vaelab import checkpoint as ckpt
+from vaelab.config import RunConfig, TrainConfig
+from vaelab.models import VAE
+from vaelab.train import fit, kl_weight, lr_at
+
+
+def _fit(cfg, splits, run_dir=None, resume=False):
+    torch.manual_seed(cfg.train.seed)
+    return fit(VAE(cfg.model), splits, cfg, run_dir, resume=resume, progress=False)
+
+
+def test_training_improves_the_elbo_and_writes_the_run(tiny_cfg, tiny_splits, tmp_path):
+    cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, epochs=4))
+    res = _fit(cfg, tiny_splits, tmp_path)
+    elbos = [r["val_elbo"] for r in res.metrics]
+    assert elbos[-1] > elbos[0] + 1.0
+    assert res.epochs == 4 and res.steps == 4 * 10 and res.stopped == "completed"
+    for name in (ckpt.CONFIG, ckpt.MODEL, ckpt.BEST, ckpt.CHECKPOINT, ckpt.METRICS):
+        assert (tmp_path / name).is_file(), name
+    rows = ckpt.read_metrics(tmp_path)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert res.test is not None and res.test.n == 100
+    assert res.test.elbo == pytest.approx(res.test.log_px_z - res.test.kl, abs=1e-3)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_same_seed_same_weights(tiny_cfg, tiny_splits):
+    a = _fit(tiny_cfg, tiny_splits).model.state_dict()
+    b = _fit(tiny_cfg, tiny_splits).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("binarize", ["none", "dynamic"])
+def test_resume_equals_uninterrupted(tiny_cfg, tiny_splits, tmp_path, binarize):
+    cfg = dataclasses.replace(tiny_cfg, data=dataclasses.replace(tiny_cfg.data, binarize=binarize),
+                              train=dataclasses.replace(tiny_cfg.train, epochs=3))
+    full = _fit(cfg, tiny_splits, tmp_path / "full")
+    # stop after 1 epoch, then continue the same run to 3 epochs
+    short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1))
+    _fit(short, tiny_splits, tmp_path / "resumed")
+    resumed = _fit(cfg, tiny_splits, tmp_path / "resumed", resume=True)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("epoch_seconds", "samples_per_s")} for r in rows]  # noqa: E731
+    assert strip(full.metrics) == strip(resumed.metrics)
+
+
+def test_resume_mid_epoch_equals_uninterrupted(tiny_cfg, tiny_splits, tmp_path, monkeypatch):
+    import vaelab.train as T
+
+    cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, epochs=2, checkpoint_every=3))
+    full = _fit(cfg, tiny_splits, tmp_path / "full")
+    # crash at step 5 of epoch 1 (10 steps per epoch): the last checkpoint is the one of step 3
+    real = T.kl_weight
+
+    def crash(tc, step, steps_per_epoch):
+        if step == 5:
+            raise RuntimeError("simulated crash")
+        return real(tc, step, steps_per_epoch)
+
+    monkeypatch.setattr(T, "kl_weight", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _fit(cfg, tiny_splits, tmp_path / "crashed")
+    monkeypatch.setattr(T, "kl_weight", real)
+    _, _, state = ckpt.load_checkpoint(tmp_path / "crashed", VAE(cfg.model), torch.optim.Adam(VAE(cfg.model).parameters()))
+    assert (state["epoch"], state["step_in_epoch"]) == (0, 3)
+    torch.manual_seed(123)  # resuming must not depend on the global RNG
+    resumed = _fit(cfg, tiny_splits, tmp_path / "crashed", resume=True)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("epoch_seconds", "samples_per_s")} for r in rows]  # noqa: E731
+    assert strip(full.metrics) == strip(resumed.metrics)
+
+
+def test_schedules_and_warmup():
+    tc = TrainConfig(lr=1e-3, schedule="burda", epochs=20)
+    # stage i lasts 3^i epochs: epochs 0 | 1-3 | 4-12 | 13-39
+    assert [round(lr_at(tc, e) / 1e-3, 6) for e in (0, 1, 3, 4, 12, 13)] == [
+        1.0, round(10 ** (-1 / 7), 6), round(10 ** (-1 / 7), 6), round(10 ** (-2 / 7), 6), round(10 ** (-2 / 7), 6),
+        round(10 ** (-3 / 7), 6)]
+    cos = TrainConfig(lr=1.0, schedule="cosine", epochs=4)
+    assert [lr_at(cos, e) for e in range(4)] == pytest.approx([1.0, 0.8535534, 0.5, 0.1464466])
+    wu = TrainConfig(warmup_epochs=2, beta=1.0)
+    assert [kl_weight(wu, s, 10) for s in (0, 5, 10, 20, 30)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+
+
+def test_early_stopping_and_time_budget(tiny_cfg, tiny_splits):
+    cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, epochs=50, patience=1, lr=1e-12))
+    res = _fit(cfg, tiny_splits)
+    assert res.stopped == "early-stopping" and res.epochs < 50
+    cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, epochs=50, max_minutes=1e-9))
+    res = _fit(cfg, tiny_splits)
+    assert res.stopped == "time-budget" and res.epochs == 1 and res.steps == 1
+
+
+def test_iwae_objective_and_conditional_train(tiny_cfg, tiny_splits):
+    cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, objective="iwae", k=5, epochs=1))
+    res = _fit(cfg, tiny_splits)
+    row = res.metrics[0]
+    assert row["train_objective"] >= row["train_elbo"] - 1.0  # the IWAE bound is the tighter one
+    cond = dataclasses.replace(tiny_cfg, model=dataclasses.replace(tiny_cfg.model, num_classes=4))
+    assert _fit(cond, tiny_splits).test is not None
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tiny_cfg, tiny_splits, tmp_path):
+    from vaelab.errors import TrainingDiverged
+
+    cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, epochs=3, lr=1e30))
+    with pytest.raises(TrainingDiverged, match=r"NaN/inf at step \d+ .*smaller --lr"):
+        _fit(cfg, tiny_splits, tmp_path)
+    if (tmp_path / ckpt.MODEL).exists():
+        weights = ckpt.load(tmp_path).state_dict()
+        assert all(torch.isfinite(v).all() for v in weights.values())
