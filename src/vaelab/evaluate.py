@@ -2,15 +2,23 @@
 
 log p(x) ~= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x),
 
-computed in chunks of importance samples so that memory stays at batch * chunk * pixels floats
-however large K is. The estimate is a stochastic lower bound on log p(x) that tightens with K.
+computed `chunk` importance samples at a time, so that memory stays at about
+batch * chunk * (pixels * params + 2 * hidden) floats however large K is (the (K, B) table of
+log-weights itself is small). The estimate is a stochastic lower bound on log p(x) that tightens
+with K (in expectation); its mean over images is reported as a positive NLL with the standard error
+of that mean over images.
+
+Whether an NLL may be reported at all depends on the pixels: a Bernoulli likelihood is a
+probability of binary pixels, and on grey pixels its "log-likelihood" is a cross-entropy, not the
+log of anything that sums to one; continuous likelihoods are densities of grey pixels in [0, 1].
+:func:`evaluate` looks at the pixels it is given and reports no NLL when the two do not match.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
@@ -29,26 +37,27 @@ class LikelihoodEstimate:
     nll_stderr: float
     num_samples: int  # K
     num_images: int
-    per_image: Tensor  # (N,) log p(x) estimates, nats (negative)
+    per_image: Tensor = field(repr=False)  # (N,) float64 log p(x) estimates, nats (negative)
 
 
 @dataclass(frozen=True)
 class EvalReport:
     """Everything `vaelab eval` prints and writes to eval.json (nats per image unless named)."""
 
-    nll: float | None  # None when the likelihood is not a density of the evaluated pixels
-    nll_stderr: float | None
-    elbo: float
+    nll: float | None  # -mean log p(x) (positive); None when the likelihood is not a density of the pixels
+    nll_stderr: float | None  # standard error of that mean over images (sd / sqrt(N))
+    elbo: float  # mean one-sample ELBO, higher is better (so elbo <= -nll up to noise)
     elbo_stderr: float
-    log_px_z: float
-    kl: float
-    bpd: float | None  # bits per dimension of the NLL
-    active_units: int
+    log_px_z: float  # mean E_q[log p(x|z)] (one sample), the reconstruction part of the ELBO
+    kl: float  # mean KL(q(z|x) || N(0, I)), closed form; elbo = log_px_z - kl
+    bpd: float | None  # nll / (pixels * ln 2), for discrete (binary) pixels only
+    active_units: int  # Burda et al.: Var_x(E_q[z_d|x]) > 0.01
     latent_dim: int
-    k: int
-    pixels: str  # none | dynamic | static: how the evaluated pixels were made
+    k: int  # importance samples per image
+    pixels: str  # none | dynamic | static: how the evaluated pixels were made (from the run config)
+    binary_pixels: bool  # every evaluated pixel is 0 or 1 (checked on the data)
     likelihood: str
-    is_density: bool
+    is_density: bool  # the likelihood is a probability/density of these pixels: nll is meaningful
     split: str
     num_images: int
     seconds: float
@@ -59,9 +68,16 @@ class EvalReport:
 
 
 @torch.no_grad()
-def log_weights(model: VAE, x: Tensor, k: int, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
-    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for K draws z_k ~ q(z|x). x: (B, C, H, W). Returns (K, B)."""
-    loc, logvar = model.encode(x, y)
+def log_weights(
+    model: VAE, x: Tensor, k: int, generator: torch.Generator | None = None, y: Tensor | None = None,
+    posterior: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for K draws z_k ~ q(z|x).
+
+    x: (B, C, H, W); posterior: (loc, logvar) of q(z|x), each (B, D), if already computed.
+    Returns (K, B) nats.
+    """
+    loc, logvar = posterior if posterior is not None else model.encode(x, y)
     eps = torch.randn((k, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)
     z = obj.reparameterize(loc, logvar, eps)  # (K, B, D)
     log_px_z = model.log_px_z(x, model.decode_params(z, y))  # (K, B)
@@ -72,73 +88,117 @@ def log_weights(model: VAE, x: Tensor, k: int, generator: torch.Generator | None
 def log_likelihood_batch(
     model: VAE, x: Tensor, k: int, chunk: int = 500, generator: torch.Generator | None = None, y: Tensor | None = None
 ) -> Tensor:
-    """Importance-sampled log p(x) of each image, (B,) nats, from K samples drawn `chunk` at a time."""
-    parts = [log_weights(model, x, min(chunk, k - start), generator, y) for start in range(0, k, chunk)]
-    return obj.iwae_bound(torch.cat(parts, 0))
+    """Importance-sampled log p(x) of each image, (B,) nats, from K samples drawn `chunk` at a time.
+
+    The encoder runs once per image; each pass decodes chunk * B latents, which bounds memory.
+    """
+    posterior = model.encode(x, y)
+    log_w = torch.empty((k, x.shape[0]), device=x.device, dtype=posterior[0].dtype)  # (K, B)
+    for start in range(0, k, chunk):
+        n = min(chunk, k - start)
+        log_w[start : start + n] = log_weights(model, x, n, generator, y, posterior)
+    return obj.iwae_bound(log_w)
+
+
+def _labels(model: VAE, yb: Tensor | None) -> Tensor | None:
+    return yb.to(model.device) if (yb is not None and model.cfg.num_classes) else None
 
 
 @torch.no_grad()
 def log_likelihood(model: VAE, data: ImageData, cfg: EvalConfig = EvalConfig()) -> LikelihoodEstimate:
-    """Importance-sampled log-likelihood of every image in `data` (pixels as stored: binarize first
-    when the model's likelihood is for binary pixels)."""
+    """Importance-sampled log-likelihood of every image in `data`, with K = cfg.k samples each.
+
+    Pixels are used as stored (binarize first when the likelihood is for binary pixels; see
+    :func:`evaluate`, which checks). Returns the mean NLL in nats per image (positive), its
+    standard error over images, and the per-image log p(x) estimates (N,).
+    """
+    was_training = model.training
     model.eval()
     device = model.device
     g = torch.Generator(device).manual_seed(cfg.seed)
     out = []
     for xb, yb in iter_batches(data, cfg.batch_size):
-        x = to_float(xb.to(device))
-        y = yb.to(device) if (yb is not None and model.cfg.num_classes) else None
-        out.append(log_likelihood_batch(model, x, cfg.k, cfg.chunk, g, y).double().cpu())
+        x = to_float(xb.to(device))  # (B, C, H, W) in [0, 1]
+        out.append(log_likelihood_batch(model, x, cfg.k, cfg.chunk, g, _labels(model, yb)).double().cpu())
+    model.train(was_training)
     lp = torch.cat(out)
     return LikelihoodEstimate(nll=-float(lp.mean()), nll_stderr=_stderr(lp), num_samples=cfg.k,
                               num_images=len(lp), per_image=lp)
 
 
 def _stderr(v: Tensor) -> float:
+    """Standard error of the mean over images: sd / sqrt(N) (NaN for one image)."""
     return float(v.std(unbiased=True) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
+def is_binary(data: ImageData, batch_size: int = 10_000) -> bool:
+    """True when every pixel of `data` is 0 or 255 (i.e. 0 or 1 after scaling)."""
+    for xb, _ in iter_batches(data, batch_size):
+        if not bool(((xb == 0) | (xb == 255)).all()):
+            return False
+    return True
 
 
 @torch.no_grad()
 def active_units(model: VAE, data: ImageData, threshold: float = 0.01, batch_size: int = 1000) -> int:
-    """Burda et al. 2016, sec. 5.2: unit d is active if Cov_x(E_q[z_d | x]) > threshold."""
+    """Burda et al. 2016, sec. 5.2: unit d is active if Var_x(E_q[z_d | x]) > threshold, over `data`."""
     model.eval()
     means = []
     for xb, yb in iter_batches(data, batch_size):
-        y = yb.to(model.device) if (yb is not None and model.cfg.num_classes) else None
-        means.append(model.encode_mean(to_float(xb.to(model.device)), y).double().cpu())
-    mu = torch.cat(means)
+        means.append(model.encode_mean(to_float(xb.to(model.device)), _labels(model, yb)).double().cpu())
+    mu = torch.cat(means)  # (N, D)
     return int((mu.var(0, unbiased=True) > threshold).sum()) if len(mu) > 1 else 0
 
 
 @torch.no_grad()
+def elbo_terms(model: VAE, data: ImageData, batch_size: int = 100, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-image one-sample ELBO, E_q[log p(x|z)] and KL over `data`: three (N,) float64 tensors, nats."""
+    model.eval()
+    g = torch.Generator(model.device).manual_seed(seed)
+    elbos, recs, kls = [], [], []
+    for xb, yb in iter_batches(data, batch_size):
+        t = model.elbo(to_float(xb.to(model.device)), _labels(model, yb), generator=g)
+        elbos.append(t.elbo.double().cpu())
+        recs.append(t.log_px_z.double().cpu())
+        kls.append(t.kl.double().cpu())
+    return torch.cat(elbos), torch.cat(recs), torch.cat(kls)
+
+
+def _density_note(likelihood: str, binary: bool, is_density: bool) -> str:
+    if not is_density:
+        kind = "binary" if binary else "grey"
+        return (f"{likelihood} likelihood on {kind} pixels is not a density of the data: the ELBO is "
+                f"a score, not a bound on a log-likelihood, and no NLL is reported")
+    if not binary:
+        return (f"{likelihood} is a density of grey pixels in [0, 1] (no dequantisation): the NLL can be "
+                f"negative and is not comparable with discrete NLLs or bits/dim, so no bpd is reported")
+    return ""
+
+
+@torch.no_grad()
 def evaluate(model: VAE, data: ImageData, cfg: EvalConfig, pixels: str) -> EvalReport:
-    """ELBO and parts, importance-sampled NLL, bits/dim and active units of `model` on `data`."""
+    """ELBO and parts, importance-sampled NLL, bits/dim and active units of `model` on `data`.
+
+    `pixels` records how the data were binarized (none | dynamic | static); whether the pixels are
+    binary is checked on `data` itself, and decides (with the likelihood) whether an NLL exists.
+    """
     t0 = time.monotonic()
     model.eval()
-    g = torch.Generator(model.device).manual_seed(cfg.seed)
-    elbos, recs, kls = [], [], []
-    for xb, yb in iter_batches(data, cfg.batch_size):
-        x = to_float(xb.to(model.device))
-        y = yb.to(model.device) if (yb is not None and model.cfg.num_classes) else None
-        t = model.elbo(x, y, generator=g)
-        elbos.append(t.elbo.double().cpu()); recs.append(t.log_px_z.double().cpu()); kls.append(t.kl.double().cpu())
-    elbo = torch.cat(elbos)
+    elbo, rec, kl = elbo_terms(model, data, cfg.batch_size, cfg.seed)
     lik = model.likelihood
-    binary = pixels in ("dynamic", "static")
+    binary = is_binary(data)
     is_density = lik.density_of_binary if binary else lik.density_of_grey
-    note = ""
+    nll = se = bpd = None
     if is_density:
         est = log_likelihood(model, data, cfg)
         nll, se = est.nll, est.nll_stderr
-        bpd = float(obj.bits_per_dim(nll, model.cfg.num_pixels))
-    else:
-        nll = se = bpd = None
-        note = (f"{model.cfg.likelihood} likelihood on {'binary' if binary else 'grey'} pixels is not a "
-                f"density of the data: the ELBO is a cross-entropy score, and no NLL is reported")
+        if binary:
+            bpd = float(obj.bits_per_dim(nll, model.cfg.num_pixels))
     return EvalReport(
         nll=nll, nll_stderr=se, elbo=float(elbo.mean()), elbo_stderr=_stderr(elbo),
-        log_px_z=float(torch.cat(recs).mean()), kl=float(torch.cat(kls).mean()), bpd=bpd,
+        log_px_z=float(rec.mean()), kl=float(kl.mean()), bpd=bpd,
         active_units=active_units(model, data), latent_dim=model.cfg.latent_dim, k=cfg.k, pixels=pixels,
-        likelihood=model.cfg.likelihood, is_density=is_density, split=cfg.split, num_images=len(elbo),
-        seconds=time.monotonic() - t0, note=note,
+        binary_pixels=binary, likelihood=model.cfg.likelihood, is_density=is_density, split=cfg.split,
+        num_images=len(elbo), seconds=time.monotonic() - t0,
+        note=_density_note(model.cfg.likelihood, binary, is_density),
     )

@@ -46,6 +46,12 @@ def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
     which is stable for any logit (never log(sigmoid)); torch's fused BCE-with-logits kernel does
     exactly that in one pass.
     """
+    if not (torch.is_grad_enabled() and logits.requires_grad) and logits.shape[-4:] == x.shape:
+        # No gradient wanted (evaluation): sum_i x_i l_i is a batched dot product that needs no
+        # (..., B, C*H*W) copy of x, then one softplus pass. 2-3x faster on CPU than the BCE kernel,
+        # whose fused backward is what makes it the right choice for training.
+        xl = torch.einsum("...bp,bp->...b", logits.flatten(-3), x.flatten(1).to(logits.dtype))
+        return xl - F.softplus(logits).flatten(-3).sum(-1)
     if x.shape != logits.shape:
         x = x.expand_as(logits)
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(-3).sum(-1)
