@@ -108,8 +108,8 @@ def _require_finite(tensors: dict[str, torch.Tensor], path: Path, when: str = ""
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise TrainingDiverged(
-                f"not writing {path}: {name} holds NaN/inf{when}, so training diverged; the last good file is "
-                f"kept. Check that pixels lie in [0, 1] and try a smaller --lr or --grad-clip"
+                f"training diverged{when}: {name} holds NaN/inf, so {path} was not written and the last good "
+                f"one is kept. Check that pixels lie in [0, 1] and try a smaller --lr or --grad-clip"
             )
 
 
@@ -211,11 +211,8 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
         state, opt_meta = json.loads(meta["state"]), json.loads(meta["optimizer"])
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: its training state is not valid JSON ({e}); the file was altered") from e
-    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
-    missing += [f"rng.{k}" for k in ("noise",) if f"rng.{k}" not in tensors]
-    if missing:
-        raise CheckpointError(f"{path}: the training state lacks {missing}; it was written by another program "
-                              f"or altered, and cannot be resumed")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: its training state is {type(state).__name__}, not a JSON object; the file was altered")
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     check_state_dict(model, weights, str(path))
     device = next(model.parameters()).device
@@ -234,8 +231,17 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
     return rng, extra, state
 
 
-# What fit() reads back from a training checkpoint's state.
+# What fit() reads back from a training checkpoint.
 STATE_KEYS = ("epoch", "step", "step_in_epoch", "best_val", "bad_epochs", "metrics", "elapsed", "stopped")
+
+
+def check_resumable(run_dir: Path, rng: dict[str, Any], extra: dict[str, Any], state: dict[str, Any]) -> None:
+    """Raise CheckpointError naming what a training checkpoint lacks for fit() to resume from it."""
+    missing = [k for k in STATE_KEYS if k not in state]
+    missing += [f"rng.{k}" for k in ("noise",) if k not in rng] + [f"extra.{k}" for k in ("sums",) if k not in extra]
+    if missing:
+        raise CheckpointError(f"{Path(run_dir) / CHECKPOINT}: the training state lacks {missing}; it was written "
+                              f"by another program or altered, and cannot be resumed")
 
 
 def remove_stale_temps(run_dir: Path) -> list[Path]:

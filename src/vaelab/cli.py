@@ -141,6 +141,7 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
 
     init_distributed()
     rank, world = dist_info()
+    from_start = False  # --resume of a run that has no checkpoint yet
     if resume:
         run_dir = Path(resume)
         cfg = ckpt.read_config(run_dir)
@@ -149,8 +150,11 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
             raise ConfigError(
                 f"--resume continues a run as it was configured; cannot change {frozen or ['--conditional']} "
                 f"(allowed: {', '.join(sorted(RESUMABLE))})")
-        if not (run_dir / ckpt.CHECKPOINT).is_file():
-            raise ConfigError(f"--resume {run_dir}: no {ckpt.CHECKPOINT} in it; it holds no resumable run")
+        if not (run_dir / ckpt.CHECKPOINT).is_file():  # stopped before its first checkpoint
+            logger.warning("--resume %s: no %s yet, so the run starts again from step 0 with its config.json",
+                           run_dir, ckpt.CHECKPOINT)
+            from_start = True
+            ckpt.remove_stale_temps(run_dir)
         cfg = replace(cfg, overrides)
     else:
         cfg = load_preset(preset)
@@ -168,6 +172,9 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
     if conditional:
         if splits.num_classes == 0:
             raise ConfigError(f"--conditional needs labelled data; {splits.name} has no labels")
+        if splits.num_classes > 10_000:
+            raise ConfigError(f"--conditional: the largest label of {splits.name} is {splits.num_classes - 1}; "
+                              f"labels must be class indices 0..K-1 with K <= 10000")
         model_over["model.num_classes"] = splits.num_classes
     if not resume:
         cfg = replace(cfg, model_over)
@@ -175,6 +182,7 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
             _clear_run(run_dir)
     if not resume and rank == 0:
         _check_writable(run_dir)
+        ckpt.remove_stale_temps(run_dir)  # left by a crash of an earlier attempt in this folder
 
     import torch
 
@@ -188,7 +196,7 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
                     __version__, preset if not resume else "resume", splits.name, len(splits.train), n_params,
                     cfg.train.epochs, cfg.train.batch_size, world > 1 and f"{world} processes" or cfg.train.device,
                     run_dir)
-    result = fit(model, splits, cfg, run_dir, resume=bool(resume), progress=not quiet,
+    result = fit(model, splits, cfg, run_dir, resume=bool(resume) and not from_start, progress=not quiet,
                  on_log=lambda r: logger.info(
                      "epoch %d: train ELBO %.2f, val ELBO %.2f nats (%.1f s, %.0f samples/s)",
                      r["epoch"], r["train_elbo"], r["val_elbo"], r["epoch_seconds"], r["samples_per_s"]))
@@ -371,9 +379,19 @@ def sample(run: str, n: int, out: str | None, label: int | None, seed: int, npy:
 
     if n <= 0:
         raise ConfigError(f"-n must be a positive integer, got {n}")
+    for opt, p, suffix in (("-o", out, None), ("--npy", npy, ".npy")):
+        if p is not None and not Path(p).parent.is_dir():
+            raise ConfigError(f"{opt} {p}: folder {Path(p).parent} does not exist")
+        if p is not None and suffix and Path(p).suffix != suffix:
+            raise ConfigError(f"{opt} {p}: use a {suffix} file name")
     model, _ = _load_run(run, device, WEIGHTS[weights])
-    if model.cfg.num_classes and label is None:
-        raise ConfigError(f"this model is conditional: pass --label in 0..{model.cfg.num_classes - 1}")
+    k = model.cfg.num_classes
+    if k and label is None:
+        raise ConfigError(f"this model is conditional: pass --label in 0..{k - 1}")
+    if label is not None and not k:
+        raise ConfigError(f"--label {label}: this model is not conditional; leave --label out")
+    if label is not None and not 0 <= label < k:
+        raise ConfigError(f"--label {label} is out of range: this model knows labels 0..{k - 1}")
     g = torch.Generator(model.device).manual_seed(seed)
     with torch.no_grad():
         imgs = model.sample(n, label, generator=g).cpu().numpy()
@@ -381,7 +399,13 @@ def sample(run: str, n: int, out: str | None, label: int | None, seed: int, npy:
     title = "Samples: decoded z ~ N(0, I)" + (f", label {label}" if label is not None else "")
     _save_figure(plot_samples(imgs, ncols=min(n, 8), title=title), path)
     if npy:
-        np.save(npy, imgs)
+        import io
+
+        from vaelab.data import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.save(buf, imgs)
+        atomic_write_bytes(Path(npy), buf.getvalue())
     click.echo(f"wrote {n} samples to {path}")
 
 

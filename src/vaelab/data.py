@@ -160,12 +160,16 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
             f"{source}: bad IDX magic number 0x{data[:4].hex()} (expected 0x0000TTNN with type TT in "
             f"{sorted(hex(t) for t in IDX_DTYPES)} and NN >= 1 dimensions); is this an IDX file?"
         )
+    if ndim > 32:  # numpy arrays have at most 32 (numpy 1) or 64 dimensions
+        raise DataError(f"{source}: IDX header declares {ndim} dimensions (at most 32 are supported); is this an IDX file?")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{source}: truncated IDX header ({len(data)} bytes, need {header})")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     dtype = np.dtype(IDX_DTYPES[type_code])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = dtype.itemsize
+    for d in dims:  # Python ints: a product of four 32-bit sizes overflows int64
+        expected *= d
     if len(data) - header != expected:
         raise DataError(
             f"{source}: IDX header says shape {tuple(dims)} ({expected} data bytes) but the file holds "
@@ -187,19 +191,81 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
 
 
+# Test hook (tests/test_crash.py): "NAME:N" makes the N-th atomic write of a file called NAME in
+# this process SIGKILL itself after the temporary file is written and fsynced, before the rename:
+# the worst moment for a crash. Unset in normal use.
+CRASH_HOOK_ENV = "VAELAB_TEST_CRASH_BEFORE_RENAME"
+_crash_hook_counts: dict[str, int] = {}
+
+
+def _crash_hook(name: str) -> None:
+    spec = os.environ.get(CRASH_HOOK_ENV)
+    if not spec:
+        return
+    target, _, nth = spec.rpartition(":")
+    if target != name:
+        return
+    _crash_hook_counts[name] = _crash_hook_counts.get(name, 0) + 1
+    if _crash_hook_counts[name] == int(nth):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _file_mode() -> int:
+    """0o666 less the umask: what open() would give (mkstemp's temporary files are 0o600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write to a temporary file in the same folder, fsync, then rename: never a half-written file.
+
+    Raises StorageError (an OSError) naming the file when it cannot be written (disk full, a
+    read-only or missing folder); the previous version of `path`, if any, is then left untouched.
+    """
+    from vaelab.errors import StorageError
+
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), _file_mode())
             os.fsync(f.fileno())
+        _crash_hook(path.name)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+        _fsync_dir(path.parent)  # make the rename itself durable
+    except OSError as e:
+        if isinstance(e, StorageError):
+            raise
+        err = StorageError(f"cannot write {path} ({e.strerror or e}); nothing was changed there: free disk "
+                           f"space or choose a writable folder")
+        err.errno = e.errno
+        raise err from e
+    finally:
+        if tmp is not None:
+            try:
+                Path(tmp).unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -423,6 +489,8 @@ def _check_images(x: np.ndarray, source: str) -> np.ndarray:
         raise DataError(f"{source}: x has shape {x.shape}; expected (N, H, W), (N, C, H, W) or (N, H, W, C)")
     if len(x) == 0:
         raise DataError(f"{source}: x holds no images")
+    if 0 in x.shape:
+        raise DataError(f"{source}: x has shape {x.shape}; images need positive sizes")
     if x.dtype == np.uint8:
         return np.ascontiguousarray(x)
     if np.issubdtype(x.dtype, np.floating):
@@ -472,9 +540,17 @@ def load_npz(path: Path) -> DataSplits:
     """An .npz with `x` (images) and optional `y` (labels); `x_test`/`y_test` if present give the test set."""
     try:
         with np.load(path, allow_pickle=False) as f:
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise DataError(f"{path}: a single .npy array, not an .npz archive; save with np.savez(f, x=images, y=labels)")
             arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e})") from e
+    # zipfile and numpy's header parser raise these on corrupt archives; MemoryError on a header
+    # that declares a huge array. Object arrays (pickles) are refused by allow_pickle=False.
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, struct.error, NotImplementedError,
+            RuntimeError, OverflowError, MemoryError, KeyError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from e
+    bad = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))
+    if bad:
+        raise DataError(f"{path}: member(s) {bad} are not .npy arrays; save with np.savez(f, x=images, y=labels)")
     if "x" not in arrays:
         raise DataError(f"{path}: no array named 'x' (found {sorted(arrays) or 'none'}); save with np.savez(f, x=images, y=labels)")
     x = _check_images(arrays["x"], f"{path} x")
@@ -498,9 +574,10 @@ def load_image_folder(folder: Path) -> DataSplits:
     """PNG/JPEG images of one size, either flat or one sub-folder per class (ImageFolder layout)."""
     from PIL import Image, UnidentifiedImageError
 
-    subdirs = sorted(p for p in folder.iterdir() if p.is_dir())
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if subdirs:
-        groups = [(d.name, sorted(f for f in d.iterdir() if f.is_file())) for d in subdirs]
+        groups = [(d.name, sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith(".")))
+                  for d in subdirs]
     else:
         groups = [("", sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")))]
     images, labels, names = [], [], []

@@ -34,5 +34,9 @@ class TrainingInterrupted(VaelabError):
         self.signum = signum
 
 
+class StorageError(VaelabError, OSError):
+    """A file could not be written (disk full, read-only or missing folder); the previous file is kept."""
+
+
 class DistributedError(VaelabError, RuntimeError):
     """A peer process failed or timed out during distributed training."""

@@ -31,11 +31,12 @@ from torch import Tensor
 
 from vaelab import objectives as obj
 from vaelab.checkpoint import (
-    BEST, MODEL, load_checkpoint, save_checkpoint, save_weights, write_config, write_metrics,
+    BEST, CHECKPOINT, MODEL, check_resumable, load_checkpoint, remove_stale_temps, save_checkpoint, save_weights,
+    write_config, write_metrics,
 )
 from vaelab.config import RunConfig, TrainConfig
 from vaelab.data import DataSplits, ImageData, iter_batches, to_float
-from vaelab.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from vaelab.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from vaelab.models import VAE, VAEOutput
 
 logger = logging.getLogger(__name__)
@@ -284,8 +285,22 @@ def fit(
         if run_path is None:
             raise ConfigError("resume needs a run folder")
         rng, extra, st = load_checkpoint(run_path, model, optimizer)
-        noise.set_state(rng["noise"])
+        check_resumable(run_path, rng, extra, st)
+        try:
+            noise.set_state(rng["noise"])
+        except RuntimeError as e:  # CPU and CUDA generators have different states (and streams)
+            raise CheckpointError(
+                f"{run_path / CHECKPOINT}: its random-number state was saved on another device type than "
+                f"{device.type}; resume with the --device the run was trained on") from e
+        if "torch_cpu" in rng:  # the global generators: unused by the loop today, restored for user code
+            torch.set_rng_state(rng["torch_cpu"])
+        if "torch_cuda" in rng and device.type == "cuda":
+            torch.cuda.set_rng_state(rng["torch_cuda"], device)
         sums = extra["sums"]
+        if st["stopped"] == "time-budget" and (tc.max_minutes is None or 60 * tc.max_minutes > st["elapsed"]):
+            st["stopped"] = "completed"  # resumed with a larger (or no) --max-minutes: go on
+        if is_main:
+            remove_stale_temps(run_path)  # temporary files of a write that a crash interrupted
         if is_main:
             write_config(run_path, cfg)  # resume may extend --epochs
         logger.info("resuming %s at epoch %d step %d", run_path, st["epoch"] + 1, st["step"])
@@ -296,7 +311,10 @@ def fit(
     def checkpoint() -> None:
         if run_path is None or not is_main:
             return
-        save_checkpoint(run_path, model, optimizer, {"noise": noise.get_state()}, {"sums": sums}, st)
+        rng = {"noise": noise.get_state(), "torch_cpu": torch.get_rng_state()}
+        if device.type == "cuda":
+            rng["torch_cuda"] = torch.cuda.get_rng_state(device)
+        save_checkpoint(run_path, model, optimizer, rng, {"sums": sums}, st)
         save_weights(run_path / MODEL, model)
         write_metrics(run_path, st["metrics"])
 

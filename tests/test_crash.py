@@ -1,0 +1,365 @@
+"""Crash safety: SIGKILL at any moment (including inside a checkpoint write), SIGINT/SIGTERM, NaN
+losses and a full disk all leave a run folder that `vaelab train --resume` continues bit-identically.
+
+The kills use the documented test hook VAELAB_TEST_CRASH_BEFORE_RENAME=NAME:N (vaelab.data): the
+N-th atomic write of the file NAME SIGKILLs its own process after the temporary file is written and
+fsynced, just before the rename. The slow test also kills at random moments from outside.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vaelab.train
+from vaelab import checkpoint as ckpt
+from vaelab.cli import main
+from vaelab.data import CRASH_HOOK_ENV
+from vaelab.errors import StorageError, TrainingDiverged
+from vaelab.models import VAE
+
+# 480 training images / batch 40 = 12 steps per epoch, 3 epochs = 36 steps. Checkpoints at steps
+# 5, 10, 12 (epoch), 15, 20, 24 (epoch), 25, 30, 35, 36 (epoch) and once more after the test ELBO.
+STEPS = 36
+TIMING = {"epoch_seconds", "samples_per_s"}  # wall-clock columns: the only ones allowed to differ
+
+
+def train_args(dataset: Path, out: Path) -> list[str]:
+    return ["train", "--preset", "tiny", "--dataset", str(dataset), "--hidden", "16", "--latent-dim", "2",
+            "--epochs", "3", "--batch-size", "40", "--seed", "0", "--device", "cpu", "--threads", "1",
+            "--checkpoint-every", "5", "--out", str(out), "--no-plots", "-q"]
+
+
+def resume_args(out: Path) -> list[str]:
+    return ["train", "--resume", str(out), "--no-plots", "-q"]
+
+
+def cli(args: list[str], capsys) -> tuple[int, str]:
+    """Run `vaelab ARGS` in this process; return (exit code, stderr)."""
+    with pytest.raises(SystemExit) as e:
+        main(args)
+        raise SystemExit(0)
+    return e.value.code, capsys.readouterr().err
+
+
+def subprocess_cli(args: list[str], crash_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    env.pop(CRASH_HOOK_ENV, None)
+    if crash_at:
+        env[CRASH_HOOK_ENV] = crash_at
+    return subprocess.run([sys.executable, "-m", "vaelab", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def checkpoint_contents(run: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(run / ckpt.CHECKPOINT), "pt") as f:
+        meta = f.metadata()
+    state = json.loads(meta["state"])
+    return load_file(run / ckpt.CHECKPOINT), state
+
+
+def assert_identical(run: Path, ref: Path) -> None:
+    assert_identical_run(run, ref, STEPS)
+
+
+def assert_identical_run(run: Path, ref: Path, steps: int) -> None:
+    """Same weights (last and best), optimizer and RNG states, metrics and test ELBO, bit for bit."""
+    from safetensors import safe_open
+
+    for name in (ckpt.MODEL, ckpt.BEST):  # (not the bytes: safetensors orders its metadata at random)
+        a, b = load_file(run / name), load_file(ref / name)
+        assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a), name
+        with safe_open(str(run / name), "pt") as fa, safe_open(str(ref / name), "pt") as fb:
+            assert fa.metadata() == fb.metadata()  # including the SHA-256 of the tensors
+    t_run, s_run = checkpoint_contents(run)
+    t_ref, s_ref = checkpoint_contents(ref)
+    assert sorted(t_run) == sorted(t_ref)
+    for k in t_ref:
+        assert torch.equal(t_run[k], t_ref[k]), k
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+    assert strip(s_run["metrics"]) == strip(s_ref["metrics"])
+    assert s_run["step"] == s_ref["step"] == steps
+    assert s_run["test"] == s_ref["test"]
+    assert {k: v for k, v in s_run.items() if k not in ("metrics", "elapsed")} == \
+        {k: v for k, v in s_ref.items() if k not in ("metrics", "elapsed")}
+    assert not list(run.glob(".*.tmp")), "a stale temporary file was left behind"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    from conftest import make_images
+
+    x, y = make_images(600)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, x=x[:, 0], y=y)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, tmp_path_factory) -> Path:
+    """The uninterrupted run, trained once in this process."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    with pytest.raises(SystemExit) as e:
+        main(train_args(dataset, out))
+        raise SystemExit(0)
+    assert e.value.code == 0
+    return out
+
+
+def test_sigkill_inside_a_checkpoint_write_then_resume_is_bit_identical(dataset, reference, tmp_path, capsys):
+    out = tmp_path / "run"
+    # The 3rd checkpoint write (the end of epoch 1, step 12) dies between fsync and rename.
+    proc = subprocess_cli(train_args(dataset, out), crash_at=f"{ckpt.CHECKPOINT}:3")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    stale = list(out.glob(f".{ckpt.CHECKPOINT}.*.tmp"))
+    assert len(stale) == 1 and stale[0].stat().st_size > 0  # the complete new file that was never renamed
+    _, state = checkpoint_contents(out)  # the previous checkpoint is intact and readable
+    assert state["step"] == 10 and state["epoch"] == 0 and state["step_in_epoch"] == 10
+
+    code, err = cli(resume_args(out), capsys)
+    assert code == 0, err
+    assert_identical(out, reference)
+
+
+def test_sigkill_before_the_first_checkpoint_restarts_from_step_0(dataset, reference, tmp_path, capsys, caplog):
+    out = tmp_path / "run"
+    proc = subprocess_cli(train_args(dataset, out), crash_at=f"{ckpt.CHECKPOINT}:1")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (out / ckpt.CONFIG).is_file() and not (out / ckpt.CHECKPOINT).exists()
+    code, err = cli(resume_args(out), capsys)
+    assert code == 0, err
+    assert "no checkpoint.safetensors yet, so the run starts again from step 0" in caplog.text
+    assert_identical(out, reference)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_exits_128_plus_signum_and_resumes(
+        signum, dataset, reference, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    real = vaelab.train.kl_weight
+
+    def kl_weight_then_signal(cfg, step, steps_per_epoch):  # the signal arrives during step 17
+        if step == 17:
+            os.kill(os.getpid(), signum)
+        return real(cfg, step, steps_per_epoch)
+
+    monkeypatch.setattr(vaelab.train, "kl_weight", kl_weight_then_signal)
+    handler_before = signal.getsignal(signum)
+    code, err = cli(train_args(dataset, out), capsys)
+    assert code == 128 + signum
+    assert err.count("\n") == 1
+    assert f"stopped by signal {signal.Signals(signum).name} at step 18" in err
+    assert f"vaelab train --resume {out}" in err
+    _, state = checkpoint_contents(out)
+    assert state["step"] == 18 and state["step_in_epoch"] == 6  # the step in flight was finished and saved
+    assert signal.getsignal(signum) is handler_before  # the handler is restored
+
+    monkeypatch.setattr(vaelab.train, "kl_weight", real)
+    code, err = cli(resume_args(out), capsys)
+    assert code == 0, err
+    assert_identical(out, reference)
+
+
+def test_disk_full_during_a_checkpoint_keeps_the_previous_one_and_resumes(
+        dataset, reference, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    real_replace = os.replace
+    writes = []
+
+    def replace_until_full(src, dst):
+        writes.append(Path(dst).name)
+        if writes.count(ckpt.CHECKPOINT) == 4:  # the disk fills up at the 4th checkpoint (step 15)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_until_full)
+    code, err = cli(train_args(dataset, out), capsys)
+    assert code == 2
+    assert err == f"vaelab: error: cannot write {out / ckpt.CHECKPOINT} (No space left on device); nothing was " \
+                  f"changed there: free disk space or choose a writable folder\n"
+    assert not list(out.glob(".*.tmp"))
+    _, state = checkpoint_contents(out)
+    assert state["step"] == 12 and state["epoch"] == 1
+
+    monkeypatch.setattr(os, "replace", real_replace)  # space freed
+    code, err = cli(resume_args(out), capsys)
+    assert code == 0, err
+    assert_identical(out, reference)
+
+
+def test_library_raises_storage_error_an_oserror(tmp_path, monkeypatch):
+    from vaelab.data import atomic_write_bytes
+
+    target = tmp_path / "f.bin"
+    target.write_bytes(b"old")
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(StorageError, match=r"cannot write .*f\.bin \(No space left on device\)") as e:
+        atomic_write_bytes(target, b"new")
+    assert isinstance(e.value, OSError) and e.value.errno == errno.ENOSPC
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    from vaelab.data import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0o600
+
+
+def test_nan_loss_names_the_step_and_the_cause_and_keeps_the_last_good_checkpoint(
+        dataset, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    real = vaelab.train.loss_terms
+
+    calls = []
+
+    def nan_at_step_23(model_out, x, model, objective, klw):
+        terms = real(model_out, x, model, objective, klw)
+        calls.append(1)
+        if len(calls) == 24:  # the 24th step of the run, step 23 counting from 0
+            return (terms[0] * float("nan"), *terms[1:])
+        return terms
+
+    monkeypatch.setattr(vaelab.train, "loss_terms", nan_at_step_23)
+    code, err = cli(train_args(dataset, out), capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "the loss became NaN/inf at step 23 (lr 0.001)" in err
+    assert "pixels lie in [0, 1]" in err and "smaller --lr" in err
+    tensors, state = checkpoint_contents(out)
+    assert state["step"] == 20  # the last checkpoint before the NaN, not overwritten
+    assert all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+    model = vaelab.load(out)
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_nan_weights_are_never_written_over_a_good_file(tmp_path):
+    from vaelab.config import ModelConfig
+
+    model = VAE(ModelConfig(input_shape=(1, 4, 4), hidden=(8,), latent_dim=2))
+    opt = torch.optim.Adam(model.parameters())
+    ckpt.save_weights(tmp_path / ckpt.MODEL, model)
+    ckpt.save_checkpoint(tmp_path, model, opt, {"noise": torch.Generator().get_state()},
+                         {"sums": torch.zeros(4)}, {"step": 7})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with torch.no_grad():
+        model.decoder.out.bias[3] = float("nan")
+    with pytest.raises(TrainingDiverged, match=r"training diverged at step 8: model.decoder.out.bias holds NaN/inf"):
+        ckpt.save_checkpoint(tmp_path, model, opt, {"noise": torch.Generator().get_state()},
+                             {"sums": torch.zeros(4)}, {"step": 8})
+    with pytest.raises(TrainingDiverged, match=r"decoder.out.bias holds NaN/inf, so .*model.safetensors was not written"):
+        ckpt.save_weights(tmp_path / ckpt.MODEL, model)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_huge_learning_rate_stops_training_without_writing_non_finite_tensors(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = train_args(dataset, out)
+    args[args.index("--checkpoint-every") + 1] = "2"
+    code, err = cli([*args, "--lr", "1e6"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("vaelab: error: training diverged at step 2:") and "smaller --lr" in err
+    assert not (out / ckpt.CHECKPOINT).exists() and not (out / ckpt.MODEL).exists()
+    assert not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,n", [
+    (ckpt.CONFIG, 1), (ckpt.CHECKPOINT, 1), (ckpt.MODEL, 1), (ckpt.CHECKPOINT, 2), (ckpt.METRICS, 1),
+    (ckpt.BEST, 2), (ckpt.CHECKPOINT, 6), (ckpt.MODEL, 9), (ckpt.CHECKPOINT, 11),
+])
+def test_sigkill_inside_any_write_then_resume_is_bit_identical(name, n, dataset, reference, tmp_path, capsys):
+    """Die inside the n-th write of `name`, just before its rename; resume; compare with the reference."""
+    out = tmp_path / "run"
+    proc = subprocess_cli(train_args(dataset, out), crash_at=f"{name}:{n}")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    if (out / ckpt.CONFIG).is_file():
+        code, err = cli(resume_args(out), capsys)
+    else:  # died before config.json existed: the folder holds no run yet, so the same command starts it
+        code, err = cli(train_args(dataset, out), capsys)
+    assert code == 0, err
+    assert_identical(out, reference)
+
+
+@pytest.mark.slow
+def test_a_run_killed_again_during_each_resume_still_ends_bit_identical(dataset, reference, tmp_path, capsys):
+    out = tmp_path / "run"
+    proc = subprocess_cli(train_args(dataset, out), crash_at=f"{ckpt.CHECKPOINT}:2")
+    for crash_at in (f"{ckpt.MODEL}:2", f"{ckpt.CHECKPOINT}:3", f"{ckpt.BEST}:1", f"{ckpt.METRICS}:2"):
+        assert proc.returncode == -signal.SIGKILL, (crash_at, proc.stderr)
+        proc = subprocess_cli(resume_args(out), crash_at=crash_at)  # counts restart in each process
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    code, err = cli(resume_args(out), capsys)
+    assert code == 0, err
+    assert_identical(out, reference)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_until_done_is_bit_identical(dataset, tmp_path, capsys):
+    """SIGKILL from outside at seeded random delays (most land in the training loop), resume, repeat."""
+    def args(out: Path) -> list[str]:  # 20 epochs (240 steps), so that the loop takes a while
+        a = train_args(dataset, out)
+        a[a.index("--epochs") + 1] = "20"
+        a[a.index("--checkpoint-every") + 1] = "7"
+        return a
+
+    ref = tmp_path / "ref"
+    code, err = cli(args(ref), capsys)
+    assert code == 0, err
+    rng = random.Random(0)
+    out = tmp_path / "run"
+    command = args(out)
+    env = {k: v for k, v in os.environ.items() if k != CRASH_HOOK_ENV}
+    kills = 0
+
+    def checkpoint_id() -> tuple[int, int] | None:
+        try:
+            st = (out / ckpt.CHECKPOINT).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns  # a rename gives a new inode
+
+    for _ in range(8):
+        before = checkpoint_id()
+        p = subprocess.Popen([sys.executable, "-m", "vaelab", *command], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + 120
+        while checkpoint_id() == before and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)  # wait until the loop is running: it has written a new checkpoint
+        time.sleep(rng.uniform(0.0, 0.3))  # then kill at a random moment of the loop
+        if p.poll() is not None:
+            assert p.returncode == 0
+            break
+        p.send_signal(signal.SIGKILL)
+        assert p.wait() == -signal.SIGKILL
+        kills += 1
+        command = resume_args(out)
+    else:
+        code, err = cli(resume_args(out), capsys)
+        assert code == 0, err
+    assert_identical_run(out, ref, steps=240)
+    print(f"\nSIGKILLs at random moments of the loop: {kills}, each resumed; final run bit-identical")
+    assert kills >= 1
