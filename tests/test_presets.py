@@ -1,0 +1,87 @@
+"""The shipped presets: they load, build the architecture they describe, and take training steps."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from vaelab.config import DataConfig, load_preset, preset_names
+from vaelab.data import DataSplits, ImageData
+from vaelab.models import VAE
+from vaelab.train import fit, lr_at
+
+from conftest import make_images
+
+PRESETS = ["seed", "tiny", "iwae-paper", "conv"]
+
+
+def _linear_sizes(module: nn.Module) -> list[tuple[int, int]]:
+    return [(m.in_features, m.out_features) for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def test_all_presets_are_shipped():
+    assert set(PRESETS) <= set(preset_names())
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_builds_for_28x28_images(name):
+    cfg = load_preset(name)
+    model = VAE(cfg.model)
+    x = torch.rand(3, 1, 28, 28)
+    out = model(x)
+    assert out.loc.shape == (3, cfg.model.latent_dim)
+    assert model.decode(out.z).shape == (3, 1, 28, 28)
+
+
+def test_iwae_paper_is_burda_et_al_one_stochastic_layer():
+    """784-200-200-50 tanh encoder, 50-200-200-784 decoder, Bernoulli pixels (Burda et al. 2016, sec. 5)."""
+    cfg = load_preset("iwae-paper")
+    model = VAE(cfg.model)
+    assert _linear_sizes(model.encoder) == [(784, 200), (200, 200), (200, 2 * 50)]  # loc and logvar heads
+    assert _linear_sizes(model.decoder) == [(50, 200), (200, 200), (200, 784)]
+    acts = [type(m) for m in model.modules() if not list(m.children()) and not isinstance(m, nn.Linear)]
+    assert acts == [nn.Tanh] * 4
+    assert sum(p.numel() for p in model.parameters()) == 425_284
+    assert cfg.model.likelihood == "bernoulli" and cfg.data.binarize == "dynamic"
+    t = cfg.train
+    assert (t.batch_size, t.lr, t.adam_eps, t.schedule, t.epochs) == (20, 1e-3, 1e-4, "burda", 3280)
+    # 3280 epochs = 3^0 + ... + 3^7: the last epoch is in stage 7, at lr 1e-3 * 10^(-7/7)
+    assert lr_at(t, 3279) == pytest.approx(1e-4) and lr_at(t, 3279 - 3**7) == pytest.approx(1e-3 * 10 ** (-6 / 7))
+
+
+def test_seed_preset_is_the_tutorials_vae():
+    cfg = load_preset("seed")
+    model = VAE(cfg.model)
+    assert _linear_sizes(model.encoder) == [(784, 512), (512, 4)]
+    assert _linear_sizes(model.decoder) == [(2, 512), (512, 784)]
+    assert cfg.data.binarize == "none" and cfg.train.batch_size == 50
+
+
+def _splits_28(n: int) -> DataSplits:
+    x, y = make_images(n + 40, hw=28)
+    t = torch.from_numpy
+    return DataSplits("synthetic28", ImageData(t(x[:n]), t(y[:n])), ImageData(t(x[n : n + 20]), t(y[n : n + 20])),
+                      ImageData(t(x[n + 20 :]), t(y[n + 20 :])), num_classes=4)
+
+
+@pytest.mark.parametrize("name, objective, k", [("seed", "elbo", 1), ("tiny", "elbo", 1), ("iwae-paper", "elbo", 1),
+                                               ("iwae-paper", "iwae", 5), ("conv", "elbo", 1)])
+def test_preset_takes_a_training_step(name, objective, k):
+    cfg = load_preset(name)
+    splits = _splits_28(cfg.train.batch_size)  # exactly one step per epoch
+    cfg = dataclasses.replace(
+        cfg, data=DataConfig(dataset="synthetic28", binarize=cfg.data.binarize),
+        train=dataclasses.replace(cfg.train, epochs=1, device="cpu", threads=1, objective=objective, k=k))
+    torch.manual_seed(0)
+    model = VAE(cfg.model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    res = fit(model, splits, cfg, progress=False)
+    assert res.steps == 1
+    moved = [n for n, p in res.model.named_parameters() if not torch.equal(p, before[n])]
+    assert len(moved) == len(before)  # every parameter received a gradient and an Adam step
+    row = res.metrics[0]
+    assert torch.isfinite(torch.tensor([row["train_objective"], row["val_elbo"]])).all()
+    assert row["lr"] == cfg.train.lr  # epoch 0 of every schedule is at the base rate
