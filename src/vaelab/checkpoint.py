@@ -84,18 +84,22 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         meta = json.loads(data[8 : 8 + n]).get("__metadata__", {}) or {}
     except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not a valid safetensors file ({e}); it was altered or truncated") from e
-    if "sha256" in meta and meta["sha256"] != tensor_digest(tensors):
-        raise CheckpointError(f"{path}: the tensors do not match the SHA-256 recorded when it was written; "
+    if "sha256" in meta and meta["sha256"] != tensor_digest(tensors, meta):
+        raise CheckpointError(f"{path}: its contents do not match the SHA-256 recorded when it was written; "
                               f"the file was altered or damaged: restore it or train again")
     return tensors, meta
 
 
-def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the names, dtypes, shapes and bytes of `tensors`, stored in the file's metadata.
+def tensor_digest(tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of `tensors` and the other metadata entries.
 
-    safetensors has no checksum of its own: without this, flipped bytes in the data load silently.
+    Stored in the file's metadata as "sha256". safetensors has no checksum of its own: without
+    this, flipped bytes in the data (or an edited training state) would load silently.
     """
     h = hashlib.sha256()
+    for key in sorted(meta or {}):
+        if key != "sha256":
+            h.update(f"{key}={meta[key]}|".encode())  # type: ignore[index]
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -135,7 +139,9 @@ def check_state_dict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], s
 def save_weights(path: Path, model: torch.nn.Module) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _require_finite(tensors, path)
-    atomic_write_bytes(path, st_save(tensors, metadata={"format": FORMAT, "sha256": tensor_digest(tensors)}))
+    meta = {"format": FORMAT}
+    meta["sha256"] = tensor_digest(tensors, meta)
+    atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
 
 def load(run_dir: str | os.PathLike[str], weights: str = MODEL, device: str | torch.device = "cpu") -> VAE:
@@ -194,8 +200,8 @@ def save_checkpoint(
     tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
     tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in extra_tensors.items()})
     _require_finite(tensors, run_dir / CHECKPOINT, f" at step {state.get('step')}")
-    meta = {"format": FORMAT, "state": json.dumps(state), "optimizer": json.dumps(opt_meta),
-            "sha256": tensor_digest(tensors)}
+    meta = {"format": FORMAT, "state": json.dumps(state), "optimizer": json.dumps(opt_meta)}
+    meta["sha256"] = tensor_digest(tensors, meta)
     atomic_write_bytes(run_dir / CHECKPOINT, st_save(tensors, metadata=meta))
 
 

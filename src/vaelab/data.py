@@ -175,7 +175,11 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
             f"{source}: IDX header says shape {tuple(dims)} ({expected} data bytes) but the file holds "
             f"{len(data) - header}; the file is truncated or corrupt: fetch it again"
         )
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    try:
+        array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    except ValueError as e:  # e.g. shape (0, 2**31, 2**31, 8): no data, but too big for numpy
+        raise DataError(f"{source}: IDX header shape {tuple(dims)} is not a valid array shape ({e})") from e
+    return array.astype(dtype.newbyteorder("="))
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
