@@ -523,6 +523,44 @@ def prepare(dataset: str) -> None:
     click.echo(f"MNIST ready in {folder}")
 
 
+@cli.command()
+@run_arg
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback exposes the page to the network (a warning is printed).")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on (0: any free port).")
+@click.option("--max-points", type=int, default=5000, show_default=True, help="Test images shown in the scatter.")
+@click.option("--data-dir", type=click.Path(), help="Folder with the IDX files, if not where training found them.")
+@device_opt
+@threads_opt
+@weights_opt
+def serve(run: str, host: str, port: int, max_points: int, data_dir: str | None, device: str,
+          threads: int | None, weights: str) -> None:
+    """Explore the latent space in the browser: scatter, live decoding, interpolation, samples, drawing.
+
+    Serves the page, its scripts and a JSON API (schema at /openapi.json) from this machine only;
+    the page loads nothing from the network. Needs the serve extra: pip install 'vaelab[serve]'.
+    """
+    _setup_logging(True)
+    _threads(threads)
+    try:
+        from vaelab import serve as srv
+    except ImportError as e:
+        raise ConfigError(str(e)) from None
+
+    sock = srv.bind(host, port)  # fail fast when the port is taken, before loading anything
+    try:
+        app = srv.app_from_run(run, srv.ServeConfig(max_points=max_points), device=device,
+                               weights=WEIGHTS[weights], data_dir=data_dir)
+    except BaseException:
+        sock.close()
+        raise
+    if not srv.is_loopback(host):
+        click.echo(f"warning: listening on {host}, not loopback: anyone who can reach this machine can use the "
+                   f"explorer (it has no authentication); use --host 127.0.0.1 to keep it local", err=True)
+    click.echo(f"vaelab serve: {srv.url_of(sock, host)} (Ctrl+C to stop)")
+    srv.run(app, sock)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line on stderr and exit code 2 for any bad input."""
     try:

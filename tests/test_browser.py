@@ -1,0 +1,321 @@
+"""The explorer page in a real headless Chromium (Debian's `chromium`, driven by Playwright).
+
+Skipped only when /usr/bin/chromium is absent and CI is not "true"; in CI a missing browser fails.
+Playwright's own browser download is never used.
+
+Also a script: `python tests/test_browser.py RUN_DIR OUT.png` serves RUN_DIR, exercises the page
+as the test does and saves the screenshot (this is how docs/img/serve.png was made).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+IN_CI = os.environ.get("CI") == "true"
+LATENCY_MOVES = 20
+TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]  # the page's first class colours (matplotlib's tab10)
+
+
+def _require_browser() -> None:
+    reason = None
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is absent (apt-get install -y chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            reason = "playwright is not installed (pip install 'vaelab[test]')"
+    if reason is not None:
+        if IN_CI:
+            pytest.fail(f"CI=true but {reason}: the browser test must run in CI")
+        pytest.skip(reason)
+
+
+# -- a real server in a thread ---------------------------------------------------------------------
+
+class Server:
+    """uvicorn serving `app` on a free loopback port, in a daemon thread."""
+
+    def __init__(self, app: Any):
+        import uvicorn
+
+        from vaelab.serve import bind, url_of
+
+        self.sock = bind("127.0.0.1", 0)
+        self.url = url_of(self.sock, "127.0.0.1")
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+# -- what the user does, step by step --------------------------------------------------------------
+
+def wait_until(page: Any, expression: str, timeout: float = 10.0) -> None:
+    """Poll a JS expression until it is truthy. (Playwright's wait_for_function evaluates strings,
+    which the page's Content-Security-Policy forbids, as it should.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"() => Boolean({expression})"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still false after {timeout} s: {expression}")
+        time.sleep(0.005)
+
+
+def canvas_pixels(page: Any, canvas_id: str) -> np.ndarray:
+    """The canvas's RGBA pixels as a (H, W, 4) uint8 array (read back losslessly as a PNG)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    url = page.evaluate("(id) => document.getElementById(id).toDataURL('image/png')", canvas_id)
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as im:
+        return np.asarray(im.convert("RGBA"))
+
+
+def open_page(browser: Any, url: str) -> tuple[Any, list[str], list[str]]:
+    """A 1440x1000 page at `url`, waiting until the scatter and the first decode are drawn.
+    Returns the page, the URLs it requested, and its errors (console errors, exceptions)."""
+    page = browser.new_page(viewport={"width": 1440, "height": 1000}, device_scale_factor=1)
+    requests: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(f"exception: {e}"))
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    page.goto(url)
+    wait_until(page, "window.vaelab && window.vaelab.ready", 30)
+    return page, requests, errors
+
+
+def empty_spot(page: Any) -> tuple[float, float]:
+    """Client coordinates of a plane position far (> 12 px) from every scatter point."""
+    return tuple(page.evaluate(
+        """() => { const s = window.vaelab.state;
+            for (let py = 40; py < 540; py += 7) for (let px = 70; px < 580; px += 7) {
+              let ok = true;
+              for (let i = 0; i < s.px.length && ok; i++) ok = Math.hypot(s.px[i] - px, s.py[i] - py) > 12;
+              if (ok) { const c = window.vaelab.planeClient(px, py, true); return [c.x, c.y]; }
+            }
+            return null; }"""))
+
+
+def drag_cursor(page: Any, start: tuple[float, float], points: list[tuple[float, float]]) -> list[float]:
+    """Press on the plane at `start` and drag through `points`, waiting for each decoded image.
+    Returns the mouse-move-to-image latency of each move (ms, measured in the page)."""
+    count = lambda: page.evaluate("window.vaelab.decodes")  # noqa: E731
+    n = count()
+    page.mouse.move(*start)
+    page.mouse.down()
+    wait_until(page, f"window.vaelab.decodes > {n}")
+    before = len(page.evaluate("window.vaelab.latencies"))
+    for x, y in points:
+        n = count()
+        page.mouse.move(x, y)
+        wait_until(page, f"window.vaelab.decodes > {n}", 10)
+    page.mouse.up()
+    return page.evaluate("window.vaelab.latencies")[before:]
+
+
+def pick_two(page: Any, labels: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Click two scatter points (of the given classes, when labels exist) and wait for the strip.
+    Returns their positions k in the scatter arrays."""
+    pts = page.evaluate("window.vaelab.state.pts")
+    n = len(pts["index"])
+    if labels is not None and pts["labels"] is not None:
+        ks = []
+        for lab in labels:  # the point of that class nearest to the class's median position
+            idx = [i for i in range(n) if pts["labels"][i] == lab]
+            mx = statistics.median(pts["x"][i] for i in idx)
+            my = statistics.median(pts["y"][i] for i in idx)
+            ks.append(min(idx, key=lambda i: (pts["x"][i] - mx) ** 2 + (pts["y"][i] - my) ** 2))
+        ka, kb = ks
+    else:
+        order = sorted(range(n), key=lambda i: pts["x"][i])
+        ka, kb = order[len(order) // 10], order[-len(order) // 10]
+    done = page.evaluate("window.vaelab.interpolations")
+    for k in (ka, kb):
+        xy = page.evaluate(f"window.vaelab.pointClient({k})")
+        page.mouse.click(xy["x"], xy["y"])
+    wait_until(page, f"window.vaelab.interpolations > {done}", 10)
+    return ka, kb
+
+
+def draw_stroke(page: Any, points: list[tuple[float, float]]) -> None:
+    """Draw a polyline on the drawing canvas (coordinates in [0, 1] of its box); wait for the encoding."""
+    box = page.locator("#draw").bounding_box()
+    done = page.evaluate("window.vaelab.encodes")
+    xy = [(box["x"] + u * box["width"], box["y"] + v * box["height"]) for u, v in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for x, y in xy[1:]:
+        page.mouse.move(x, y, steps=4)
+    page.mouse.up()
+    wait_until(page, f"window.vaelab.encodes > {done}", 10)
+
+
+SEVEN = [(0.22, 0.22), (0.78, 0.2), (0.6, 0.5), (0.45, 0.82)]
+
+
+def launch(playwright: Any) -> Any:
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
+# -- the test --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny VAE (784-32-2) trained for 2 epochs on 600 synthetic 28x28 images of 4 classes."""
+    import torch
+
+    from conftest import make_images
+    from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from vaelab.data import load_splits
+    from vaelab.models import VAE
+    from vaelab.train import fit
+
+    root = tmp_path_factory.mktemp("browser")
+    x, y = make_images(600, hw=28)
+    np.savez(root / "quadrants.npz", x=x[:, 0], y=y)
+    cfg = RunConfig(
+        data=DataConfig(dataset=str(root / "quadrants.npz")),
+        model=ModelConfig(input_shape=(1, 28, 28), hidden=(32,), latent_dim=2),
+        train=TrainConfig(epochs=2, batch_size=50, seed=0, device="cpu", threads=1),
+    )
+    torch.manual_seed(0)
+    fit(VAE(cfg.model), load_splits(cfg.data), cfg, root / "run", progress=False)
+    return root / "run"
+
+
+def test_page_in_chromium(trained_run, tmp_path, record_property):
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    from vaelab.serve import app_from_run
+
+    with Server(app_from_run(trained_run)) as srv, sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page, requests, errors = open_page(browser, srv.url)
+
+            # The scatter: all 60 test points, in the four class colours, with a 4-entry legend.
+            assert page.locator("#plane").get_attribute("data-points") == "60"
+            rgb = canvas_pixels(page, "plane")[..., :3].astype(int)
+            for hex_ in TAB10[:4]:  # a point alone on white: 72% of its class colour
+                colour = np.array([int(hex_[i : i + 2], 16) for i in (1, 3, 5)])
+                blended = np.round(0.72 * colour + 0.28 * 255)
+                assert (np.abs(rgb - blended).max(-1) <= 3).sum() > 10, hex_
+            assert page.locator("#legend span").count() == 4
+
+            # Drag the cursor across the plane: the decoded image follows, pixel for pixel.
+            x0, y0 = empty_spot(page)
+            box = page.locator("#overlay").bounding_box()
+            first = canvas_pixels(page, "decoded")
+            path = [(box["x"] + box["width"] * (0.15 + 0.7 * i / (LATENCY_MOVES - 1)),
+                     box["y"] + box["height"] * (0.8 - 0.6 * i / (LATENCY_MOVES - 1))) for i in range(LATENCY_MOVES)]
+            latencies = drag_cursor(page, (x0, y0), path)
+            last = canvas_pixels(page, "decoded")
+            assert len(latencies) == LATENCY_MOVES and all(0 < t < 60_000 for t in latencies)
+            assert np.abs(last[..., 0].astype(int) - first[..., 0].astype(int)).max() > 30
+            z = page.evaluate("Array.from(window.vaelab.state.z)")
+            want = page.evaluate("(z) => fetch('/api/decode', {method: 'POST', headers: {'content-type': "
+                                 "'application/json'}, body: JSON.stringify({z: [z]})}).then(r => r.json())", z)
+            img = np.array(want["images"][0]).reshape(28, 28)
+            centres = last[4::9, 4::9, 0].astype(int)  # 9x nearest-neighbour: the middle of each pixel
+            np.testing.assert_allclose(centres, np.round(255 * (1 - img)), atol=1)
+            median = statistics.median(latencies)
+            record_property("decode_latency_median_ms", round(median, 2))
+            print(f"\nmouse-move -> decoded image: median {median:.1f} ms over {len(latencies)} moves "
+                  f"(min {min(latencies):.1f}, max {max(latencies):.1f})")
+
+            # Interpolation between two clicked test images: 10 images, the path starts at A's mean.
+            ka, kb = pick_two(page, labels=(0, 3))
+            assert page.locator("#interp-strip").get_attribute("data-steps") == "10"
+            state = page.evaluate("({path: window.vaelab.state.path, picks: window.vaelab.state.picks})")
+            assert len(state["path"]) == 10
+            ia = state["picks"][0]["index"]
+            item = page.evaluate(f"fetch('/api/test/{ia}').then(r => r.json())")
+            np.testing.assert_allclose(state["path"][0], item["z"], rtol=1e-5, atol=1e-5)
+            strip = canvas_pixels(page, "interp-strip")[..., 0]
+            assert strip.shape[1] >= 10 * 28 and (strip < 128).sum() > 100
+
+            # Draw a stroke: it is encoded, its point appears, its reconstruction is drawn.
+            blank = canvas_pixels(page, "draw-recon")
+            assert (blank[..., 0] == 255).all()
+            draw_stroke(page, SEVEN)
+            recon = canvas_pixels(page, "draw-recon")[..., 0]
+            assert (recon < 200).sum() > 100
+            drawn = page.evaluate("Array.from(window.vaelab.state.drawn)")
+            assert len(drawn) == 2 and all(np.isfinite(drawn))
+
+            # Samples were drawn, nothing failed, and nothing left this server.
+            assert (canvas_pixels(page, "samples")[..., 0] < 128).sum() > 100
+            assert page.evaluate("window.vaelab.errors") == [] and errors == []
+            assert requests and all(u.startswith(srv.url) or u.startswith("data:") for u in requests), requests
+            shot = tmp_path / "serve.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 20_000
+        finally:
+            browser.close()
+
+
+# -- the documentation screenshot ------------------------------------------------------------------
+
+def main(run_dir: str, out: str) -> None:
+    """Serve RUN_DIR, do what a user does, save a screenshot and print the decode latency."""
+    from playwright.sync_api import sync_playwright
+
+    from vaelab.serve import app_from_run
+
+    with Server(app_from_run(run_dir)) as srv, sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page, requests, errors = open_page(browser, srv.url)
+            box = page.locator("#overlay").bounding_box()
+            path = [(box["x"] + box["width"] * (0.2 + 0.5 * i / (LATENCY_MOVES - 1)),
+                     box["y"] + box["height"] * (0.75 - 0.35 * i / (LATENCY_MOVES - 1))) for i in range(LATENCY_MOVES)]
+            latencies = drag_cursor(page, empty_spot(page), path)
+            pick_two(page, labels=(0, 7))
+            draw_stroke(page, SEVEN)
+            k = page.evaluate("window.vaelab.state.pts.labels.indexOf(2)")
+            xy = page.evaluate(f"window.vaelab.pointClient({k})")
+            page.mouse.move(xy["x"], xy["y"])  # show the hover tooltip
+            page.wait_for_timeout(300)
+            page.screenshot(path=out, full_page=True)
+            report = {"median_ms": statistics.median(latencies), "min_ms": min(latencies),
+                      "max_ms": max(latencies), "moves": len(latencies),
+                      "external_requests": [u for u in requests if not u.startswith(srv.url)],
+                      "errors": errors + page.evaluate("window.vaelab.errors")}
+            print(json.dumps(report, indent=2))
+        finally:
+            browser.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python tests/test_browser.py RUN_DIR OUT.png")
+    main(sys.argv[1], sys.argv[2])
