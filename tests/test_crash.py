@@ -363,3 +363,35 @@ def test_sigkill_at_random_moments_until_done_is_bit_identical(dataset, tmp_path
     assert_identical_run(out, ref, steps=240)
     print(f"\nSIGKILLs at random moments of the loop: {kills}, each resumed; final run bit-identical")
     assert kills >= 1
+
+
+def _fit(cfg, splits, run_dir, resume=False):
+    torch.manual_seed(cfg.train.seed)
+    return vaelab.fit(VAE(cfg.model), splits, cfg, run_dir, resume=resume, progress=False)
+
+
+def test_a_run_stopped_by_its_time_budget_continues_when_resumed_with_more_time(tiny_cfg, tiny_splits, tmp_path):
+    import dataclasses
+
+    spent = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, max_minutes=1e-9))
+    first = _fit(spent, tiny_splits, tmp_path)
+    assert first.stopped == "time-budget" and first.steps == 1  # the budget is spent after one step
+    more = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, max_minutes=None))
+    again = _fit(more, tiny_splits, tmp_path, resume=True)
+    assert again.stopped == "completed" and again.epochs == tiny_cfg.train.epochs
+    same = _fit(spent, tiny_splits, tmp_path, resume=True)  # the same spent budget: nothing more to do
+    assert same.stopped == "completed" and same.steps == again.steps
+
+
+def test_resuming_a_gpu_checkpoint_on_a_cpu_names_the_device(tiny_cfg, tiny_splits, tmp_path):
+    from vaelab.errors import CheckpointError
+
+    _fit(tiny_cfg, tiny_splits, tmp_path)
+    model = VAE(tiny_cfg.model)
+    opt = torch.optim.Adam(model.parameters())
+    rng, extra, state = ckpt.load_checkpoint(tmp_path, model, opt)
+    rng["noise"] = torch.zeros(16, dtype=torch.uint8)  # the size of a CUDA (Philox) generator state
+    ckpt.save_checkpoint(tmp_path, model, opt, rng, extra, state)
+    with pytest.raises(CheckpointError, match="random-number state was saved on another device type than cpu; "
+                                              "resume with the --device the run was trained on"):
+        _fit(tiny_cfg, tiny_splits, tmp_path, resume=True)
