@@ -19,8 +19,9 @@ def gaussian_kl(loc: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(loc, exp(logvar)) || N(0, I)) = 0.5 * sum_d(exp(logvar) + loc^2 - 1 - logvar).
 
     loc, logvar: (..., D). Returns (...) nats. Kingma & Welling 2014, Appendix B.
+    Written with expm1(logvar) - logvar, which keeps float32 precision for posteriors near the prior.
     """
-    return 0.5 * (logvar.exp() + loc.square() - 1.0 - logvar).sum(-1)
+    return 0.5 * (torch.expm1(logvar) - logvar + loc.square()).sum(-1)
 
 
 def gaussian_log_prob(z: Tensor, loc: Tensor, logvar: Tensor) -> Tensor:
