@@ -456,7 +456,7 @@ def create_app(explorer: Explorer) -> FastAPI:
 
     app.add_middleware(_BodyLimit, limit=cfg.max_body_bytes)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 

@@ -526,7 +526,7 @@
     try {
       const r = await api("/api/sample", body);
       showGrid(cv, r.images, r.shape, cols, width, 2, 3);
-      $("sample-seed").textContent = `seed ${r.seed}${state.info.num_classes ? ` · ${className(state.label)}` : ""}`;
+      $("sample-seed").textContent = `seed ${r.seed}${state.info.num_classes ? ` · class ${className(state.label)}` : ""}`;
       vaelab.samples += 1;
     } catch (e) {
       showError(e);
