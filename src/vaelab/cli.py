@@ -137,7 +137,7 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
 
     from vaelab import checkpoint as ckpt
     from vaelab.data import load_splits
-    from vaelab.train import dist_info, fit, init_distributed
+    from vaelab.train import dist_info, finish_distributed, fit, init_distributed
 
     init_distributed()
     rank, world = dist_info()
@@ -200,6 +200,7 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
                  on_log=lambda r: logger.info(
                      "epoch %d: train ELBO %.2f, val ELBO %.2f nats (%.1f s, %.0f samples/s)",
                      r["epoch"], r["train_elbo"], r["val_elbo"], r["epoch_seconds"], r["samples_per_s"]))
+    finish_distributed()
     if rank != 0:
         return
     if not no_plots:

@@ -35,8 +35,8 @@ from vaelab.checkpoint import (
     write_config, write_metrics,
 )
 from vaelab.config import RunConfig, TrainConfig
-from vaelab.data import DataSplits, ImageData, iter_batches, to_float
-from vaelab.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
+from vaelab.data import DataSplits, ImageData, to_float
+from vaelab.errors import CheckpointError, ConfigError, DistributedError, TrainingDiverged, TrainingInterrupted
 from vaelab.models import VAE, VAEOutput
 
 logger = logging.getLogger(__name__)
@@ -109,11 +109,81 @@ def init_distributed(timeout_s: float | None = None) -> None:
 
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ or dist.is_initialized():
         return
-    timeout = timeout_s or float(os.environ.get("VAELAB_DIST_TIMEOUT", "120"))
-    use_cuda = torch.cuda.is_available() and os.environ.get("VAELAB_DIST_BACKEND", "") != "gloo"
-    if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout))
+    timeout = timeout_s or dist_timeout()
+    backend = os.environ.get("VAELAB_DIST_BACKEND") or "gloo"
+    if torch.cuda.is_available() and "VAELAB_DIST_BACKEND" not in os.environ:
+        # CPU tensors (--device cpu on a GPU machine) go through gloo, CUDA tensors through NCCL
+        backend = "cpu:gloo,cuda:nccl"
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local < torch.cuda.device_count():
+            torch.cuda.set_device(local)
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+    except (RuntimeError, ValueError) as e:  # DistStoreError, DistNetworkError, a bad backend name
+        raise DistributedError(
+            f"process {os.environ['RANK']} of {os.environ['WORLD_SIZE']} could not join the process group at "
+            f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')} ({_first_line(e)}); "
+            f"start every process (torchrun --nnodes/--nproc-per-node) with the same rendezvous endpoint"
+        ) from e
+
+
+def finish_distributed() -> None:
+    """Wait for every process, then leave the process group (a process that exits while the group is
+    alive can abort with SIGABRT when the rendezvous store goes away first)."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
+def dist_timeout() -> float:
+    """Seconds a collective waits for its peers (env VAELAB_DIST_TIMEOUT, default 120)."""
+    text = os.environ.get("VAELAB_DIST_TIMEOUT", "120")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"VAELAB_DIST_TIMEOUT={text!r}: give a positive number of seconds, e.g. 120")
+    return value
+
+
+def _first_line(e: BaseException) -> str:
+    """The gist of a gloo/NCCL message: its first line, without the C++ source location."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if text.startswith("[") and "] " in text:
+        text = text.split("] ", 1)[1]
+    return text.split(". ", 1)[0][:300]  # gloo goes on with "This is typically caused by ..."
+
+
+def _is_peer_failure(e: BaseException) -> bool:
+    if isinstance(e, dist.DistError):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and any(w in text for w in ("gloo", "nccl", "connection reset",
+                                                                   "connection closed", "timed out"))
+
+
+def _peer_failures(fn: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
+    """Turn the RuntimeError of a collective whose peer died or hung into a DistributedError."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> TrainResult:
+        try:
+            return fn(*args, **kwargs)
+        except RuntimeError as e:
+            rank, world = dist_info()
+            if world == 1 or not _is_peer_failure(e):
+                raise
+            raise DistributedError(
+                f"process {rank} of {world}: another process died or stopped answering ({_first_line(e)}); "
+                f"stopping too. The first error in the other processes' output says why; the last "
+                f"checkpoint is kept (continue with --resume RUN). Collectives wait "
+                f"VAELAB_DIST_TIMEOUT={dist_timeout():g} s for a silent peer") from e
+
+    return wrapper
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -161,9 +231,13 @@ def evaluate_elbo(model: VAE, data: ImageData, batch_size: int = 1000, seed: int
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     n = 0
     rank, world = shard
-    for i, (xb, yb) in enumerate(iter_batches(data, batch_size)):
-        if i % world != rank:
+    dtype = next(model.parameters()).dtype
+    for i, start in enumerate(range(0, len(data), batch_size)):
+        if i % world != rank:  # draw this batch's noise anyway: N processes use the noise of one
+            torch.randn((min(batch_size, len(data) - start), model.cfg.latent_dim), generator=g,
+                        device=device, dtype=dtype)
             continue
+        xb, yb = data.batch(slice(start, start + batch_size))
         x = to_float(xb.to(device, non_blocking=True))
         y = None if (yb is None or model.cfg.num_classes == 0) else yb.to(device)
         t = model.elbo(x, y, generator=g)
@@ -202,6 +276,33 @@ class _StopFlag:
             signal.signal(s, h)
 
 
+class _AgreedStopFlag(_StopFlag):
+    """The distributed form of _StopFlag: every rank must stop after the same step, or the next
+    collective pairs one rank's gradients with another's validation sums. A signal is only noted
+    here; `agree` (an all-reduce every log_every steps) makes it, and rank 0's time budget, common.
+    Launchers forward the signal they receive, so a rank sees it twice: only a third one stops at once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: int | None = None
+        self.count = 0
+        self.budget_spent = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count >= 3:
+            raise KeyboardInterrupt
+        self.pending = self.pending or signum
+
+    def agree(self, device: torch.device, budget_spent: bool) -> None:
+        flags = torch.tensor([self.pending or 0, int(budget_spent)], dtype=torch.int64, device=device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        if int(flags[0]):
+            self.signal = int(flags[0])
+        self.budget_spent = bool(flags[1])
+
+
 def threading_is_main() -> bool:
     import threading
 
@@ -222,6 +323,7 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> Te
     return torch.randperm(n, generator=g, device=device)
 
 
+@_peer_failures
 def fit(
     model: VAE,
     splits: DataSplits,
@@ -250,7 +352,6 @@ def fit(
     model.to(device).train()
     if tc.batch_size % world:
         raise ConfigError(f"batch_size {tc.batch_size} must be divisible by the number of processes {world}")
-    local_bs = tc.batch_size // world
     noise = torch.Generator(device).manual_seed(tc.seed + 1)  # reparameterization eps and binarization
 
     # -- data: one uint8 tensor on the device, or a memory-mapped array read per batch ---------
@@ -262,7 +363,7 @@ def fit(
                           f"{splits.name} has none")
     labels = train.labels.to(device) if (resident and model.cfg.num_classes) else None
     n = len(train)
-    steps_per_epoch = n // tc.batch_size if world > 1 else math.ceil(n / tc.batch_size)
+    steps_per_epoch = math.ceil(n / tc.batch_size)  # a last partial batch is split over the processes too
     if steps_per_epoch == 0:
         raise ConfigError(f"{n} training images are fewer than one batch of {tc.batch_size} per {world} processes")
     dynamic = cfg.data.binarize == "dynamic"
@@ -297,6 +398,8 @@ def fit(
         if "torch_cuda" in rng and device.type == "cuda":
             torch.cuda.set_rng_state(rng["torch_cuda"], device)
         sums = extra["sums"]
+        if not is_main:  # rank 0 saved the sums of all ranks
+            sums.zero_()
         if st["stopped"] == "time-budget" and (tc.max_minutes is None or 60 * tc.max_minutes > st["elapsed"]):
             st["stopped"] = "completed"  # resumed with a larger (or no) --max-minutes: go on
         if is_main:
@@ -322,7 +425,7 @@ def fit(
     t_start = time.monotonic() - st["elapsed"]
     bar = _progress(progress and is_main, total=tc.epochs * steps_per_epoch, initial=st["step"])
     first_bad = None
-    with _StopFlag() as stop:
+    with (_StopFlag() if world == 1 else _AgreedStopFlag()) as stop:
         while st["epoch"] < tc.epochs and st["stopped"] == "completed":
             epoch = st["epoch"]
             lr = lr_at(tc, epoch)
@@ -334,14 +437,16 @@ def fit(
             for s in range(st["step_in_epoch"], steps_per_epoch):
                 idx = perm[s * tc.batch_size : (s + 1) * tc.batch_size]  # the global batch
                 gb = len(idx)
-                mine = idx[rank * local_bs : (rank + 1) * local_bs] if world > 1 else idx
+                per = -(-gb // world)  # batch_size / world, or fewer in a last partial batch
+                lo, hi = min(rank * per, gb), min((rank + 1) * per, gb)
+                mine = idx[lo:hi]  # my slice of the global batch
                 xb, _ = (images[mine], None) if resident else train.batch(mine)
                 x = to_float(xb.to(device, non_blocking=True))  # (b, C, H, W) in [0, 1]
                 if dynamic:  # a fresh binary image per use; draw for the global batch, keep my slice
                     u = torch.rand((gb, c, h, w), generator=noise, device=device)
-                    x = (u[rank * local_bs : rank * local_bs + len(x)] < x).to(x.dtype)
+                    x = (u[lo:hi] < x).to(x.dtype)
                 eps = torch.randn((tc.k, gb, model.cfg.latent_dim), generator=noise, device=device)
-                eps = eps[:, rank * local_bs : rank * local_bs + len(x)]
+                eps = eps[:, lo:hi]
                 y = None
                 if model.cfg.num_classes:
                     y = labels[mine] if resident else train.labels[mine].to(device)  # type: ignore[index]
@@ -351,7 +456,8 @@ def fit(
                     out = step_fn(x, y, eps)
                 objective, elbo, log_px_z, kl = loss_terms(
                     VAEOutput(*(t.float() for t in out)), x, model, tc.objective, klw)
-                loss = -objective.mean()
+                # DDP averages gradients over ranks: sum * world / gb makes that the mean over the global batch
+                loss = -objective.mean() if world == 1 else -objective.sum() * (world / gb)
                 if device.type == "cpu" and not torch.isfinite(loss):  # free on CPU: no device sync
                     first_bad = st["step"]
                     break
@@ -360,10 +466,17 @@ def fit(
                 if tc.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 optimizer.step()
-                sums += torch.stack([objective.sum(), elbo.sum(), log_px_z.sum(), kl.sum()]).detach() * (gb / len(x))
+                sums += torch.stack([objective.sum(), elbo.sum(), log_px_z.sum(), kl.sum()]).detach()
                 st["step"] += 1
                 st["step_in_epoch"] = s + 1
                 steps_this_run += 1
+                if world > 1 and (st["step"] % tc.log_every == 0 or s + 1 == steps_per_epoch
+                                  or (tc.checkpoint_every and st["step"] % tc.checkpoint_every == 0)):
+                    dist.all_reduce(sums)  # rank 0 keeps the sums of all ranks, the others start again
+                    if not is_main:
+                        sums.zero_()
+                    stop.agree(device, is_main and tc.max_minutes is not None
+                               and time.monotonic() - t_start > 60 * tc.max_minutes)
                 if bar is not None and (st["step"] % tc.log_every == 0 or s + 1 == steps_per_epoch):
                     bar.update(st["step"] - bar.n)
                     if device.type == "cpu":
@@ -377,7 +490,8 @@ def fit(
                     raise TrainingInterrupted(stop.signal,
                         f"stopped by signal {signal.Signals(stop.signal).name} at step {st['step']}; "
                         f"checkpoint saved, continue with `vaelab train --resume {run_path}`")
-                if tc.max_minutes is not None and time.monotonic() - t_start > 60 * tc.max_minutes:
+                if (stop.budget_spent if world > 1 else  # type: ignore[attr-defined]
+                        tc.max_minutes is not None and time.monotonic() - t_start > 60 * tc.max_minutes):
                     st["stopped"] = "time-budget"
                     break
 
@@ -388,8 +502,7 @@ def fit(
                     f"the loss became NaN/inf at {where} (lr {lr:g}); the last good checkpoint is kept. "
                     f"Check that pixels lie in [0, 1] and try a smaller --lr or --train.grad_clip")
             # -- end of epoch (or of the time budget): validate, log, checkpoint -------------
-            seen = st["step_in_epoch"] * tc.batch_size
-            seen = min(seen, n) if world == 1 else seen
+            seen = min(st["step_in_epoch"] * tc.batch_size, n)
             means = (sums / max(1, seen)).tolist()
             dt = time.monotonic() - t_epoch
             val = evaluate_elbo(model, splits.val, seed=tc.seed, shard=(rank, world))
