@@ -538,7 +538,7 @@ def serve(run: str, host: str, port: int, max_points: int, data_dir: str | None,
           threads: int | None, weights: str) -> None:
     """Explore the latent space in the browser: scatter, live decoding, interpolation, samples, drawing.
 
-    Serves the page, its scripts and a JSON API (schema at /openapi.json) from this machine only;
+    The app serves the page, its scripts and a JSON API (schema at /openapi.json) itself;
     the page loads nothing from the network. Needs the serve extra: pip install 'vaelab[serve]'.
     """
     _setup_logging(True)
