@@ -296,7 +296,8 @@ WEIGHTS = {"last": "model.safetensors", "best": "best.safetensors"}
 @click.option("--k", type=int, default=1000, show_default=True, help="Importance samples per image (Burda et al.: 5000).")
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
 @click.option("--batch-size", type=int, default=100, show_default=True, help="Images per batch.")
-@click.option("--chunk", type=int, default=500, show_default=True, help="Importance samples per pass (bounds memory).")
+@click.option("--chunk", type=int, default=50, show_default=True,
+              help="Importance samples per pass: memory ~ 16 * batch * chunk * pixels bytes (~65 MB for MNIST).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=int, help="Evaluate only the first N images.")
 @click.option("--data-dir", type=click.Path(), help="Folder with the IDX files, if not where training found them.")
@@ -304,8 +305,10 @@ WEIGHTS = {"last": "model.safetensors", "best": "best.safetensors"}
 @threads_opt
 @weights_opt
 @click.option("--json", "as_json", is_flag=True, help="Print eval.json instead of the table.")
+@click.option("--per-image", type=click.Path(dir_okay=False), help="Also save each image's log p(x) estimate (N,) as .npy.")
 def eval_(run: str, k: int, split: str, batch_size: int, chunk: int, seed: int, limit: int | None,
-          data_dir: str | None, device: str, threads: int | None, weights: str, as_json: bool) -> None:
+          data_dir: str | None, device: str, threads: int | None, weights: str, as_json: bool,
+          per_image: str | None) -> None:
     """Test ELBO and its parts, importance-sampled NLL +- standard error, bits/dim, active units.
 
     Writes RUN/eval.json. NLL is positive, in nats per image; ELBO is higher-is-better.
@@ -316,9 +319,12 @@ def eval_(run: str, k: int, split: str, batch_size: int, chunk: int, seed: int, 
 
     from vaelab.checkpoint import atomic_write_text
     from vaelab.data import load_splits
-    from vaelab.evaluate import evaluate
+    from vaelab.evaluate import evaluate, keep_freed_memory
 
     ecfg = EvalConfig(k=k, batch_size=batch_size, chunk=chunk, seed=seed, split=split)  # type: ignore[arg-type]
+    keep_freed_memory()  # ~30% less CPU time on Linux: no page faults for the reused buffers
+    if per_image is not None and (not per_image.endswith(".npy") or not Path(per_image).parent.is_dir()):
+        raise ConfigError(f"--per-image {per_image}: give a .npy file name in an existing folder")
     model, cfg = _load_run(run, device, WEIGHTS[weights])
     dcfg = cfg.data if data_dir is None else dc_replace(cfg.data, data_dir=data_dir)
     splits = load_splits(dc_replace(dcfg, limit=None))
@@ -330,13 +336,26 @@ def eval_(run: str, k: int, split: str, batch_size: int, chunk: int, seed: int, 
     report = evaluate(model, data, ecfg, pixels=cfg.data.binarize)
     doc = {**report.to_dict(), "run": str(run), "weights": WEIGHTS[weights], "dataset": splits.name}
     atomic_write_text(Path(run) / "eval.json", json.dumps(doc, indent=2) + "\n")
+    if per_image is not None:
+        import io
+
+        import numpy as np
+
+        from vaelab.data import atomic_write_bytes
+
+        if report.per_image is None:
+            raise ConfigError(f"--per-image: {report.note}; there are no per-image log-likelihoods to save")
+        buf = io.BytesIO()
+        np.save(buf, report.per_image.numpy())
+        atomic_write_bytes(Path(per_image), buf.getvalue())
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
     rows = [("dataset / split", f"{splits.name} / {split} ({report.num_images} images, pixels: {report.pixels})")]
     if report.nll is not None:
         rows.append((f"NLL (k={k})", f"{report.nll:.2f} +- {report.nll_stderr:.2f} nats"))
-        rows.append(("bits/dim", f"{report.bpd:.4f}"))
+        if report.bpd is not None:
+            rows.append(("bits/dim", f"{report.bpd:.4f}"))
     rows += [("ELBO", f"{report.elbo:.2f} +- {report.elbo_stderr:.2f} nats"),
              ("  log p(x|z)", f"{report.log_px_z:.2f} nats"), ("  KL", f"{report.kl:.2f} nats"),
              ("active units", f"{report.active_units} / {report.latent_dim}"),
