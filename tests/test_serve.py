@@ -10,7 +10,6 @@ import io
 import json
 import os
 import socket
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
