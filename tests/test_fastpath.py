@@ -174,3 +174,48 @@ def test_reference_kl_is_the_library_kl() -> None:
     p = torch.sigmoid(logits)
     bce = -(x * torch.log(p) + (1 - x) * torch.log(1 - p)).flatten(1).sum(-1)
     torch.testing.assert_close(obj.bernoulli_log_prob(x, logits), -bce)
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_reference() -> None:
+    """train.compile: torch.compile of the networks and loss terms (inductor on CPU, ~1 min to
+    compile) trains the same two steps as the reference."""
+    cfg = replace(load_preset("tiny"), {"train.epochs": 1, "train.seed": 3, "train.device": "cpu",
+                                        "train.threads": 1, "train.adam_eps": 1e-3, "train.compile": True,
+                                        "data.dataset": "synthetic", "data.limit": None})
+    splits = synthetic_splits(STEPS * cfg.train.batch_size)
+    torch.manual_seed(0)
+    model = VAE(cfg.model)
+    reference = copy.deepcopy(model)
+    result = fit(model, splits, cfg, progress=False)
+    ref_objective, ref_grads = reference_training(reference, splits.train.images, cfg)
+    assert result.metrics[0]["train_objective"] == pytest.approx(ref_objective, rel=1e-5)
+    scale = max(float(g.abs().max()) for g in ref_grads)
+    for p, g in zip(model.parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-5 * scale)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=1e-2 * cfg.train.lr)
+
+
+def test_default_threads_leaves_out_busy_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 usable cores: all of them when idle, 1 when another process keeps a core (or half of one) busy."""
+    from vaelab import train
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(train.torch, "get_num_threads", lambda: 2)
+    for busy, expected in [(0.0, 2), (0.2, 2), (0.5, 1), (1.0, 1), (1.9, 1)]:
+        monkeypatch.setattr(train, "busy_cores", lambda cpus, b=busy: b)
+        assert train.default_threads() == expected, busy
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's explicit choice wins
+    assert train.default_threads() == 2
+
+
+def test_busy_cores_reads_proc_stat() -> None:
+    """A number of busy cores between 0 and the number of cores (sampled over 10 ms)."""
+    import os
+
+    from vaelab.train import busy_cores
+
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else {0}
+    assert 0.0 <= busy_cores(cpus, window_s=0.01) <= len(cpus) + 1e-9
