@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 EPOCHS ?= 10
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all serve bench clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+serve: setup
+	$(BIN)/vaelab serve runs/seed
 
 test-all: setup
 	$(BIN)/python -m pytest -m "slow or not slow"
