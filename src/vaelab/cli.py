@@ -581,6 +581,30 @@ def serve(run: str, host: str, port: int, max_points: int, data_dir: str | None,
     srv.run(app, sock)
 
 
+@cli.command("export")
+@run_arg
+@click.option("--format", "fmt", type=click.Choice(["onnx", "pt2"]), default="onnx", show_default=True,
+              help="onnx: for onnxruntime (pip install 'vaelab[export]'); pt2: torch.export programs.")
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Folder to write [default: RUN/export-FORMAT].")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version (>= 15).")
+@weights_opt
+def export_(run: str, fmt: str, out: str | None, opset: int, weights: str) -> None:
+    """Write the encoder (x -> loc, logvar) and decoder (z -> pixel means) as ONNX or .pt2 files.
+
+    A conditional model's graphs take the one-hot label as a second input, y_onehot. The folder
+    also gets export.json with the input and output names and shapes (docs/scale.md shows how to
+    load the files).
+    """
+    _setup_logging(True)
+    from vaelab.export import export_model
+
+    model, _ = _load_run(run, "cpu", WEIGHTS[weights])
+    folder = Path(out or Path(run) / f"export-{fmt}")
+    paths = export_model(model, folder, fmt, opset=opset,  # type: ignore[arg-type]
+                         extra={"run": str(run), "weights": WEIGHTS[weights]})
+    click.echo(f"wrote {', '.join(p.name for p in paths)} to {folder}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line on stderr and exit code 2 for any bad input."""
     try:
