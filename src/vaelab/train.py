@@ -15,10 +15,11 @@ same global batch (up to float summation order).
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
 import logging
 import math
 import os
+import platform
 import signal
 import time
 from dataclasses import dataclass, field
@@ -66,16 +67,78 @@ class TrainResult:
 
 
 def default_threads() -> int:
-    """Intra-op threads for the CPU: one per core we may use, capped at the physical core count.
+    """Intra-op threads for the CPU: the cores we may use (capped at torch's default, the physical
+    core count) less those that other processes keep busy right now.
 
-    When another process already keeps a core busy, OpenMP threads that spin-wait on each other
-    make small matrix multiplies 10x slower; the user can pass --threads 1 (see BENCHMARKS.md).
+    OpenMP threads wait for each other at the end of every parallel region, so one thread sharing
+    its core with another process stalls all of them: on a 2-core machine with the other core busy,
+    2 threads trained the seed preset about 10x slower than 1 thread (docs/speed.md). How busy our
+    cores are is sampled over 0.2 s from /proc/stat (the 1-minute load average elsewhere), and
+    ceil(busy - 0.25) cores are left out, so even a half-busy core is. OMP_NUM_THREADS or an explicit
+    --threads take precedence.
     """
     try:
-        n = len(os.sched_getaffinity(0))
+        cpus = os.sched_getaffinity(0)
     except AttributeError:  # macOS
-        n = os.cpu_count() or 1
-    return max(1, min(n, torch.get_num_threads()))
+        cpus = set(range(os.cpu_count() or 1))
+    n = max(1, min(len(cpus), torch.get_num_threads()))
+    if n == 1 or "OMP_NUM_THREADS" in os.environ:
+        return n
+    return max(1, n - math.ceil(busy_cores(cpus) - 0.25))
+
+
+def busy_cores(cpus: set[int], window_s: float = 0.2) -> float:
+    """How many of `cpus` were busy (steal time included) over the next `window_s` seconds while
+    this process sleeps, from /proc/stat; elsewhere the 1-minute load average; 0.0 if neither exists."""
+
+    def sample() -> tuple[int, int]:
+        busy = total = 0
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                    ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+                    total += sum(ticks)
+                    busy += sum(ticks) - ticks[3] - ticks[4]
+        return busy, total
+
+    try:
+        b0, t0 = sample()
+        time.sleep(window_s)
+        b1, t1 = sample()
+        return len(cpus) * (b1 - b0) / max(1, t1 - t0)
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return 0.0
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed blocks below 32 MB instead of handing them back to the kernel.
+
+    A CPU training step frees and reallocates the same few MB of activations and gradients. With
+    glibc's defaults the heap top is trimmed and large blocks are unmapped on free, so every step
+    faults hundreds of pages back in (zeroed by the kernel): 15-25% of a seed-preset step on CPU,
+    measured in benchmarks/speed.py. Process-wide and idempotent; a no-op off glibc or when the user
+    set MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ (or GLIBC_TUNABLES) in the environment.
+    Returns whether the setting was applied.
+    """
+    if platform.libc_ver()[0] != "glibc" or any(
+            k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 128 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
+def compile_mode() -> str | None:
+    """torch.compile mode of the training step (TrainConfig.compile): env VAELAB_COMPILE_MODE, e.g.
+    "reduce-overhead" (CUDA graphs) or "max-autotune-no-cudagraphs"; unset, inductor's default."""
+    return os.environ.get("VAELAB_COMPILE_MODE") or None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -211,11 +274,12 @@ def loss_terms(model_out: VAEOutput, x: Tensor, model: VAE, objective: str, klw:
     """(objective, elbo, log_px_z, kl), each (B,) nats. z in model_out is (K, B, D)."""
     log_px_z = model.log_px_z(x, model_out.params)  # (K, B)
     kl = obj.gaussian_kl(model_out.loc, model_out.logvar)  # (B,)
-    elbo = obj.elbo(log_px_z.mean(0), kl)
+    rec = log_px_z.mean(0)  # (B,)
+    elbo = obj.elbo(rec, kl)
     if objective == "iwae" and model_out.z.shape[0] > 1:
         log_w = obj.log_importance_weights(log_px_z, model_out.z, model_out.loc, model_out.logvar)
-        return obj.iwae_bound(log_w), elbo, log_px_z.mean(0), kl
-    return obj.elbo(log_px_z.mean(0), kl, klw), elbo, log_px_z.mean(0), kl
+        return obj.iwae_bound(log_w), elbo, rec, kl
+    return (elbo if klw == 1.0 else obj.elbo(rec, kl, klw)), elbo, rec, kl
 
 
 @torch.no_grad()
@@ -349,6 +413,7 @@ def fit(
     device = resolve_device(tc.device)
     if device.type == "cpu":
         torch.set_num_threads(tc.threads or default_threads())
+        keep_freed_memory()
     model.to(device).train()
     if tc.batch_size % world:
         raise ConfigError(f"batch_size {tc.batch_size} must be divisible by the number of processes {world}")
@@ -376,9 +441,17 @@ def fit(
     net: torch.nn.Module = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    step_fn = torch.compile(net) if tc.compile else net
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if tc.amp == "bf16"
-                else contextlib.nullcontext())
+    amp = torch.bfloat16 if tc.amp == "bf16" else None
+
+    def forward_terms(x: Tensor, y: Tensor | None, eps: Tensor, klw: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The differentiable part of a step: the networks, then loss_terms (objective, elbo, log_px_z, kl)."""
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            out = net(x, y, eps)
+        return loss_terms(VAEOutput(*(t.float() for t in out)), x, model, tc.objective, klw)
+
+    # compiled, forward and backward are a few fused kernels: on a GPU, kernel launches are what
+    # bounds a small model (docs/speed.md); on CPU eager is faster than compiled (torch 2.13)
+    step_terms = torch.compile(forward_terms, mode=compile_mode()) if tc.compile else forward_terms
     sums = torch.zeros(4, device=device)  # objective, elbo, log_px_z, kl summed over this epoch
     st: dict[str, Any] = {"epoch": 0, "step": 0, "step_in_epoch": 0, "best_val": -math.inf, "bad_epochs": 0,
                           "metrics": [], "elapsed": 0.0, "stopped": "completed"}
@@ -440,7 +513,8 @@ def fit(
                 per = -(-gb // world)  # batch_size / world, or fewer in a last partial batch
                 lo, hi = min(rank * per, gb), min((rank + 1) * per, gb)
                 mine = idx[lo:hi]  # my slice of the global batch
-                xb, _ = (images[mine], None) if resident else train.batch(mine)
+                # index_select copies whole rows: 10-16x faster than images[mine] on CPU (BENCHMARKS.md)
+                xb = images.index_select(0, mine) if resident else train.batch(mine)[0]
                 x = to_float(xb.to(device, non_blocking=True))  # (b, C, H, W) in [0, 1]
                 if dynamic:  # a fresh binary image per use; draw for the global batch, keep my slice
                     u = torch.rand((gb, c, h, w), generator=noise, device=device)
@@ -449,16 +523,13 @@ def fit(
                 eps = eps[:, lo:hi]
                 y = None
                 if model.cfg.num_classes:
-                    y = labels[mine] if resident else train.labels[mine].to(device)  # type: ignore[index]
+                    y = labels.index_select(0, mine) if resident else train.labels[mine].to(device)  # type: ignore[union-attr,index]
 
                 klw = kl_weight(tc, st["step"], steps_per_epoch)
-                with autocast:
-                    out = step_fn(x, y, eps)
-                objective, elbo, log_px_z, kl = loss_terms(
-                    VAEOutput(*(t.float() for t in out)), x, model, tc.objective, klw)
+                objective, elbo, log_px_z, kl = step_terms(x, y, eps, klw)  # (b,) nats each
                 # DDP averages gradients over ranks: sum * world / gb makes that the mean over the global batch
                 loss = -objective.mean() if world == 1 else -objective.sum() * (world / gb)
-                if device.type == "cpu" and not torch.isfinite(loss):  # free on CPU: no device sync
+                if device.type == "cpu" and not math.isfinite(loss.item()):  # free on CPU: no device sync
                     first_bad = st["step"]
                     break
                 optimizer.zero_grad(set_to_none=True)
@@ -466,7 +537,8 @@ def fit(
                 if tc.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 optimizer.step()
-                sums += torch.stack([objective.sum(), elbo.sum(), log_px_z.sum(), kl.sum()]).detach()
+                with torch.no_grad():
+                    sums += torch.stack([objective, elbo, log_px_z, kl]).sum(1)
                 st["step"] += 1
                 st["step_in_epoch"] = s + 1
                 steps_this_run += 1
