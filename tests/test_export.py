@@ -1,8 +1,12 @@
-"""Exports: encoder and decoder as ONNX files (run in onnxruntime) and as torch.export programs."""
+"""Exports and logs: encoder and decoder as ONNX files (run in onnxruntime) and as torch.export
+programs; TensorBoard event files of `vaelab train --tensorboard`."""
 
 from __future__ import annotations
 
+import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -155,3 +159,43 @@ def test_cli_export_of_a_missing_run(tmp_path, capsys):
         main(["export", str(tmp_path / "missing")])
     assert e.value.code == 2
     assert "missing: no such run folder" in capsys.readouterr().err
+
+
+# -- TensorBoard ---------------------------------------------------------------------------------
+
+def test_tensorboard_logs_the_metrics_and_image_grids_of_each_epoch(npz_dataset, tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    run = tmp_path / "run"
+    main(["train", "--dataset", str(npz_dataset), "--hidden", "16", "--epochs", "2", "--batch-size", "40",
+          "--device", "cpu", "--threads", "1", "--conditional", "--no-plots", "-q", "--tensorboard",
+          "--out", str(run)])
+    acc = event_accumulator.EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    steps = [int(r["step"]) for r in rows]
+    assert steps == [12, 24]  # 480 images / 40
+    tags = acc.Tags()
+    for key, tag in {"train_elbo": "train/elbo_nats", "val_elbo": "val/elbo_nats", "train_kl": "train/kl_nats",
+                     "val_log_px_z": "val/log_px_z_nats", "lr": "train/lr",
+                     "samples_per_s": "train/samples_per_s"}.items():
+        assert tag in tags["scalars"]
+        events = acc.Scalars(tag)
+        assert [e.step for e in events] == steps
+        assert [e.value for e in events] == pytest.approx([float(r[key]) for r in rows], rel=1e-6)
+    for tag, rows_of_images in (("reconstructions", 2), ("samples", 1)):
+        images = acc.Images(tag)
+        assert [i.step for i in images] == steps
+        assert (images[0].width, images[0].height) == (8 * 8, rows_of_images * 8)  # 8 images of 8x8 per row
+
+
+def test_tensorboard_is_optional(npz_dataset, tmp_path, monkeypatch, capsys):
+    code = "import sys, vaelab, vaelab.cli, vaelab.train, vaelab.export; print('tensorboard' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # imported only when --tensorboard asks for it
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if it were not installed
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--dataset", str(npz_dataset), "--hidden", "16", "--epochs", "1", "--device", "cpu",
+              "-q", "--tensorboard", "--out", str(tmp_path / "run")])
+    assert e.value.code == 2
+    assert "--tensorboard needs the tensorboard package: pip install 'vaelab[tensorboard]'" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()

@@ -112,12 +112,14 @@ def cli() -> None:
 @click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
 @click.option("--amp", type=click.Choice(["none", "bf16"]), help="Autocast dtype (CUDA).")
 @click.option("--nproc", type=int, help="Launch N processes with torchrun (DistributedDataParallel).")
+@click.option("--tensorboard", is_flag=True,
+              help="Also log scalars and image grids each epoch to RUN/tensorboard/ (pip install 'vaelab[tensorboard]').")
 @click.option("--no-plots", is_flag=True, help="Do not draw the pictures at the end.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train(ctx: click.Context, preset: str, config_file: str | None, out: str | None, resume: str | None,
           overwrite: bool, hidden: str | None, conditional: bool, nproc: int | None, no_plots: bool,
-          quiet: bool, **flags: Any) -> None:
+          quiet: bool, tensorboard: bool, **flags: Any) -> None:
     """Train a VAE and write a run folder (config, weights, checkpoint, metrics, pictures).
 
     Any setting can also be given as --SECTION.KEY=VALUE, e.g. --train.adam_eps=1e-4
@@ -196,10 +198,22 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
                     __version__, preset if not resume else "resume", splits.name, len(splits.train), n_params,
                     cfg.train.epochs, cfg.train.batch_size, world > 1 and f"{world} processes" or cfg.train.device,
                     run_dir)
+    tb = None
+    if tensorboard and rank == 0:  # before training: a missing package fails at once
+        from vaelab.train import TensorBoardLog
+
+        tb = TensorBoardLog(run_dir / "tensorboard", model, splits.val, seed=cfg.train.seed)
+
+    def on_log(r: dict[str, float]) -> None:
+        logger.info("epoch %d: train ELBO %.2f, val ELBO %.2f nats (%.1f s, %.0f samples/s)",
+                    r["epoch"], r["train_elbo"], r["val_elbo"], r["epoch_seconds"], r["samples_per_s"])
+        if tb is not None:
+            tb(r)
+
     result = fit(model, splits, cfg, run_dir, resume=bool(resume) and not from_start, progress=not quiet,
-                 on_log=lambda r: logger.info(
-                     "epoch %d: train ELBO %.2f, val ELBO %.2f nats (%.1f s, %.0f samples/s)",
-                     r["epoch"], r["train_elbo"], r["val_elbo"], r["epoch_seconds"], r["samples_per_s"]))
+                 on_log=on_log)
+    if tb is not None:
+        tb.close()
     finish_distributed()
     if rank != 0:
         return
@@ -235,6 +249,7 @@ def _clear_run(run_dir: Path) -> None:
 
     for name in (ckpt.CONFIG, ckpt.MODEL, ckpt.BEST, ckpt.CHECKPOINT, ckpt.METRICS, "eval.json", *PICTURES.values()):
         (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)  # events of the run being replaced
 
 
 def _check_writable(run_dir: Path) -> None:
