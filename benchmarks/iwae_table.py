@@ -26,7 +26,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import subprocess
 import sys
 import time

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from vaelab import checkpoint as ckpt
 from vaelab.cli import main

@@ -15,7 +15,7 @@ from vaelab.train import fit, lr_at
 
 from conftest import make_images
 
-PRESETS = ["seed", "tiny", "iwae-paper", "conv"]
+PRESETS = ["seed", "tiny", "iwae-paper", "conv", "latent2d"]
 
 
 def _linear_sizes(module: nn.Module) -> list[tuple[int, int]]:
@@ -68,7 +68,8 @@ def _splits_28(n: int) -> DataSplits:
 
 
 @pytest.mark.parametrize("name, objective, k", [("seed", "elbo", 1), ("tiny", "elbo", 1), ("iwae-paper", "elbo", 1),
-                                               ("iwae-paper", "iwae", 5), ("conv", "elbo", 1)])
+                                               ("iwae-paper", "iwae", 5), ("conv", "elbo", 1),
+                                               ("latent2d", "elbo", 1)])
 def test_preset_takes_a_training_step(name, objective, k):
     cfg = load_preset(name)
     splits = _splits_28(cfg.train.batch_size)  # exactly one step per epoch
