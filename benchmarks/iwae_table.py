@@ -38,9 +38,9 @@ import torch
 from vaelab.config import DataConfig, EvalConfig, RunConfig, load_preset, parse_value, replace
 from vaelab.data import DataSplits, ImageData, binarize_once, load_splits, to_float
 from vaelab.errors import ConfigError
-from vaelab.evaluate import evaluate, keep_freed_memory
+from vaelab.evaluate import evaluate
 from vaelab.models import VAE
-from vaelab.train import default_threads, fit, resolve_device
+from vaelab.train import default_threads, fit, keep_freed_memory, resolve_device
 
 logger = logging.getLogger("iwae_table")
 

@@ -37,9 +37,9 @@ from iwae_table import _set_arg, burda_splits, init_output_bias  # noqa: E402
 
 from vaelab.config import EvalConfig, load_preset, replace  # noqa: E402
 from vaelab.errors import ConfigError  # noqa: E402
-from vaelab.evaluate import evaluate, keep_freed_memory, log_likelihood  # noqa: E402
+from vaelab.evaluate import evaluate, log_likelihood  # noqa: E402
 from vaelab.models import VAE  # noqa: E402
-from vaelab.train import default_threads, fit  # noqa: E402
+from vaelab.train import default_threads, fit, keep_freed_memory  # noqa: E402
 
 logger = logging.getLogger("time_to_quality")
 

@@ -334,7 +334,8 @@ def eval_(run: str, k: int, split: str, batch_size: int, chunk: int, seed: int, 
 
     from vaelab.checkpoint import atomic_write_text
     from vaelab.data import load_splits
-    from vaelab.evaluate import evaluate, keep_freed_memory
+    from vaelab.evaluate import evaluate
+    from vaelab.train import keep_freed_memory
 
     ecfg = EvalConfig(k=k, batch_size=batch_size, chunk=chunk, seed=seed, split=split)  # type: ignore[arg-type]
     keep_freed_memory()  # ~30% less CPU time on Linux: no page faults for the reused buffers

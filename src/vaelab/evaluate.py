@@ -102,29 +102,6 @@ def log_likelihood_batch(
     return obj.iwae_bound(log_w)
 
 
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed memory for reuse rather than return it to the kernel (Linux only).
-
-    A k=5000 evaluation allocates and frees the same few ~16 MB buffers thousands of times. By
-    default glibc unmaps or trims such blocks on free and faults in fresh zeroed pages on the next
-    pass: measured ~0.9 million page faults and a third of the CPU time per 100 MNIST images. This
-    setting is process-wide, so the library never calls it; the `vaelab eval` command and the
-    benchmarks do. Returns whether it took effect.
-    """
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl, ...)
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-    mmap_ok = libc.mallopt(m_mmap_threshold, 1 << 30) or libc.mallopt(m_mmap_threshold, 32 << 20)
-    return bool(mmap_ok) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-
-
 def _labels(model: VAE, yb: Tensor | None) -> Tensor | None:
     return yb.to(model.device) if (yb is not None and model.cfg.num_classes) else None
 
