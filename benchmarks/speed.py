@@ -293,6 +293,8 @@ def job_fit(job: dict[str, Any]) -> dict[str, Any]:
            "samples_per_cpu_s": seen / cpu, "page_faults_per_step": faults / max(1, result.steps)}
     if result.test is not None:
         out["test_elbo"] = result.test.elbo
+    if job["device"].startswith("cuda"):
+        out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
 
 
@@ -707,7 +709,7 @@ def report(groups: list[Group], desc: dict[str, Any], threads: str) -> tuple[str
             notes = [r.note] if r.note else []
             for key, fmt in (("gflops", "{:.1f} GFLOP/s"), ("epoch_seconds", "epoch {:.2f} s"),
                              ("fit_wall_seconds", "fit() {:.1f} s incl. val+test"), ("syncs", "{} syncs"),
-                             ("steps", "in {} steps"), ("samples_per_s", "{:,.0f} samples/s"),
+                             ("steps", "in {} steps"), ("samples_per_s", "{:,.0f} samples/s"), ("gpu_peak_mb", "GPU peak {:.0f} MB"),
                              ("threads_used", "{:.0f} threads")):
                 v = r.extra(key)
                 if v is not None and (key != "epoch_seconds" or r.job.get("full_epoch")) and \
