@@ -145,6 +145,10 @@ class TrainConfig:
         _choice("amp", self.amp, Literal["none", "bf16"])
         if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs!r}")
+        if self.objective == "iwae" and (self.beta != 1.0 or self.warmup_epochs):
+            raise ConfigError(
+                f"the iwae objective is a bound on log p(x) with no KL weight: drop beta {self.beta!r} and "
+                f"warmup_epochs {self.warmup_epochs!r}, or use objective elbo")
         if self.grad_clip is not None:
             _positive("grad_clip", self.grad_clip)
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience <= 0):
@@ -165,7 +169,7 @@ class EvalConfig:
 
     k: int = 1000
     batch_size: int = 100  # images per batch
-    chunk: int = 500  # importance samples per forward pass; bounds memory to batch*chunk*pixels
+    chunk: int = 50  # importance samples per forward pass; memory ~16*batch*chunk*pixels bytes (60 MB)
     seed: int = 0
     split: Literal["test", "val"] = "test"
 
