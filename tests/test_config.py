@@ -37,6 +37,7 @@ def test_overrides_apply_and_round_trip_through_json():
         ({"optim.lr": 1.0}, "SECTION one of data, model, train"),
         ({"model.activation": "swish"}, "activation must be one of"),
         ({"data.binarize": "yes"}, "binarize must be one of none, dynamic, static"),
+        ({"train.objective": "iwae", "train.beta": 4.0}, "iwae objective is a bound on log p(x) with no KL weight"),
     ],
 )
 def test_bad_values_are_named(overrides, message):
