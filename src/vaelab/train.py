@@ -513,7 +513,7 @@ def fit(
                 per = -(-gb // world)  # batch_size / world, or fewer in a last partial batch
                 lo, hi = min(rank * per, gb), min((rank + 1) * per, gb)
                 mine = idx[lo:hi]  # my slice of the global batch
-                # index_select copies whole rows: 10-16x faster than images[mine] on CPU (BENCHMARKS.md)
+                # index_select copies whole rows: 10-16x faster than images[mine] on CPU (docs/speed.md)
                 xb = images.index_select(0, mine) if resident else train.batch(mine)[0]
                 x = to_float(xb.to(device, non_blocking=True))  # (b, C, H, W) in [0, 1]
                 if dynamic:  # a fresh binary image per use; draw for the global batch, keep my slice
