@@ -436,7 +436,9 @@ def eval_setup(job: dict[str, Any]) -> tuple[Any, Any, Any]:
 
     from vaelab.config import EvalConfig, load_preset
     from vaelab.models import VAE
+    from vaelab.train import keep_freed_memory
 
+    keep_freed_memory()  # as `vaelab eval` does
     torch.manual_seed(0)
     model = VAE(load_preset(job["preset"]).model).to(job["device"]).eval()  # cost does not depend on weights
     ecfg = EvalConfig(k=job["k"], batch_size=min(job["images"], EvalConfig.batch_size))
