@@ -359,12 +359,14 @@ def job_loader(job: dict[str, Any]) -> dict[str, Any]:
         kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
         return bce + kld
 
-    model = Net()
+    device = torch.device(job["device"])
+    model = Net().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(ImageDataset(images), batch_size=job["batch"], shuffle=True)
     deadline, seen, train_loss = None, 0, 0.0
     t0 = 0.0
     for i, (data, _) in enumerate(loader):
+        data = data.to(device)
         optimizer.zero_grad()
         recon, mu, logvar = model(data)
         loss = loss_function(recon, data, mu, logvar)
@@ -662,7 +664,8 @@ def plan(args: argparse.Namespace, threads: str) -> list[Group]:
                 comps.append((f"fit/loader at batch {b}", "vaelab fit (epoch rate)",
                               "PyTorch loop: per-sample Dataset + DataLoader"))
             if b == 50:
-                rows.append(Row("Keras 3 (torch backend) model.fit", job("keras", **seed)))
+                hide_gpu = {} if dev.startswith("cuda") else {"env": {"CUDA_VISIBLE_DEVICES": ""}}
+                rows.append(Row("Keras 3 (torch backend) model.fit", job("keras", **seed, **hide_gpu)))
                 comps.append(("fit/keras at batch 50", "vaelab fit (epoch rate)", "Keras 3 (torch backend) model.fit"))
             groups.append(Group(f"seed preset (784-512-2), batch {b}", rows, "limit: matmuls of one step", comps))
         iw = {"preset": "iwae-paper", "batch": 20}
