@@ -204,11 +204,28 @@ def test_default_threads_leaves_out_busy_cores(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(train.torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(train, "cpu_quota", lambda: None)
     for busy, expected in [(0.0, 2), (0.2, 2), (0.5, 1), (1.0, 1), (1.9, 1)]:
         monkeypatch.setattr(train, "busy_cores", lambda cpus, b=busy: b)
         assert train.default_threads() == expected, busy
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's explicit choice wins
     assert train.default_threads() == 2
+
+
+def test_default_threads_respects_a_container_quota(monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 visible CPUs but `docker --cpus 1.5`: one thread (and never more than the quota)."""
+    from vaelab import train
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(train.torch, "get_num_threads", lambda: 8)
+    monkeypatch.setattr(train, "busy_cores", lambda cpus: 0.0)
+    monkeypatch.setattr(train, "cpu_quota", lambda: 1.5)
+    assert train.default_threads() == 1
+    monkeypatch.setattr(train, "cpu_quota", lambda: 4.0)
+    assert train.default_threads() == 4
+    monkeypatch.setattr(train, "cpu_quota", lambda: None)
+    assert train.default_threads() == 8
 
 
 def test_busy_cores_reads_proc_stat() -> None:

@@ -82,9 +82,29 @@ def default_threads() -> int:
     except AttributeError:  # macOS
         cpus = set(range(os.cpu_count() or 1))
     n = max(1, min(len(cpus), torch.get_num_threads()))
+    quota = cpu_quota()
+    if quota is not None:  # a container may own fewer CPUs than it sees
+        n = max(1, min(n, int(quota)))
     if n == 1 or "OMP_NUM_THREADS" in os.environ:
         return n
     return max(1, n - math.ceil(busy_cores(cpus) - 0.25))
+
+
+def cpu_quota() -> float | None:
+    """CPUs granted by a cgroup quota (docker --cpus, Kubernetes limits.cpu); None when unlimited."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]  # cgroup v2: "max 100000"
+    except (OSError, ValueError):
+        try:  # cgroup v1: quota -1 means unlimited
+            quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()
+            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:  # "max"
+        return None
+    return q / p if q > 0 and p > 0 else None
 
 
 def busy_cores(cpus: set[int], window_s: float = 0.2) -> float:
