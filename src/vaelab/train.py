@@ -516,7 +516,9 @@ def fit(
 
     # -- the loop -------------------------------------------------------------------------------
     t_start = time.monotonic() - st["elapsed"]
-    bar = _progress(progress and is_main, total=tc.epochs * steps_per_epoch, initial=st["step"])
+    # the bar counts images, so its rate reads in images/s
+    bar = _progress(progress and is_main, total=tc.epochs * steps_per_epoch * tc.batch_size,
+                    initial=st["step"] * tc.batch_size)
     first_bad = None
     with (_StopFlag() if world == 1 else _AgreedStopFlag()) as stop:
         while st["epoch"] < tc.epochs and st["stopped"] == "completed":
@@ -570,7 +572,7 @@ def fit(
                     stop.agree(device, is_main and tc.max_minutes is not None
                                and time.monotonic() - t_start > 60 * tc.max_minutes)
                 if bar is not None and (st["step"] % tc.log_every == 0 or s + 1 == steps_per_epoch):
-                    bar.update(st["step"] - bar.n)
+                    bar.update(st["step"] * tc.batch_size - bar.n)
                     if device.type == "cpu":
                         bar.set_postfix_str(f"epoch {epoch + 1} elbo {sums[1].item() / ((s + 1) * tc.batch_size):.2f}")
                 if tc.checkpoint_every and st["step"] % tc.checkpoint_every == 0:
@@ -637,7 +639,8 @@ def _progress(enabled: bool, total: int, initial: int) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=True)
+    return tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True, leave=True,
+                smoothing=0.1)
 
 
 class TensorBoardLog:
