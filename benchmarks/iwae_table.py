@@ -40,7 +40,8 @@ from vaelab.data import DataSplits, ImageData, binarize_once, load_splits, to_fl
 from vaelab.errors import ConfigError
 from vaelab.evaluate import evaluate
 from vaelab.models import VAE
-from vaelab.train import default_threads, fit, keep_freed_memory, resolve_device
+from vaelab.cpu import default_threads, keep_freed_memory
+from vaelab.train import fit, resolve_device
 
 logger = logging.getLogger("iwae_table")
 

@@ -66,10 +66,10 @@ def peak_rss_mb() -> float:
 
 
 def set_threads(threads: str) -> int:
-    """Apply a thread setting: an integer, or "default" for vaelab.train.default_threads()."""
+    """Apply a thread setting: an integer, or "default" for vaelab.cpu.default_threads()."""
     import torch
 
-    from vaelab.train import default_threads
+    from vaelab.cpu import default_threads
 
     n = default_threads() if threads == "default" else int(threads)
     torch.set_num_threads(n)
@@ -438,7 +438,7 @@ def eval_setup(job: dict[str, Any]) -> tuple[Any, Any, Any]:
 
     from vaelab.config import EvalConfig, load_preset
     from vaelab.models import VAE
-    from vaelab.train import keep_freed_memory
+    from vaelab.cpu import keep_freed_memory
 
     keep_freed_memory()  # as `vaelab eval` does
     torch.manual_seed(0)
@@ -592,7 +592,7 @@ class Burner:
 def machine_description(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from vaelab.train import default_threads
+    from vaelab.cpu import default_threads
 
     cpu = platform.processor() or platform.machine()
     try:

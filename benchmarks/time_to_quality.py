@@ -39,7 +39,8 @@ from vaelab.config import EvalConfig, load_preset, replace  # noqa: E402
 from vaelab.errors import ConfigError  # noqa: E402
 from vaelab.evaluate import evaluate, log_likelihood  # noqa: E402
 from vaelab.models import VAE  # noqa: E402
-from vaelab.train import default_threads, fit, keep_freed_memory  # noqa: E402
+from vaelab.cpu import default_threads, keep_freed_memory  # noqa: E402
+from vaelab.train import fit  # noqa: E402
 
 logger = logging.getLogger("time_to_quality")
 

@@ -125,7 +125,7 @@ class TrainConfig:
     patience: int | None = None  # early stopping after this many epochs without val improvement
     max_minutes: float | None = None  # wall-clock budget; training ends cleanly when spent
     device: Device = "auto"
-    threads: int | None = None  # torch intra-op threads on CPU; None: see vaelab.train.default_threads
+    threads: int | None = None  # torch intra-op threads on CPU; None: see vaelab.cpu.default_threads
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: every epoch only)
     log_every: int = 50  # steps between progress-bar updates of the running ELBO (CPU only)
     compile: bool = False  # torch.compile the training step

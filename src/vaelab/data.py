@@ -138,8 +138,8 @@ class DataSplits:
 
 
 def to_float(images: Tensor) -> Tensor:
-    """uint8 (B, C, H, W) -> float32 pixels in [0, 1] (k/255)."""
-    return images.to(torch.float32).div_(255.0)
+    """uint8 (B, C, H, W) -> float32 pixels in [0, 1] (k/255), in one pass (uint8 / float promotes to float32)."""
+    return images.div(255.0) if images.dtype == torch.uint8 else images.to(torch.float32).div_(255.0)
 
 
 def binarize_once(images: Tensor, seed: int) -> Tensor:

@@ -15,11 +15,9 @@ same global batch (up to float summation order).
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import os
-import platform
 import signal
 import time
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ from vaelab.checkpoint import (
     write_config, write_metrics,
 )
 from vaelab.config import RunConfig, TrainConfig
+from vaelab.cpu import default_threads, keep_freed_memory  # noqa: F401 (re-exported for callers)
 from vaelab.data import DataSplits, ImageData, to_float
 from vaelab.errors import CheckpointError, ConfigError, DistributedError, TrainingDiverged, TrainingInterrupted
 from vaelab.models import VAE, VAEOutput
@@ -64,95 +63,6 @@ class TrainResult:
     metrics: list[dict[str, float]] = field(default_factory=list)
     test: EpochStats | None = None
     stopped: str = "completed"  # completed | early-stopping | time-budget
-
-
-def default_threads() -> int:
-    """Intra-op threads for the CPU: the cores we may use (capped at torch's default, the physical
-    core count) less those that other processes keep busy right now.
-
-    OpenMP threads wait for each other at the end of every parallel region, so one thread sharing
-    its core with another process stalls all of them: on a 2-core machine with the other core busy,
-    2 threads trained the seed preset about 10x slower than 1 thread (docs/speed.md). How busy our
-    cores are is sampled over 0.2 s from /proc/stat (the 1-minute load average elsewhere), and
-    ceil(busy - 0.25) cores are left out, so even a half-busy core is. OMP_NUM_THREADS or an explicit
-    --threads take precedence.
-    """
-    try:
-        cpus = os.sched_getaffinity(0)
-    except AttributeError:  # macOS
-        cpus = set(range(os.cpu_count() or 1))
-    n = max(1, min(len(cpus), torch.get_num_threads()))
-    quota = cpu_quota()
-    if quota is not None:  # a container may own fewer CPUs than it sees
-        n = max(1, min(n, int(quota)))
-    if n == 1 or "OMP_NUM_THREADS" in os.environ:
-        return n
-    return max(1, n - math.ceil(busy_cores(cpus) - 0.25))
-
-
-def cpu_quota() -> float | None:
-    """CPUs granted by a cgroup quota (docker --cpus, Kubernetes limits.cpu); None when unlimited."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]  # cgroup v2: "max 100000"
-    except (OSError, ValueError):
-        try:  # cgroup v1: quota -1 means unlimited
-            quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()
-            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
-        except OSError:
-            return None
-    try:
-        q, p = int(quota), int(period)
-    except ValueError:  # "max"
-        return None
-    return q / p if q > 0 and p > 0 else None
-
-
-def busy_cores(cpus: set[int], window_s: float = 0.2) -> float:
-    """How many of `cpus` were busy (steal time included) over the next `window_s` seconds while
-    this process sleeps, from /proc/stat; elsewhere the 1-minute load average; 0.0 if neither exists."""
-
-    def sample() -> tuple[int, int]:
-        busy = total = 0
-        with open("/proc/stat") as f:
-            for line in f:
-                name, *fields = line.split()
-                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
-                    ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
-                    total += sum(ticks)
-                    busy += sum(ticks) - ticks[3] - ticks[4]
-        return busy, total
-
-    try:
-        b0, t0 = sample()
-        time.sleep(window_s)
-        b1, t1 = sample()
-        return len(cpus) * (b1 - b0) / max(1, t1 - t0)
-    except (OSError, ValueError, IndexError):
-        try:
-            return os.getloadavg()[0]
-        except (AttributeError, OSError):
-            return 0.0
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc's malloc keep freed blocks below 32 MB instead of handing them back to the kernel.
-
-    A CPU training step frees and reallocates the same few MB of activations and gradients. With
-    glibc's defaults the heap top is trimmed and large blocks are unmapped on free, so every step
-    faults hundreds of pages back in (zeroed by the kernel): 15-25% of a seed-preset step on CPU,
-    measured in benchmarks/speed.py. Process-wide and idempotent; a no-op off glibc or when the user
-    set MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ (or GLIBC_TUNABLES) in the environment.
-    Returns whether the setting was applied.
-    """
-    if platform.libc_ver()[0] != "glibc" or any(
-            k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")):
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-        return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 128 << 20))
-    except (OSError, AttributeError):
-        return False
 
 
 def compile_mode() -> str | None:
