@@ -344,6 +344,11 @@ def fit(
     if device.type == "cpu":
         torch.set_num_threads(tc.threads or default_threads())
         keep_freed_memory()
+        # Adam's moments of parameters whose gradient is always 0 (weights of MNIST's blank border
+        # pixels) decay as 0.9^step into subnormal floats after ~800 steps, and x86 arithmetic on
+        # subnormals is ~100x slower: without this, epoch 2 onwards ran 35-40% slower than epoch 1
+        # (seed preset, BENCHMARKS.md). Flushing them to zero changes no printed digit. Process-wide.
+        torch.set_flush_denormal(True)
     model.to(device).train()
     if tc.batch_size % world:
         raise ConfigError(f"batch_size {tc.batch_size} must be divisible by the number of processes {world}")
