@@ -44,3 +44,17 @@ def test_busy_cores_reads_proc_stat() -> None:
 
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else {0}
     assert 0.0 <= busy_cores(cpus, window_s=0.01) <= len(cpus) + 1e-9
+
+
+def test_flush_denormal_is_restored_after_the_block() -> None:
+    """Subnormals are flushed inside (training speed) and the processor mode is restored after
+    (other code, hypothesis for one, refuses to run with flushed subnormals)."""
+    import torch
+
+    from vaelab import cpu
+
+    tiny = torch.tensor([1e-39], dtype=torch.float32)
+    assert float(tiny.mul(1.0)[0]) != 0.0
+    with cpu.flush_denormal():
+        assert float(tiny.mul(1.0)[0]) == 0.0
+    assert float(tiny.mul(1.0)[0]) != 0.0

@@ -5,12 +5,14 @@ Separate from train.py because evaluation, the CLI and the benchmarks use it too
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
 import platform
 import time
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -102,3 +104,26 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 128 << 20))
     except (OSError, AttributeError):
         return False
+
+
+@contextlib.contextmanager
+def flush_denormal() -> Iterator[None]:
+    """Flush subnormal floats to zero on the CPU inside the block (or the decorated function), then
+    restore the previous mode: it is processor state that other code (hypothesis, for one) relies on.
+
+    Why training wants it: Adam's moments of parameters whose gradient is always 0 (weights of
+    MNIST's blank border pixels) decay as 0.9^step into subnormals after ~800 steps, and x86
+    arithmetic on subnormals is slow: without this, epoch 2 onwards of the seed preset ran 35-40%
+    slower than epoch 1 (BENCHMARKS.md). Flushing them changes no printed digit.
+    """
+    was = _flushing_denormals()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was)
+
+
+def _flushing_denormals() -> bool:
+    """True when the CPU currently treats subnormal float32 values as zero."""
+    return float(torch.tensor([1e-39], dtype=torch.float32).mul(1.0)[0]) == 0.0

@@ -157,8 +157,8 @@ def plot_learning_curves(rows: list[dict[str, float]]) -> Figure:
     fig = Figure(figsize=(6.4, 4), dpi=150, layout="constrained")
     ax = fig.add_subplot()
     epochs = [r["epoch"] for r in rows]
-    ax.plot(epochs, [r["train_elbo"] for r in rows], "o-", ms=3, label="train ELBO")
-    ax.plot(epochs, [r["val_elbo"] for r in rows], "s-", ms=3, label="validation ELBO")
+    ax.plot(epochs, [r["train_elbo"] for r in rows], "o-", ms=3, label="train ELBO (mean over the epoch)")
+    ax.plot(epochs, [r["val_elbo"] for r in rows], "s-", ms=3, label="validation ELBO (end of epoch)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("ELBO (nats per image, higher is better)")
     ax.set_title("Learning curves")

@@ -34,7 +34,7 @@ from vaelab.checkpoint import (
     write_config, write_metrics,
 )
 from vaelab.config import RunConfig, TrainConfig
-from vaelab.cpu import default_threads, keep_freed_memory  # noqa: F401 (re-exported for callers)
+from vaelab.cpu import default_threads, flush_denormal, keep_freed_memory  # noqa: F401 (re-exported)
 from vaelab.data import DataSplits, ImageData, to_float
 from vaelab.errors import CheckpointError, ConfigError, DistributedError, TrainingDiverged, TrainingInterrupted
 from vaelab.models import VAE, VAEOutput
@@ -318,6 +318,7 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> Te
 
 
 @_peer_failures
+@flush_denormal()  # subnormal Adam moments made every epoch after the first 35-40% slower on CPU
 def fit(
     model: VAE,
     splits: DataSplits,
@@ -344,11 +345,6 @@ def fit(
     if device.type == "cpu":
         torch.set_num_threads(tc.threads or default_threads())
         keep_freed_memory()
-        # Adam's moments of parameters whose gradient is always 0 (weights of MNIST's blank border
-        # pixels) decay as 0.9^step into subnormal floats after ~800 steps, and x86 arithmetic on
-        # subnormals is ~100x slower: without this, epoch 2 onwards ran 35-40% slower than epoch 1
-        # (seed preset, BENCHMARKS.md). Flushing them to zero changes no printed digit. Process-wide.
-        torch.set_flush_denormal(True)
     model.to(device).train()
     if tc.batch_size % world:
         raise ConfigError(f"batch_size {tc.batch_size} must be divisible by the number of processes {world}")
