@@ -56,3 +56,14 @@ def npz_dataset(tmp_path):
     path = tmp_path / "tiny.npz"
     np.savez(path, x=x[:, 0], y=y)
     return path
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run `vaelab ARGS` in-process: (exit code, stdout, stderr). main() exits only on errors."""
+    from vaelab.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err

@@ -10,14 +10,10 @@ import pytest
 from vaelab import checkpoint as ckpt
 from vaelab.cli import main
 from vaelab.plots import PICTURES
+from conftest import run_cli
 
 
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+run = run_cli  # tests/conftest.py
 
 
 @pytest.fixture

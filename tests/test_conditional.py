@@ -12,6 +12,7 @@ from vaelab.cli import main
 from vaelab.config import EvalConfig
 from vaelab.data import ImageData, load_splits
 from vaelab.evaluate import log_likelihood
+from conftest import run_cli
 
 
 def ten_class_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -30,12 +31,7 @@ def block_means(imgs: np.ndarray) -> np.ndarray:
     return imgs.reshape(len(imgs), 4, 2, 4, 2).mean(axis=(2, 4)).reshape(len(imgs), 16)
 
 
-def _run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+_run = run_cli  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from vaelab.evaluate import (
     active_units, evaluate, is_binary, log_likelihood, log_likelihood_batch, log_weights,
 )
 from vaelab.models import VAE
+from conftest import run_cli
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -271,12 +272,7 @@ def test_active_units_follow_burdas_criterion(binary):
 
 # -- the `vaelab eval` command ---------------------------------------------------------------
 
-def _run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+_run = run_cli  # tests/conftest.py
 
 
 @pytest.fixture
