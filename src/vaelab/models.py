@@ -330,7 +330,7 @@ def interpolate_latents(z1: Tensor, z2: Tensor, steps: int, spherical: bool = Fa
         n1, n2 = z1.norm(), z2.norm()
         cos = torch.clamp((z1 @ z2) / (n1 * n2).clamp_min(1e-12), -1.0, 1.0)
         omega = torch.arccos(cos)
-        if float(omega.sin()) > 1e-6:
+        if float(omega.detach().sin()) > 1e-6:  # a branch on the value, not part of the graph
             s = omega.sin()
             return (torch.sin((1 - t) * omega) / s) * z1 + (torch.sin(t * omega) / s) * z2
     return (1 - t) * z1 + t * z2
