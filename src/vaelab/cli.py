@@ -638,7 +638,8 @@ def main(argv: list[str] | None = None) -> None:
         from vaelab.errors import TrainingInterrupted
 
         if isinstance(e, TrainingInterrupted):  # a clean stop, not a bad input: 128 + signal number
-            click.echo(f"vaelab: {e}", err=True)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; one says so
+                click.echo(f"vaelab: {e}", err=True)
             raise SystemExit(128 + e.signum) from None
         click.echo(f"vaelab: error: {e}", err=True)
         from vaelab.errors import DistributedError
