@@ -5,17 +5,21 @@ from __future__ import annotations
 import pytest
 
 
-def test_default_threads_leaves_out_busy_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    """2 usable cores: all of them when idle, 1 when another process keeps a core (or half of one) busy."""
+def test_auto_threads_leaves_out_busy_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--threads auto with 2 usable cores: both when idle, 1 when another process keeps a core (or
+    half of one) busy. The default ignores the load: the thread count changes the numbers."""
     from vaelab import cpu
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(cpu.torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(cpu, "_TORCH_DEFAULT_THREADS", 2)
     monkeypatch.setattr(cpu, "cpu_quota", lambda: None)
     for busy, expected in [(0.0, 2), (0.2, 2), (0.5, 1), (1.0, 1), (1.9, 1)]:
         monkeypatch.setattr(cpu, "busy_cores", lambda cpus, b=busy: b)
-        assert cpu.default_threads() == expected, busy
+        assert cpu.auto_threads() == expected, busy
+        assert cpu.resolve_threads("auto") == expected, busy
+        assert cpu.default_threads() == 2, busy  # never the load
+        assert cpu.resolve_threads(None) == 2 and cpu.resolve_threads(3) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's explicit choice wins
     assert cpu.default_threads() == 2
 
@@ -26,7 +30,7 @@ def test_default_threads_respects_a_container_quota(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    monkeypatch.setattr(cpu.torch, "get_num_threads", lambda: 8)
+    monkeypatch.setattr(cpu, "_TORCH_DEFAULT_THREADS", 8)
     monkeypatch.setattr(cpu, "busy_cores", lambda cpus: 0.0)
     monkeypatch.setattr(cpu, "cpu_quota", lambda: 1.5)
     assert cpu.default_threads() == 1

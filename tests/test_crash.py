@@ -395,3 +395,84 @@ def test_resuming_a_gpu_checkpoint_on_a_cpu_names_the_device(tiny_cfg, tiny_spli
     with pytest.raises(CheckpointError, match="random-number state was saved on another device type than cpu; "
                                               "resume with the --device the run was trained on"):
         _fit(tiny_cfg, tiny_splits, tmp_path, resume=True)
+
+
+# -- the numbers do not depend on the machine's load (issue 14, item 1) ---------------------------
+# Big enough that torch splits its kernels over threads (28x28 pixels, 256 hidden units): with 1
+# and 2 threads this run ends with different weights, which the first test checks.
+LOAD_STEPS = 3 * 13  # 640 training images of 800 / batch 50, 3 epochs
+
+
+def load_args(dataset: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--preset", "seed", "--dataset", str(dataset), "--hidden", "256", "--epochs", "3",
+            "--seed", "7", "--device", "cpu", "--out", str(out), "--no-plots", "-q", *extra]
+
+
+@pytest.fixture(scope="module")
+def mnist_sized(tmp_path_factory) -> Path:
+    from conftest import make_images
+
+    x, y = make_images(800, hw=28, seed=1)
+    path = tmp_path_factory.mktemp("data28") / "d.npz"
+    np.savez(path, x=x[:, 0], y=y)
+    return path
+
+
+class BusyCore:
+    """A process that keeps one core busy (a Python spin loop) while the block runs."""
+
+    def __enter__(self) -> BusyCore:
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.5)  # let the scheduler see it
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def idle_reference(mnist_sized, tmp_path_factory) -> Path:
+    """The run with the default thread count, uninterrupted, on a machine with nothing else to do."""
+    from vaelab.cpu import usable_cores
+
+    if usable_cores() < 2:
+        pytest.skip("one usable core: every thread default is 1, so the load cannot change the numbers here")
+    out = tmp_path_factory.mktemp("idle") / "run"
+    proc = subprocess_cli(load_args(mnist_sized, out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_the_thread_count_changes_the_numbers_so_config_json_records_it(mnist_sized, idle_reference, tmp_path):
+    import json
+
+    from vaelab.cpu import usable_cores
+
+    recorded = json.loads((idle_reference / ckpt.CONFIG).read_text())["train"]["threads"]
+    assert recorded == usable_cores()  # the count it trained with, not null
+    one = tmp_path / "one"
+    proc = subprocess_cli(load_args(mnist_sized, one, "--threads", "1"))
+    assert proc.returncode == 0, proc.stderr
+    a, b = load_file(one / ckpt.MODEL), load_file(idle_reference / ckpt.MODEL)
+    assert any(not torch.equal(a[k], b[k]) for k in a), "1 thread gave the same weights: the test below is void"
+
+
+def test_the_same_command_gives_the_same_weights_with_a_core_busy(mnist_sized, idle_reference, tmp_path):
+    out = tmp_path / "run"
+    with BusyCore():
+        proc = subprocess_cli(load_args(mnist_sized, out))
+    assert proc.returncode == 0, proc.stderr
+    assert_identical_run(out, idle_reference, LOAD_STEPS)
+
+
+def test_sigkill_after_epoch_2_and_resume_with_a_core_busy_is_bit_identical(mnist_sized, idle_reference, tmp_path):
+    out = tmp_path / "run"
+    # the 3rd checkpoint write (the end of epoch 3) dies before its rename: epoch 2's checkpoint stays
+    proc = subprocess_cli(load_args(mnist_sized, out), crash_at=f"{ckpt.CHECKPOINT}:3")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert checkpoint_contents(out)[1]["epoch"] == 2
+    with BusyCore():
+        proc = subprocess_cli(["train", "--resume", str(out), "--no-plots", "-q"])
+    assert proc.returncode == 0, proc.stderr
+    assert_identical_run(out, idle_reference, LOAD_STEPS)

@@ -60,12 +60,33 @@ def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
-def _threads(n: int | None) -> None:
+def _threads(n: int | str | None) -> None:
     import torch
 
-    from vaelab.cpu import default_threads
+    from vaelab.cpu import resolve_threads
 
-    torch.set_num_threads(n or default_threads())
+    torch.set_num_threads(resolve_threads(n))
+
+
+class _Threads(click.ParamType):
+    """--threads N (a positive integer) or --threads auto."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            n = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a positive integer or auto", param, ctx)
+        if n <= 0:
+            self.fail(f"{value!r} is not a positive integer or auto", param, ctx)
+        return n
+
+
+THREADS_HELP = ("CPU threads: N, or auto (leave out cores that other processes keep busy; the count "
+                "changes the last digits of the numbers) [default: the usable cores].")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -107,7 +128,7 @@ def cli() -> None:
 @click.option("--grad-clip", type=float, help="Clip the global gradient norm to this value.")
 @click.option("--max-minutes", type=float, help="Wall-clock budget; training ends cleanly when it is spent.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
-@click.option("--threads", type=int, help="CPU threads [default: usable cores].")
+@click.option("--threads", type=_Threads(), help=THREADS_HELP + " Recorded in config.json; a resume uses it.")
 @click.option("--checkpoint-every", type=int, help="Also checkpoint every N steps (default: each epoch).")
 @click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
 @click.option("--amp", type=click.Choice(["none", "bf16"]), help="Autocast dtype (CUDA).")
@@ -300,7 +321,7 @@ def _load_run(run: str, device: str = "cpu", weights: str = "model.safetensors")
 
 run_arg = click.argument("run", type=click.Path(file_okay=False))
 device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True)
-threads_opt = click.option("--threads", type=int, help="CPU threads [default: usable cores].")
+threads_opt = click.option("--threads", type=_Threads(), help=THREADS_HELP)
 weights_opt = click.option("--weights", type=click.Choice(["last", "best"]), default="last", show_default=True,
                            help="Last weights or those with the best validation ELBO.")
 WEIGHTS = {"last": "model.safetensors", "best": "best.safetensors"}
@@ -322,7 +343,7 @@ WEIGHTS = {"last": "model.safetensors", "best": "best.safetensors"}
 @click.option("--json", "as_json", is_flag=True, help="Print eval.json instead of the table.")
 @click.option("--per-image", type=click.Path(dir_okay=False), help="Also save each image's log p(x) estimate (N,) as .npy.")
 def eval_(run: str, k: int, split: str, batch_size: int, chunk: int, seed: int, limit: int | None,
-          data_dir: str | None, device: str, threads: int | None, weights: str, as_json: bool,
+          data_dir: str | None, device: str, threads: int | str | None, weights: str, as_json: bool,
           per_image: str | None) -> None:
     """Test ELBO and its parts, importance-sampled NLL +- standard error, bits/dim, active units.
 
@@ -570,7 +591,7 @@ def prepare(dataset: str) -> None:
 @threads_opt
 @weights_opt
 def serve(run: str, host: str, port: int, max_points: int, data_dir: str | None, device: str,
-          threads: int | None, weights: str) -> None:
+          threads: int | str | None, weights: str) -> None:
     """Explore the latent space in the browser: scatter, live decoding, interpolation, samples, drawing.
 
     The app serves the page, its scripts and a JSON API (schema at /openapi.json) itself;

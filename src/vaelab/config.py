@@ -125,7 +125,10 @@ class TrainConfig:
     patience: int | None = None  # early stopping after this many epochs without val improvement
     max_minutes: float | None = None  # wall-clock budget; training ends cleanly when spent
     device: Device = "auto"
-    threads: int | None = None  # torch intra-op threads on CPU; None: see vaelab.cpu.default_threads
+    # torch intra-op threads on CPU. None: the usable cores, whatever the load (the count changes the
+    # numbers); "auto": fewer when other processes keep cores busy (vaelab.cpu.auto_threads). fit()
+    # writes the count it used into config.json, so a resumed run uses it again.
+    threads: int | Literal["auto"] | None = None
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: every epoch only)
     log_every: int = 50  # steps between progress-bar updates of the running ELBO (CPU only)
     compile: bool = False  # torch.compile the training step
@@ -155,8 +158,9 @@ class TrainConfig:
             raise ConfigError(f"patience must be a positive integer, got {self.patience!r}")
         if self.max_minutes is not None:
             _positive("max_minutes", self.max_minutes)
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads <= 0):
-            raise ConfigError(f"threads must be a positive integer, got {self.threads!r}")
+        if self.threads is not None and self.threads != "auto" and (
+                not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads <= 0):
+            raise ConfigError(f"threads must be a positive integer or auto, got {self.threads!r}")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
         if not isinstance(self.log_every, int) or self.log_every <= 0:

@@ -17,28 +17,68 @@ from typing import Iterator
 import torch
 
 
+# torch's default intra-op thread count (the physical cores), read once: torch.get_num_threads()
+# later returns whatever the last set_num_threads() chose.
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped at torch's default (the physical
+    core count) and at a container's cgroup quota. A fact of the machine, not of its load."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # macOS
+        cpus = set(range(os.cpu_count() or 1))
+    n = max(1, min(len(cpus), _TORCH_DEFAULT_THREADS))
+    quota = cpu_quota()
+    if quota is not None:  # a container may own fewer CPUs than it sees
+        n = max(1, min(n, int(quota)))
+    return n
+
+
 def default_threads() -> int:
-    """Intra-op threads for the CPU: the cores we may use (capped at torch's default, the physical
-    core count) less those that other processes keep busy right now.
+    """Intra-op threads when none are asked for: the usable cores (OMP_NUM_THREADS if set).
+
+    It never depends on how busy the machine is, because the thread count changes the numbers:
+    torch splits reductions by thread, so 1 and 2 threads train the seed preset to weights that
+    differ by ~2e-5 after 2 epochs, and by far more later (MKL_CBWR=AUTO,STRICT does not make them
+    agree: measured 1e-4, the non-GEMM kernels differ too). The same command therefore gives the
+    same numbers on the same machine, idle or busy. `--threads auto` (:func:`auto_threads`) trades
+    that for speed on a shared machine.
+    """
+    if "OMP_NUM_THREADS" in os.environ:
+        return max(1, _TORCH_DEFAULT_THREADS)
+    return usable_cores()
+
+
+def auto_threads() -> int:
+    """`--threads auto`: the usable cores less those that other processes keep busy right now.
 
     OpenMP threads wait for each other at the end of every parallel region, so one thread sharing
     its core with another process stalls all of them: on a 2-core machine with the other core busy,
     2 threads trained the seed preset about 10x slower than 1 thread (docs/speed.md). How busy our
     cores are is sampled over 0.2 s from /proc/stat (the 1-minute load average elsewhere), and
-    ceil(busy - 0.25) cores are left out, so even a half-busy core is. OMP_NUM_THREADS or an explicit
-    --threads take precedence.
+    ceil(busy - 0.25) cores are left out, so even a half-busy core is. The count chosen is recorded
+    in the run folder, so a resumed run uses it again whatever the load then.
     """
+    n = usable_cores()
+    if n == 1:
+        return n
     try:
         cpus = os.sched_getaffinity(0)
-    except AttributeError:  # macOS
+    except AttributeError:
         cpus = set(range(os.cpu_count() or 1))
-    n = max(1, min(len(cpus), torch.get_num_threads()))
-    quota = cpu_quota()
-    if quota is not None:  # a container may own fewer CPUs than it sees
-        n = max(1, min(n, int(quota)))
-    if n == 1 or "OMP_NUM_THREADS" in os.environ:
-        return n
     return max(1, n - math.ceil(busy_cores(cpus) - 0.25))
+
+
+def resolve_threads(threads: int | str | None) -> int:
+    """The thread count for a `threads` setting: an integer as given, "auto" (load-aware) or None
+    (the usable cores, :func:`default_threads`)."""
+    if threads == "auto":
+        return auto_threads()
+    if threads is None:
+        return default_threads()
+    return int(threads)
 
 
 def cpu_quota() -> float | None:

@@ -34,7 +34,8 @@ from vaelab.checkpoint import (
     write_config, write_metrics,
 )
 from vaelab.config import RunConfig, TrainConfig
-from vaelab.cpu import default_threads, flush_denormal, keep_freed_memory  # noqa: F401 (re-exported)
+from vaelab.config import replace as replace_config
+from vaelab.cpu import default_threads, flush_denormal, keep_freed_memory, resolve_threads, usable_cores  # noqa: F401
 from vaelab.data import DataSplits, ImageData, to_float
 from vaelab.errors import CheckpointError, ConfigError, DistributedError, TrainingDiverged, TrainingInterrupted
 from vaelab.models import VAE, VAEOutput
@@ -343,8 +344,14 @@ def fit(
     # -- seed and device ------------------------------------------------------------------
     device = resolve_device(tc.device)
     if device.type == "cpu":
-        torch.set_num_threads(tc.threads or default_threads())
+        threads = resolve_threads(tc.threads)
+        torch.set_num_threads(threads)
         keep_freed_memory()
+        if tc.threads != threads:  # config.json records the count, so a resume uses it whatever the load
+            if tc.threads == "auto":
+                logger.info("threads auto: %d (of %d usable cores)", threads, usable_cores())
+            cfg = replace_config(cfg, {"train.threads": threads})
+            tc = cfg.train
     model.to(device).train()
     if tc.batch_size % world:
         raise ConfigError(f"batch_size {tc.batch_size} must be divisible by the number of processes {world}")
