@@ -284,7 +284,7 @@ def test_config_file_not_toml(tmp_path, cli_error):
     pytest.param(["--optim.lr=0.1"], r"override 'optim\.lr' must look like SECTION\.KEY", id="override_unknown_section"),
     pytest.param(["--model.latent_dim=2.5"], r"latent_dim must be an integer, got 2\.5", id="override_float_for_int"),
     pytest.param(["--binarize", "sometimes"], r"Invalid value for '--binarize'", id="bad_choice"),
-    pytest.param(["--threads", "0"], r"threads must be a positive integer, got 0", id="threads_zero"),
+    pytest.param(["--threads", "0"], r"Invalid value for .--threads.: .0. is not a positive integer or auto", id="threads_zero"),
 ])
 def test_bad_numbers_and_types(args, pattern, tmp_path, npz_dataset, cli_error):
     out = tmp_path / "out"
@@ -559,3 +559,40 @@ def VAE_small():
     from vaelab.models import VAE
 
     return VAE(ModelConfig(input_shape=(1, 4, 4), hidden=(8,), latent_dim=2))
+
+
+# -- issue 14, item 6: what a new user hit ----------------------------------------------------
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error is for machines without CUDA")
+def test_device_cuda_without_cuda_fails_before_printing_or_writing(tmp_path, npz_dataset, capsys, cli_error):
+    out = tmp_path / "run"
+    line = cli_error(["train", "--preset", "tiny", "--dataset", npz_dataset, "--device", "cuda", "--out", out],
+                     r"--device cuda: no CUDA device is available here; use --device cpu or auto")
+    assert not out.exists()  # no empty run folder left behind
+    assert "vaelab 0.1.0" not in line  # the header was not printed first
+
+
+def test_run_folder_of_a_newer_format_names_the_version_and_the_upgrade(run_copy, cli_error):
+    _alter_json(run_copy / ckpt.CONFIG, lambda d: d.update(format="vaelab-run-2", versions={"vaelab": "0.9.0"}))
+    pattern = (r"config\.json: written by vaelab 0\.9\.0 in format 'vaelab-run-2'; this vaelab 0\.1\.0 reads "
+               r"'vaelab-run-1'\. Upgrade vaelab \(pip install --upgrade vaelab\) to read this run")
+    with pytest.raises(CheckpointError, match=pattern):
+        vaelab.load(run_copy)
+    cli_error(["eval", run_copy, "--k", "5"], pattern)
+
+
+def test_config_of_a_newer_vaelab_in_the_same_format_loads_with_a_warning(run_copy, caplog):
+    _alter_json(run_copy / ckpt.CONFIG, lambda d: d["versions"].update(vaelab="0.10.0"))
+    vaelab.load(run_copy)
+    assert "written by vaelab 0.10.0, newer than this vaelab 0.1.0" in caplog.text
+    caplog.clear()
+    _alter_json(run_copy / ckpt.CONFIG, lambda d: d["versions"].update(vaelab="0.1.0"))
+    vaelab.load(run_copy)
+    assert "newer" not in caplog.text
+
+
+def test_resume_of_a_complete_run_says_how_to_extend_it(run_copy, cli_error):
+    before = snapshot(run_copy)
+    cli_error(["train", "--resume", run_copy, "--epochs", "1", "-q"],
+              r"the run is already complete \(1 of 1 epochs\); to train further, pass --epochs N with N above 1")
+    assert snapshot(run_copy) == before  # no pictures redrawn, no config rewritten

@@ -109,3 +109,76 @@ def test_help_of_every_command(capsys):
     for cmd in ("train", "eval", "sample", "reconstruct", "encode", "plot", "prepare"):
         code, stdout, _ = run([cmd, "--help"], capsys)
         assert code == 0 and "Usage: vaelab" in stdout
+
+
+# -- issue 14, items 5-7: output and help texts that must be true --------------------------------
+
+def test_eval_says_when_k_is_not_used(trained, capsys):
+    code, stdout, _ = run(["eval", str(trained), "--k", "1000", "--threads", "1"], capsys)
+    assert code == 0 and "NLL" not in stdout.split("note:")[0]
+    assert "note: --k 1000 was not used: it sets the importance samples of the NLL, and there is none here" in stdout
+    code, stdout, _ = run(["eval", str(trained), "--threads", "1"], capsys)  # the default k: no such note
+    assert code == 0 and "--k" not in stdout
+
+
+def test_encode_with_logvar_says_what_it_wrote(trained, tmp_path, capsys):
+    code, stdout, _ = run(["encode", str(trained), "-o", str(tmp_path / "z.npy"), "--logvar"], capsys)
+    n = np.load(tmp_path / "z.npy").shape
+    assert code == 0 and n[1] == 4
+    assert f"wrote {n[0]} x 4 (2 latent means, then 2 log-variances) of the test split" in stdout
+    code, stdout, _ = run(["encode", str(trained), "-o", str(tmp_path / "z.csv")], capsys)
+    assert "x 3 (2 latent means, then the label)" in stdout
+
+
+def test_help_texts_are_true(capsys):
+    code, stdout, _ = run(["--help"], capsys)
+    assert "prints its test ELBO" in stdout and "seed preset's grey" in stdout.replace("\n", " ").replace("  ", " ")
+    code, stdout, _ = run(["train", "--help"], capsys)
+    assert "No progress bar, header or epoch lines" in stdout
+
+
+def _subprocess_train(*args: str) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "vaelab", "train", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_quiet_hides_the_header_and_epochs_and_one_epoch_is_singular(tmp_path, npz_dataset):
+    args = ["--preset", "tiny", "--dataset", str(npz_dataset), "--epochs", "1", "--no-plots", "--threads", "1"]
+    quiet = _subprocess_train(*args, "--out", str(tmp_path / "a"), "-q")
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    assert "1 epoch (completed)" in quiet.stdout and "1 epochs" not in quiet.stdout
+    loud = _subprocess_train(*args, "--out", str(tmp_path / "b"))
+    assert "vaelab 0.1.0: tiny" in loud.stderr and "epoch 1: train ELBO" in loud.stderr
+
+
+def test_log_lines_are_written_above_the_live_progress_bar_not_into_it(tmp_path, npz_dataset):
+    """tqdm's logging redirect clears the bar (a carriage return) before each epoch line."""
+    proc = _subprocess_train("--preset", "tiny", "--dataset", str(npz_dataset), "--epochs", "2", "--no-plots",
+                             "--threads", "1", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    for epoch in (1, 2):
+        i = proc.stderr.index(f"epoch {epoch}: train ELBO")
+        assert proc.stderr[i - 1] in "\r\n", repr(proc.stderr[i - 80 : i + 20])  # not "...val -43.41]epoch"
+
+
+def test_a_partial_last_epoch_is_marked_in_the_log_and_metrics(tmp_path, npz_dataset, capsys, caplog, monkeypatch):
+    import logging
+
+    import vaelab.train
+
+    clock = iter(range(0, 10**6, 3))  # every reading of the clock is 3 s later: a 0.2-minute budget ends
+    monkeypatch.setattr(vaelab.train.time, "monotonic", lambda: float(next(clock)))  # after a few steps
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "run"
+    code, stdout, err = run(["train", "--preset", "tiny", "--dataset", str(npz_dataset), "--epochs", "3",
+                             "--batch-size", "40", "--max-minutes", "0.2", "--out", str(out), "--no-plots",
+                             "--threads", "1", "-q"], capsys)
+    assert code == 0, err
+    rows = ckpt.read_metrics(out)
+    assert rows[-1]["epoch_fraction"] < 1 and all(r["epoch_fraction"] == 1 for r in rows[:-1])
+    frac = rows[-1]["epoch_fraction"]
+    assert f"epoch {len(rows)} (partial: {frac:.2f} of an epoch)" in caplog.text
+    assert f"and {frac:.2f} of epoch {len(rows)} (time-budget)" in stdout

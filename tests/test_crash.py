@@ -26,7 +26,7 @@ import vaelab.train
 from vaelab import checkpoint as ckpt
 from vaelab.cli import main
 from vaelab.data import CRASH_HOOK_ENV
-from vaelab.errors import StorageError, TrainingDiverged
+from vaelab.errors import ConfigError, StorageError, TrainingDiverged
 from vaelab.models import VAE
 
 # 480 training images / batch 40 = 12 steps per epoch, 3 epochs = 36 steps. Checkpoints at steps
@@ -379,8 +379,19 @@ def test_a_run_stopped_by_its_time_budget_continues_when_resumed_with_more_time(
     more = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, max_minutes=None))
     again = _fit(more, tiny_splits, tmp_path, resume=True)
     assert again.stopped == "completed" and again.epochs == tiny_cfg.train.epochs
-    same = _fit(spent, tiny_splits, tmp_path, resume=True)  # the same spent budget: nothing more to do
-    assert same.stopped == "completed" and same.steps == again.steps
+    # a finished run has nothing more to do: resuming it is reported, not redone
+    with pytest.raises(ConfigError, match=r"already complete \(2 of 2 epochs\); to train further, pass --epochs N "
+                                          r"with N above 2"):
+        _fit(spent, tiny_splits, tmp_path, resume=True)
+
+
+def test_resuming_a_spent_time_budget_says_to_give_more_minutes(tiny_cfg, tiny_splits, tmp_path):
+    import dataclasses
+
+    spent = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, max_minutes=1e-9))
+    _fit(spent, tiny_splits, tmp_path)
+    with pytest.raises(ConfigError, match="already used its time budget of 1e-09 minutes .*give a larger --max-minutes"):
+        _fit(spent, tiny_splits, tmp_path, resume=True)
 
 
 def test_resuming_a_gpu_checkpoint_on_a_cpu_names_the_device(tiny_cfg, tiny_splits, tmp_path):

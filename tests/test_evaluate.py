@@ -318,3 +318,18 @@ def test_dataclass_fields_are_documented_in_the_docs():
     doc = (Path(__file__).parents[1] / "docs" / "evaluation.md").read_text()
     missing = [f.name for f in dataclasses.fields(EvalReport) if f"`{f.name}`" not in doc]
     assert not missing, missing
+
+
+def test_log_likelihood_refuses_a_score_that_is_not_a_density() -> None:
+    """The library is as honest as `vaelab eval`: a Bernoulli on grey pixels has no NLL."""
+    from vaelab import NotADensity
+
+    model = VAE(ModelConfig(input_shape=(1, 4, 4), hidden=(8,), latent_dim=2))
+    grey = ImageData(torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8), None)
+    with pytest.raises(NotADensity, match="bernoulli likelihood on grey pixels is not a density.*--binarize dynamic"):
+        log_likelihood(model, grey, EvalConfig(k=5))
+    binary = ImageData(grey.images // 128 * 255, None)
+    assert log_likelihood(model, binary, EvalConfig(k=5)).nll > 0
+    gauss = VAE(ModelConfig(input_shape=(1, 4, 4), hidden=(8,), latent_dim=2, likelihood="gaussian"))
+    with pytest.raises(NotADensity, match="gaussian likelihood on binary pixels"):
+        log_likelihood(gauss, binary, EvalConfig(k=5))

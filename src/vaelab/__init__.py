@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 from vaelab.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig, load_preset  # noqa: E402
 from vaelab.errors import (  # noqa: E402
-    CheckpointError, ConfigError, DataError, StorageError, TrainingDiverged, TrainingInterrupted, VaelabError,
+    CheckpointError, ConfigError, DataError, NotADensity, StorageError, TrainingDiverged, TrainingInterrupted, VaelabError,
 )
 from vaelab.models import VAE, ElboTerms, interpolate_latents  # noqa: E402
 from vaelab.checkpoint import load  # noqa: E402
@@ -20,7 +20,7 @@ from vaelab.train import TrainResult, fit  # noqa: E402
 
 __all__ = [
     "__version__", "DataConfig", "EvalConfig", "ModelConfig", "RunConfig", "TrainConfig", "load_preset",
-    "VaelabError", "ConfigError", "DataError", "StorageError", "CheckpointError", "TrainingDiverged", "TrainingInterrupted",
+    "VaelabError", "ConfigError", "DataError", "NotADensity", "StorageError", "CheckpointError", "TrainingDiverged", "TrainingInterrupted",
     "VAE", "ElboTerms", "interpolate_latents", "load", "DataSplits", "ImageData", "load_splits",
     "EvalReport", "LikelihoodEstimate", "evaluate", "log_likelihood", "TrainResult", "fit",
 ]

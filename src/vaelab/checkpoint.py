@@ -15,7 +15,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
+import logging
 import os
 import platform
 import time
@@ -40,6 +42,8 @@ CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.csv"
 FORMAT = "vaelab-run-1"
 
+logger = logging.getLogger(__name__)
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
@@ -55,6 +59,17 @@ def write_config(run_dir: Path, cfg: RunConfig) -> None:
     atomic_write_text(run_dir / CONFIG, json.dumps(doc, indent=2) + "\n")
 
 
+def _version_tuple(v: str) -> tuple[int, ...]:
+    """'0.10.2' -> (0, 10, 2); non-numeric parts (rc1, dev) end the tuple."""
+    out = []
+    for part in v.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
 def read_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / CONFIG
     if not Path(run_dir).is_dir():
@@ -65,8 +80,17 @@ def read_config(run_dir: Path) -> RunConfig:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e}); the file was altered or truncated") from e
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a vaelab run config (format {doc.get('format') if isinstance(doc, dict) else None!r}, expected {FORMAT!r})")
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    written_by = (doc.get("versions") or {}).get("vaelab") if isinstance(doc, dict) else None
+    if isinstance(fmt, str) and fmt.startswith("vaelab-run-") and fmt != FORMAT:
+        raise CheckpointError(
+            f"{path}: written by vaelab {written_by or '?'} in format {fmt!r}; this vaelab {__version__} reads "
+            f"{FORMAT!r}. Upgrade vaelab (pip install --upgrade vaelab) to read this run")
+    if fmt != FORMAT:
+        raise CheckpointError(f"{path}: not a vaelab run config (format {fmt!r}, expected {FORMAT!r})")
+    if isinstance(written_by, str) and _version_tuple(written_by) > _version_tuple(__version__):
+        logger.warning("%s was written by vaelab %s, newer than this vaelab %s: settings it added may be "
+                       "refused or ignored; upgrade vaelab to be sure", path, written_by, __version__)
     sections = {k: doc[k] for k in ("data", "model", "train") if k in doc}
     try:
         return RunConfig.from_dict(sections, source=str(path))

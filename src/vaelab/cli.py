@@ -95,7 +95,9 @@ def cli() -> None:
     """vaelab: train, evaluate, plot and explore variational autoencoders (nats per image throughout).
 
     Quick start: `vaelab train --preset seed --out runs/seed` trains the tutorial's VAE on MNIST
-    and writes its pictures; `vaelab eval runs/seed` prints the test NLL with its standard error.
+    and writes its pictures; `vaelab eval runs/seed` prints its test ELBO (the seed preset's grey
+    pixels have no NLL). Train on binary pixels (`--binarize dynamic`, or the iwae-paper preset)
+    and `vaelab eval RUN --k 5000` prints the test NLL with its standard error.
     """
 
 
@@ -136,7 +138,8 @@ def cli() -> None:
 @click.option("--tensorboard", is_flag=True,
               help="Also log scalars and image grids each epoch to RUN/tensorboard/ (pip install 'vaelab[tensorboard]').")
 @click.option("--no-plots", is_flag=True, help="Do not draw the pictures at the end.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bar, header or epoch lines; warnings, errors and the final line still print.")
 @click.pass_context
 def train(ctx: click.Context, preset: str, config_file: str | None, out: str | None, resume: str | None,
           overwrite: bool, hidden: str | None, conditional: bool, nproc: int | None, no_plots: bool,
@@ -190,6 +193,9 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
                               f"--overwrite to replace it, or another --out")
         if run_dir.exists() and not run_dir.is_dir():
             raise ConfigError(f"--out {run_dir} is a file; give a folder")
+    from vaelab.train import resolve_device
+
+    resolve_device(cfg.train.device)  # no CUDA here: one line, before anything is printed or written
     splits = load_splits(cfg.data)
     model_over: dict[str, Any] = {"model.input_shape": list(splits.shape)}
     if conditional:
@@ -226,13 +232,17 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
         tb = TensorBoardLog(run_dir / "tensorboard", model, splits.val, seed=cfg.train.seed)
 
     def on_log(r: dict[str, float]) -> None:
-        logger.info("epoch %d: train ELBO %.2f, val ELBO %.2f nats (%.1f s, %.0f samples/s)",
-                    r["epoch"], r["train_elbo"], r["val_elbo"], r["epoch_seconds"], r["samples_per_s"])
+        part = "" if r["epoch_fraction"] >= 1 else f" (partial: {r['epoch_fraction']:.2f} of an epoch)"
+        logger.info("epoch %d%s: train ELBO %.2f, val ELBO %.2f nats (%.1f s, %.0f samples/s)",
+                    r["epoch"], part, r["train_elbo"], r["val_elbo"], r["epoch_seconds"], r["samples_per_s"])
         if tb is not None:
             tb(r)
 
-    result = fit(model, splits, cfg, run_dir, resume=bool(resume) and not from_start, progress=not quiet,
-                 on_log=on_log)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():  # log lines go above the live progress bar, not into it
+        result = fit(model, splits, cfg, run_dir, resume=bool(resume) and not from_start, progress=not quiet,
+                     on_log=on_log)
     if tb is not None:
         tb.close()
     finish_distributed()
@@ -247,7 +257,16 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
     t = result.test
     assert t is not None
     click.echo(f"test ELBO {t.elbo:.2f} nats per image (log p(x|z) {t.log_px_z:.2f}, KL {t.kl:.2f}) over "
-               f"{t.n} images; {result.epochs} epochs ({result.stopped}); run folder {run_dir}")
+               f"{t.n} images; {_epochs_done(result.metrics, result.epochs)} ({result.stopped}); run folder {run_dir}")
+
+
+def _epochs_done(metrics: list[dict[str, float]], epochs: int) -> str:
+    """'1 epoch', '6 epochs', or '31 epochs and 0.41 of epoch 32' after a time budget ended one early."""
+    last = metrics[-1].get("epoch_fraction", 1.0) if metrics else 1.0
+    if last < 1:
+        whole = epochs - 1
+        return f"{whole} epoch{'s' * (whole != 1)} and {last:.2f} of epoch {epochs}"
+    return f"{epochs} epoch{'s' * (epochs != 1)}"
 
 
 def _merge_file(cfg: RunConfig, path: Path) -> RunConfig:
@@ -402,6 +421,9 @@ def eval_(run: str, k: int, split: str, batch_size: int, chunk: int, seed: int, 
         click.echo(f"{name:<{width}}  {value}")
     if report.note:
         click.echo(f"note: {report.note}")
+    k_given = click.get_current_context().get_parameter_source("k") != click.core.ParameterSource.DEFAULT
+    if report.nll is None and k_given:
+        click.echo(f"note: --k {k} was not used: it sets the importance samples of the NLL, and there is none here")
 
 
 def _save_figure(fig: Any, path: Path) -> None:
@@ -526,6 +548,7 @@ def encode(run: str, out: str, split: str, logvar: bool, device: str, weights: s
             logvars.append(lv.cpu().numpy())
     z = np.concatenate(locs)
     arr = np.concatenate([z, np.concatenate(logvars)], 1) if logvar else z
+    rows, cols_written = arr.shape
     import io
 
     buf = io.BytesIO()
@@ -539,7 +562,9 @@ def encode(run: str, out: str, split: str, logvar: bool, device: str, weights: s
             cols.append("label")
         np.savetxt(buf, arr, delimiter=",", header=",".join(cols), comments="", fmt="%.6g")
     atomic_write_bytes(path, buf.getvalue())
-    click.echo(f"wrote {len(z)} x {z.shape[1]} latent means of the {split} split to {path}")
+    what = f"{z.shape[1]} latent means" + (f", then {z.shape[1]} log-variances" if logvar else "")
+    labels = ", then the label" if (path.suffix == ".csv" and data.labels is not None) else ""
+    click.echo(f"wrote {rows} x {cols_written + bool(labels)} ({what}{labels}) of the {split} split to {path}")
 
 
 @cli.command()

@@ -196,6 +196,11 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def override(self, overrides: dict[str, Any]) -> RunConfig:
+        """A copy with dotted overrides applied and checked, as on the command line:
+        ``cfg.override({"train.epochs": 2, "data.binarize": "dynamic"})``."""
+        return replace(self, overrides)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> RunConfig:
         if not isinstance(d, dict):

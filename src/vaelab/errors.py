@@ -18,6 +18,11 @@ class DataError(VaelabError, ValueError):
     """A data file or folder is missing, corrupt or does not match what was declared."""
 
 
+class NotADensity(ConfigError):
+    """A log-likelihood was asked of a likelihood that is not a density of the given pixels (a
+    Bernoulli on grey values is a cross-entropy score, not log p(x))."""
+
+
 class CheckpointError(VaelabError, ValueError):
     """A run folder is incomplete, altered, or belongs to another architecture."""
 

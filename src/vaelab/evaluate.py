@@ -26,6 +26,7 @@ from torch import Tensor
 from vaelab import objectives as obj
 from vaelab.config import EvalConfig
 from vaelab.data import ImageData, iter_batches, to_float
+from vaelab.errors import NotADensity
 from vaelab.models import VAE
 
 
@@ -110,10 +111,21 @@ def _labels(model: VAE, yb: Tensor | None) -> Tensor | None:
 def log_likelihood(model: VAE, data: ImageData, cfg: EvalConfig = EvalConfig()) -> LikelihoodEstimate:
     """Importance-sampled log-likelihood of every image in `data`, with K = cfg.k samples each.
 
-    Pixels are used as stored (binarize first when the likelihood is for binary pixels; see
-    :func:`evaluate`, which checks). Returns the mean NLL in nats per image (positive), its
-    standard error over images, and the per-image log p(x) estimates (N,).
+    Pixels are used as stored. Returns the mean NLL in nats per image (positive), its standard
+    error over images, and the per-image log p(x) estimates (N,).
+
+    Raises:
+        NotADensity: when the model's likelihood is not a density of these pixels (a Bernoulli on
+            grey pixels, a continuous density on binary ones): importance sampling would then
+            estimate a score, not log p(x). Binarize the data, or call :func:`evaluate`, which
+            reports the ELBO and says why there is no NLL.
     """
+    binary = is_binary(data)
+    lik = model.likelihood
+    if not (lik.density_of_binary if binary else lik.density_of_grey):
+        fix = "grey pixels" if binary else "binary pixels (--binarize dynamic, DataConfig(binarize='dynamic'))"
+        raise NotADensity(f"log_likelihood: {_density_note(model.cfg.likelihood, binary, False)}. Evaluate "
+                          f"on {fix}, or use vaelab.evaluate(), which reports the ELBO and this reason")
     was_training = model.training
     model.eval()
     device = model.device

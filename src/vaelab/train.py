@@ -413,6 +413,7 @@ def fit(
             sums.zero_()
         if st["stopped"] == "time-budget" and (tc.max_minutes is None or 60 * tc.max_minutes > st["elapsed"]):
             st["stopped"] = "completed"  # resumed with a larger (or no) --max-minutes: go on
+        _check_not_complete(run_path, st, tc)
         if is_main:
             remove_stale_temps(run_path)  # temporary files of a write that a crash interrupted
         if is_main:
@@ -522,7 +523,9 @@ def fit(
                    "kl_weight": kl_weight(tc, st["step"], steps_per_epoch),
                    "train_objective": means[0], "train_elbo": means[1], "train_log_px_z": means[2],
                    "train_kl": means[3], "val_elbo": val.elbo, "val_log_px_z": val.log_px_z, "val_kl": val.kl,
-                   "epoch_seconds": dt, "samples_per_s": steps_this_run * tc.batch_size / max(dt, 1e-9)}
+                   "epoch_seconds": dt, "samples_per_s": steps_this_run * tc.batch_size / max(dt, 1e-9),
+                   # < 1 when the time budget ended the epoch early (it still counts as an epoch)
+                   "epoch_fraction": st["step_in_epoch"] / steps_per_epoch}
             st["metrics"].append(row)
             if on_log is not None and is_main:
                 on_log(row)
@@ -550,6 +553,25 @@ def fit(
         checkpoint()
     model.eval()
     return TrainResult(model, run_path, st["epoch"], st["step"], st["metrics"], test, st["stopped"])
+
+
+def _check_not_complete(run_path: Path, st: dict[str, Any], tc: TrainConfig) -> None:
+    """A resume with nothing left to train is a mistake to report, not a run to redo the pictures of."""
+    done = st["epoch"]
+    if "test" not in st:  # killed after the last epoch but before the test ELBO: resume finishes that
+        return
+    if st["stopped"] == "time-budget":
+        raise ConfigError(
+            f"--resume {run_path}: the run already used its time budget of {tc.max_minutes:g} minutes "
+            f"({st['elapsed'] / 60:.1f} min, {done} epochs); give a larger --max-minutes to train on")
+    if st["stopped"] == "early-stopping":
+        raise ConfigError(
+            f"--resume {run_path}: the run already stopped early after {done} epochs (patience "
+            f"{tc.patience}); start a new run to train further")
+    if done >= tc.epochs:
+        raise ConfigError(
+            f"--resume {run_path}: the run is already complete ({done} of {done} epochs); to train further, "
+            f"pass --epochs N with N above {done}, e.g. --resume {run_path} --epochs {done + max(1, done // 2)}")
 
 
 def _progress(enabled: bool, total: int, initial: int) -> Any:

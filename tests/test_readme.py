@@ -1,0 +1,29 @@
+"""Every Python block of README.md runs as written (in a temporary folder), so the README stays true."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_the_readme_has_python_blocks() -> None:
+    assert len(python_blocks()) >= 1
+
+
+def test_every_python_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)  # the blocks write runs/... relative to the working folder
+    namespace: dict[str, object] = {"__name__": "__readme__"}
+    for i, block in enumerate(python_blocks()):
+        exec(compile(block, f"README.md python block {i + 1}", "exec"), namespace)  # noqa: S102
+    out = capsys.readouterr().out
+    nll = float(re.search(r"test NLL ([\d.]+) \+- ", out).group(1))
+    assert 80 < nll < 250, out  # a 2-epoch model on binary MNIST: a positive NLL of about 100-200 nats
+    assert (tmp_path / "runs" / "mine" / "model.safetensors").is_file()
