@@ -596,3 +596,12 @@ def test_resume_of_a_complete_run_says_how_to_extend_it(run_copy, cli_error):
     cli_error(["train", "--resume", run_copy, "--epochs", "1", "-q"],
               r"the run is already complete \(1 of 1 epochs\); to train further, pass --epochs N with N above 1")
     assert snapshot(run_copy) == before  # no pictures redrawn, no config rewritten
+
+
+@pytest.mark.parametrize("args, pattern", [
+    pytest.param(["train", "--epoch", "5"], r"unexpected argument '--epoch'; did you mean --epochs\?", id="flag_typo"),
+    pytest.param(["train", "--train.epoch=5"], r"unknown key\(s\) \['epoch'\] \(did you mean 'epochs'\?\)", id="key_typo"),
+    pytest.param(["eval", "RUN", "--kk", "5"], r"No such option '--kk'\. Did you mean '--k'\?", id="eval_flag_typo"),
+])
+def test_typos_get_the_close_match(args, pattern, run_copy, cli_error):
+    cli_error([a.replace("RUN", str(run_copy)) for a in args], pattern)

@@ -39,13 +39,18 @@ RESUMABLE = {"train.epochs", "train.max_minutes", "train.device", "train.threads
              "data.data_dir"}
 
 
-def _extra_overrides(args: list[str]) -> dict[str, Any]:
-    """Parse `--train.lr=3e-4` / `--model.hidden [400,400]` style overrides left over by click."""
+def _extra_overrides(args: list[str], options: list[str] = []) -> dict[str, Any]:
+    """Parse `--train.lr=3e-4` / `--model.hidden [400,400]` style overrides left over by click.
+    `options` are the command's own flags, to suggest the one a typo meant (as git does)."""
+    import difflib
+
     out: dict[str, Any] = {}
     it = iter(args)
     for a in it:
         if not a.startswith("--") or "." not in a.split("=", 1)[0]:
-            raise ConfigError(f"unexpected argument {a!r}; overrides look like --train.lr=3e-4 (see --help)")
+            close = difflib.get_close_matches(a.split("=", 1)[0], options, n=1, cutoff=0.75)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"unexpected argument {a!r}; {hint}overrides look like --train.lr=3e-4 (see --help)")
         key, eq, value = a[2:].partition("=")
         if not eq:
             try:
@@ -159,7 +164,8 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
             overrides["model.hidden"] = [int(h) for h in hidden.split(",") if h.strip()]
         except ValueError:
             raise ConfigError(f"--hidden {hidden!r}: give comma-separated integers, e.g. --hidden 200,200") from None
-    overrides.update(_extra_overrides(ctx.args))
+    flags_known = [o for p in ctx.command.params for o in p.opts if o.startswith("--")]
+    overrides.update(_extra_overrides(ctx.args, flags_known))
 
     from vaelab import checkpoint as ckpt
     from vaelab.data import load_splits

@@ -271,7 +271,11 @@ def _build(cls: type, values: Any, source: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {unknown}; known keys: {sorted(names)}")
+        import difflib
+
+        close = [m for u in unknown for m in difflib.get_close_matches(u, names, n=1, cutoff=0.75)]
+        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        raise ConfigError(f"{source}: unknown key(s) {unknown}{hint}; known keys: {sorted(names)}")
     kwargs = {k: _coerce(hints[k], v, f"{source} {k}") for k, v in values.items()}
     return cls(**kwargs)
 
