@@ -26,7 +26,8 @@ import torch
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaelab.data import load_splits, to_float
 from vaelab.models import VAE
-from vaelab.train import fit, loss_terms
+from vaelab.objectives import training_objective
+from vaelab.train import fit
 
 
 def check_step(device: torch.device) -> tuple[bool, str]:
@@ -42,8 +43,7 @@ def check_step(device: torch.device) -> tuple[bool, str]:
     worst = 0.0
     losses = []
     for model, xx, ee in ((cpu, x, eps), (dev, x.to(device), eps.to(device))):
-        out = model(xx, None, ee)
-        obj, *_ = loss_terms(out, xx, model, "elbo", 1.0)
+        obj, *_ = training_objective(model(xx, None, ee), "elbo", "reparam")
         loss = -obj.mean()
         loss.backward()
         losses.append(loss.item())

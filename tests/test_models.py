@@ -69,10 +69,11 @@ def test_gradients_reach_loc_and_logvar():
 def test_forward_uses_given_noise():
     model = VAE(ModelConfig(input_shape=(1, 4, 4), hidden=(8,), latent_dim=2))
     x = torch.rand(3, 1, 4, 4)
-    out = model(x, eps=torch.zeros(3, 2))
-    assert_close(out.z, out.loc)
+    out = model(x, eps=torch.zeros(1, 3, 2))
+    assert_close(out.z[0], model.encode(x)[0])  # eps = 0 draws the posterior mean
     out_k = model(x, eps=torch.randn(7, 3, 2))
     assert out_k.z.shape == (7, 3, 2) and out_k.params.shape == (7, 3, 1, 1, 4, 4)
+    assert out_k.log_px_z.shape == out_k.log_pz.shape == out_k.log_qz_x.shape == (7, 3)
 
 
 def test_sample_is_reproducible_with_a_generator():

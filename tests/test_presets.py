@@ -10,7 +10,7 @@ from torch import nn
 
 from vaelab.config import DataConfig, load_preset, preset_names
 from vaelab.data import DataSplits, ImageData
-from vaelab.models import VAE
+from vaelab.models import VAE, build_model
 from vaelab.train import fit, lr_at
 
 from conftest import make_images
@@ -29,11 +29,12 @@ def test_all_presets_are_shipped():
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_builds_for_28x28_images(name):
     cfg = load_preset(name)
-    model = VAE(cfg.model)
+    model = build_model(cfg.model)
     x = torch.rand(3, 1, 28, 28)
     out = model(x)
-    assert out.loc.shape == (3, cfg.model.latent_dim)
-    assert model.decode(out.z).shape == (3, 1, 28, 28)
+    assert out.z.shape == (1, 3, cfg.model.latent_dim) and out.log_w.shape == (1, 3)
+    assert model.encode_mean(x).shape == (3, cfg.model.latent_dim)
+    assert model.decode(out.z[0]).shape == (3, 1, 28, 28)
 
 
 def test_iwae_paper_is_burda_et_al_one_stochastic_layer():
@@ -42,7 +43,8 @@ def test_iwae_paper_is_burda_et_al_one_stochastic_layer():
     model = VAE(cfg.model)
     assert _linear_sizes(model.encoder) == [(784, 200), (200, 200), (200, 2 * 50)]  # loc and logvar heads
     assert _linear_sizes(model.decoder) == [(50, 200), (200, 200), (200, 784)]
-    acts = [type(m) for m in model.modules() if not list(m.children()) and not isinstance(m, nn.Linear)]
+    acts = [type(m) for m in [*model.encoder.modules(), *model.decoder.modules()]
+            if not list(m.children()) and not isinstance(m, nn.Linear)]
     assert acts == [nn.Tanh] * 4
     assert sum(p.numel() for p in model.parameters()) == 425_284
     assert cfg.model.likelihood == "bernoulli" and cfg.data.binarize == "dynamic"

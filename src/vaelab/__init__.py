@@ -12,7 +12,8 @@ from vaelab.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainC
 from vaelab.errors import (  # noqa: E402
     CheckpointError, ConfigError, DataError, NotADensity, StorageError, TrainingDiverged, TrainingInterrupted, VaelabError,
 )
-from vaelab.models import VAE, ElboTerms, interpolate_latents  # noqa: E402
+from vaelab.models import VAE, BaseVAE, Draws, ElboTerms, build_model, interpolate_latents  # noqa: E402
+from vaelab.models.hierarchy import HierarchicalVAE  # noqa: E402
 from vaelab.checkpoint import load  # noqa: E402
 from vaelab.data import DataSplits, ImageData, load_splits  # noqa: E402
 from vaelab.evaluate import EvalReport, LikelihoodEstimate, evaluate, log_likelihood  # noqa: E402
@@ -21,6 +22,6 @@ from vaelab.train import TrainResult, fit  # noqa: E402
 __all__ = [
     "__version__", "DataConfig", "EvalConfig", "ModelConfig", "RunConfig", "TrainConfig", "load_preset",
     "VaelabError", "ConfigError", "DataError", "NotADensity", "StorageError", "CheckpointError", "TrainingDiverged", "TrainingInterrupted",
-    "VAE", "ElboTerms", "interpolate_latents", "load", "DataSplits", "ImageData", "load_splits",
+    "VAE", "BaseVAE", "HierarchicalVAE", "Draws", "ElboTerms", "build_model", "interpolate_latents", "load", "DataSplits", "ImageData", "load_splits",
     "EvalReport", "LikelihoodEstimate", "evaluate", "log_likelihood", "TrainResult", "fit",
 ]

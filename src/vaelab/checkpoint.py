@@ -33,7 +33,7 @@ from vaelab import __version__
 from vaelab.config import RunConfig
 from vaelab.data import atomic_write_bytes
 from vaelab.errors import CheckpointError, ConfigError, TrainingDiverged
-from vaelab.models import VAE
+from vaelab.models import BaseVAE, build_model
 
 CONFIG = "config.json"
 MODEL = "model.safetensors"
@@ -168,7 +168,7 @@ def save_weights(path: Path, model: torch.nn.Module) -> None:
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
 
-def load(run_dir: str | os.PathLike[str], weights: str = MODEL, device: str | torch.device = "cpu") -> VAE:
+def load(run_dir: str | os.PathLike[str], weights: str = MODEL, device: str | torch.device = "cpu") -> BaseVAE:
     """Rebuild a trained model from its run folder alone, in eval mode.
 
     Args:
@@ -180,7 +180,7 @@ def load(run_dir: str | os.PathLike[str], weights: str = MODEL, device: str | to
     if weights in ("", ".", "..") or Path(weights).name != weights:
         raise CheckpointError(f"weights={weights!r}: give a file name inside the run folder, such as {MODEL!r} or {BEST!r}")
     cfg = read_config(run_dir)
-    model = VAE(cfg.model)
+    model = build_model(cfg.model)
     tensors, _ = _read_safetensors(run_dir / weights)
     check_state_dict(model, tensors, str(run_dir / weights))
     model.load_state_dict(tensors)

@@ -32,7 +32,9 @@ TRAIN_FLAGS: dict[str, str] = {
     "patience": "train.patience", "grad_clip": "train.grad_clip", "max_minutes": "train.max_minutes",
     "device": "train.device", "threads": "train.threads", "checkpoint_every": "train.checkpoint_every",
     "likelihood": "model.likelihood", "arch": "model.arch", "activation": "model.activation",
-    "compile": "train.compile", "amp": "train.amp",
+    "compile": "train.compile", "amp": "train.amp", "prior": "model.prior", "posterior": "model.posterior",
+    "prior_components": "model.prior_components", "flow_steps": "model.flow_steps", "estimator": "train.estimator",
+    "m": "train.m",
 }
 # What may change when a run is resumed: how long and where it runs, not what it computes.
 RESUMABLE = {"train.epochs", "train.max_minutes", "train.device", "train.threads", "train.checkpoint_every",
@@ -126,11 +128,22 @@ def cli() -> None:
 @click.option("--arch", type=click.Choice(["mlp", "conv"]))
 @click.option("--activation", type=click.Choice(["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus"]))
 @click.option("--conditional", is_flag=True, help="Conditional VAE: encoder and decoder see the one-hot label.")
-@click.option("--objective", type=click.Choice(["elbo", "iwae"]))
-@click.option("--k", type=int, help="Importance samples of the iwae objective.")
+@click.option("--prior", type=click.Choice(["normal", "mog", "vamp"]),
+              help="p(z): N(0, I), a learned mixture of Gaussians, or the VampPrior.")
+@click.option("--prior-components", type=int, help="Mixture components (mog: 10) or pseudo-inputs (vamp: 500).")
+@click.option("--posterior", type=click.Choice(["gaussian", "planar", "iaf"]),
+              help="q(z|x): diagonal Gaussian, or pushed through planar / inverse autoregressive flow steps.")
+@click.option("--flow-steps", type=int, help="Steps of a planar or IAF posterior (default 4).")
+@click.option("--objective", type=click.Choice(["elbo", "iwae", "miwae", "piwae", "ciwae"]),
+              help="ELBO, IWAE (--k), MIWAE / PIWAE (--m groups of --k), CIWAE (--train.ciwae_beta).")
+@click.option("--estimator", type=click.Choice(["reparam", "stl", "dreg"]),
+              help="Gradient estimator: reparameterization, sticking the landing, doubly reparameterized (iwae, miwae).")
+@click.option("--k", type=int, help="Importance samples per image (per group for miwae / piwae).")
+@click.option("--m", type=int, help="Groups of k samples of the miwae and piwae objectives.")
 @click.option("--beta", type=float, help="KL weight (beta-VAE).")
 @click.option("--warmup", type=int, help="KL warm-up epochs (linear from 0 to beta).")
-@click.option("--schedule", type=click.Choice(["constant", "cosine", "burda"]), help="Learning-rate schedule.")
+@click.option("--schedule", type=click.Choice(["constant", "cosine", "burda", "time"]),
+              help="Learning-rate schedule; time: lr * 10^(-train.lr_decay * t / --max-minutes).")
 @click.option("--patience", type=int, help="Early stopping after N epochs without validation improvement.")
 @click.option("--grad-clip", type=float, help="Clip the global gradient norm to this value.")
 @click.option("--max-minutes", type=float, help="Wall-clock budget; training ends cleanly when it is spent.")
@@ -159,6 +172,8 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
         _launch_torchrun(nproc)
         return
     overrides = {TRAIN_FLAGS[k]: v for k, v in flags.items() if v is not None}
+    if hidden is not None and "model.layers" in overrides:
+        raise ConfigError("--hidden sets one stochastic layer's widths; a hierarchy sets them in model.layers")
     if hidden is not None:
         try:
             overrides["model.hidden"] = [int(h) for h in hidden.split(",") if h.strip()]
@@ -193,6 +208,10 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
         if config_file:
             cfg = _merge_file(cfg, Path(config_file))
         cfg = replace(cfg, overrides)
+        ignored = sorted({"model.latent_dim", "model.hidden"} & set(overrides))
+        if cfg.model.layers and ignored:
+            raise ConfigError(f"{', '.join(ignored)}: this model is a hierarchy, whose sizes are its model.layers "
+                              f"(top latent_dim {cfg.model.latent_dim}); set --model.layers instead")
         run_dir = Path(out or f"runs/{preset}")
         if (run_dir / ckpt.CONFIG).exists() and not overwrite:
             raise ConfigError(f"--out {run_dir} already holds a run; use --resume {run_dir} to continue it, "
@@ -221,10 +240,10 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
 
     import torch
 
-    from vaelab.models import VAE
+    from vaelab.models import build_model
 
     torch.manual_seed(cfg.train.seed)
-    model = VAE(cfg.model)
+    model = build_model(cfg.model)
     n_params = sum(p.numel() for p in model.parameters())
     if rank == 0:
         logger.info("vaelab %s: %s, %s (%d images), %d parameters, %d epochs, batch %d, %s -> %s",

@@ -21,8 +21,11 @@ Activation = Literal["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus"]
 Likelihood = Literal["bernoulli", "gaussian", "gaussian-fixed", "continuous-bernoulli"]
 Architecture = Literal["mlp", "conv"]
 Binarize = Literal["none", "dynamic", "static"]
-Objective = Literal["elbo", "iwae"]
-Schedule = Literal["constant", "cosine", "burda"]
+Objective = Literal["elbo", "iwae", "miwae", "piwae", "ciwae"]
+Estimator = Literal["reparam", "stl", "dreg"]
+Schedule = Literal["constant", "cosine", "burda", "time"]
+Prior = Literal["normal", "mog", "vamp"]
+Posterior = Literal["gaussian", "planar", "iaf"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
 
@@ -60,6 +63,21 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class StochasticLayer:
+    """One stochastic layer of a hierarchical model: the MLP widths into it and its latent size."""
+
+    hidden: tuple[int, ...]
+    latent_dim: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        if not self.hidden or any(not isinstance(h, int) or h <= 0 for h in self.hidden):
+            raise ConfigError(f"a stochastic layer needs positive hidden widths, got {self.hidden!r}")
+        if not isinstance(self.latent_dim, int) or self.latent_dim <= 0:
+            raise ConfigError(f"a stochastic layer's latent_dim must be a positive integer, got {self.latent_dim!r}")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Architecture of encoder q(z|x) and decoder p(x|z). Sizes are data, never literals."""
 
@@ -72,11 +90,25 @@ class ModelConfig:
     channels: tuple[int, ...] = (32, 64)  # conv arch only: channels of the stride-2 conv layers
     num_classes: int = 0  # > 0 makes a conditional VAE: encoder and decoder see a one-hot label
     fixed_scale: float = 0.1  # pixel std of the "gaussian-fixed" likelihood
+    prior: Prior = "normal"  # p(z): N(0, I), a learned mixture of Gaussians, or the VampPrior
+    prior_components: int | None = None  # None: 500 pseudo-inputs (vamp), 10 components (mog)
+    posterior: Posterior = "gaussian"  # q(z|x): diagonal Gaussian, or one pushed through planar / IAF steps
+    flow_steps: int = 4  # planar / iaf steps
+    flow_hidden: int | None = None  # MADE width of each IAF step; None: max(64, 2 * latent_dim)
+    # A hierarchy, bottom (x -> z1) first: e.g. ({hidden (200, 200), latent 100}, {(100, 100), 50}).
+    # Empty: one stochastic layer of size latent_dim. Given, latent_dim is the top layer's size.
+    layers: tuple[StochasticLayer, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
         object.__setattr__(self, "hidden", tuple(self.hidden))
         object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "layers", tuple(
+            layer if isinstance(layer, StochasticLayer) else _build(StochasticLayer, layer, "model.layers")
+            for layer in self.layers))
+        if self.layers:
+            object.__setattr__(self, "latent_dim", self.layers[-1].latent_dim)
+            object.__setattr__(self, "hidden", self.layers[0].hidden)
         if len(self.input_shape) != 3 or any(int(s) <= 0 for s in self.input_shape):
             raise ConfigError(f"input_shape must be (C, H, W) of positive sizes, got {self.input_shape!r}")
         for h in self.hidden:
@@ -92,6 +124,27 @@ class ModelConfig:
         if not isinstance(self.num_classes, int) or self.num_classes < 0:
             raise ConfigError(f"num_classes must be an integer >= 0, got {self.num_classes!r}")
         _positive("fixed_scale", self.fixed_scale)
+        _choice("prior", self.prior, Prior)
+        _choice("posterior", self.posterior, Posterior)
+        if self.prior_components is not None and (not isinstance(self.prior_components, int) or self.prior_components <= 0):
+            raise ConfigError(f"prior_components must be a positive integer, got {self.prior_components!r}")
+        if not isinstance(self.flow_steps, int) or self.flow_steps <= 0:
+            raise ConfigError(f"flow_steps must be a positive integer, got {self.flow_steps!r}")
+        if self.flow_hidden is not None and (not isinstance(self.flow_hidden, int) or self.flow_hidden <= 0):
+            raise ConfigError(f"flow_hidden must be a positive integer, got {self.flow_hidden!r}")
+        if self.prior == "vamp" and self.num_classes:
+            raise ConfigError("prior vamp: the pseudo-inputs carry no label, so a conditional model cannot use it; "
+                              "use prior normal or mog with --conditional")
+        if self.layers:
+            if len(self.layers) < 2:
+                raise ConfigError(f"model.layers lists {len(self.layers)} layer; give two or more, or drop layers "
+                                  f"and set hidden and latent_dim for one stochastic layer")
+            clash = [f"{k} {getattr(self, k)!r}" for k, ok in (
+                ("arch", self.arch == "mlp"), ("posterior", self.posterior == "gaussian"),
+                ("prior", self.prior in ("normal", "mog")), ("num_classes", self.num_classes == 0)) if not ok]
+            if clash:
+                raise ConfigError(f"a hierarchical model (model.layers) is an MLP with Gaussian layers, a normal or "
+                                  f"mog prior on the top layer and no labels; got {', '.join(clash)}")
         if self.arch == "conv":
             c, h, w = self.input_shape
             factor = 2 ** len(self.channels)
@@ -106,6 +159,11 @@ class ModelConfig:
         c, h, w = self.input_shape
         return c * h * w
 
+    @property
+    def components(self) -> int:
+        """Mixture components of the prior: prior_components, or 500 (vamp) / 10 (mog)."""
+        return self.prior_components or (500 if self.prior == "vamp" else 10)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -116,10 +174,15 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     objective: Objective = "elbo"
-    k: int = 1  # importance samples per image for the "iwae" objective (k=1 is the ELBO)
+    k: int = 1  # importance samples per image (per group of m for miwae / piwae); 1 with elbo
+    m: int = 1  # miwae / piwae: groups of k samples (Rainforth et al. 2018: M x K draws per image)
+    ciwae_beta: float = 0.5  # ciwae: beta * ELBO + (1 - beta) * IWAE, from the same k draws
+    estimator: Estimator = "reparam"  # gradient: reparam, stl (Roeder et al. 2017), dreg (Tucker et al. 2018)
     beta: float = 1.0  # weight on the KL term (beta-VAE); 1 is the true ELBO
     warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over this many epochs
-    schedule: Schedule = "constant"
+    schedule: Schedule = "constant"  # "time": lr * 10^(-lr_decay * minutes / max_minutes), per epoch
+    lr_decay: float = 1.5  # decades the "time" schedule falls over max_minutes (3e-3 -> ~1e-4)
+    init_output_bias: bool = True  # Bernoulli decoders start at the logit of the mean training pixel
     adam_eps: float = 1e-8  # Burda et al. use 1e-4
     grad_clip: float | None = None  # max global gradient norm; None disables clipping
     patience: int | None = None  # early stopping after this many epochs without val improvement
@@ -135,7 +198,7 @@ class TrainConfig:
     amp: Literal["none", "bf16"] = "none"  # autocast dtype for the networks (CUDA)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "k"):
+        for name in ("epochs", "batch_size", "k", "m"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
@@ -143,15 +206,27 @@ class TrainConfig:
         _positive("adam_eps", self.adam_eps)
         _non_negative("beta", self.beta)
         _choice("objective", self.objective, Objective)
+        _choice("estimator", self.estimator, Estimator)
+        _positive("lr_decay", self.lr_decay)
+        if not (isinstance(self.ciwae_beta, (int, float)) and 0 <= self.ciwae_beta <= 1):
+            raise ConfigError(f"ciwae_beta must lie in [0, 1], got {self.ciwae_beta!r}")
+        if self.m > 1 and self.objective not in ("miwae", "piwae"):
+            raise ConfigError(f"m {self.m} groups of samples belong to the miwae and piwae objectives; "
+                              f"objective {self.objective} uses k alone (set m 1)")
+        if self.estimator == "dreg" and self.objective not in ("iwae", "miwae"):
+            raise ConfigError(f"estimator dreg (doubly reparameterized) is for the iwae and miwae objectives; "
+                              f"with {self.objective} use estimator stl or reparam")
+        if self.schedule == "time" and self.max_minutes is None:
+            raise ConfigError("schedule time follows the clock over --max-minutes: give --max-minutes too")
         _choice("schedule", self.schedule, Schedule)
         _choice("device", self.device, Device)
         _choice("amp", self.amp, Literal["none", "bf16"])
         if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs!r}")
-        if self.objective == "iwae" and (self.beta != 1.0 or self.warmup_epochs):
+        if self.objective != "elbo" and (self.beta != 1.0 or self.warmup_epochs):
             raise ConfigError(
-                f"the iwae objective is a bound on log p(x) with no KL weight: drop beta {self.beta!r} and "
-                f"warmup_epochs {self.warmup_epochs!r}, or use objective elbo")
+                f"the {self.objective} objective is a bound on log p(x) with no KL weight: drop beta {self.beta!r} "
+                f"and warmup_epochs {self.warmup_epochs!r}, or use objective elbo")
         if self.grad_clip is not None:
             _positive("grad_clip", self.grad_clip)
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience <= 0):
@@ -245,6 +320,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a list, got {value!r}")
         inner = args[0]
         return tuple(_coerce(inner, v, where) for v in value)
+    if dataclasses.is_dataclass(tp):
+        return value if isinstance(value, tp) else _build(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {value!r}")

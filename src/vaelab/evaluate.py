@@ -27,7 +27,7 @@ from vaelab import objectives as obj
 from vaelab.config import EvalConfig
 from vaelab.data import ImageData, iter_batches, to_float
 from vaelab.errors import NotADensity
-from vaelab.models import VAE
+from vaelab.models import BaseVAE as VAE
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class EvalReport:
     elbo: float  # mean one-sample ELBO, higher is better (so elbo <= -nll up to noise)
     elbo_stderr: float
     log_px_z: float  # mean E_q[log p(x|z)] (one sample), the reconstruction part of the ELBO
-    kl: float  # mean KL(q(z|x) || N(0, I)), closed form; elbo = log_px_z - kl
+    kl: float  # mean KL(q(z|x) || p(z)): closed form where one exists, else one draw; elbo = log_px_z - kl
     bpd: float | None  # nll / (pixels * ln 2), for discrete (binary) pixels only
     active_units: int  # Burda et al.: Var_x(E_q[z_d|x]) > 0.01
     latent_dim: int
@@ -73,18 +73,15 @@ class EvalReport:
 @torch.no_grad()
 def log_weights(
     model: VAE, x: Tensor, k: int, generator: torch.Generator | None = None, y: Tensor | None = None,
-    posterior: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
-    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for K draws z_k ~ q(z|x).
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for K draws z_k ~ q(z|x): the model's
+    answer (vaelab.models.Draws), whatever its prior, posterior or layers.
 
-    x: (B, C, H, W); posterior: (loc, logvar) of q(z|x), each (B, D), if already computed.
-    Returns (K, B) nats.
+    x: (B, C, H, W). Returns (K, B) nats.
     """
-    loc, logvar = posterior if posterior is not None else model.encode(x, y)
-    eps = torch.randn((k, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)
-    z = obj.reparameterize(loc, logvar, eps)  # (K, B, D)
-    log_px_z = model.log_px_z(x, model.decode_params(z, y))  # (K, B)
-    return obj.log_importance_weights(log_px_z, z, loc, logvar)
+    dtype = next(model.parameters()).dtype
+    eps = torch.randn((k, x.shape[0], model.noise_dim), generator=generator, device=x.device, dtype=dtype)
+    return model(x, y, eps).log_w
 
 
 @torch.no_grad()
@@ -93,13 +90,12 @@ def log_likelihood_batch(
 ) -> Tensor:
     """Importance-sampled log p(x) of each image, (B,) nats, from K samples drawn `chunk` at a time.
 
-    The encoder runs once per image; each pass decodes chunk * B latents, which bounds memory.
+    Each pass encodes the B images and decodes chunk * B latents, which bounds memory.
     """
-    posterior = model.encode(x, y)
-    log_w = torch.empty((k, x.shape[0]), device=x.device, dtype=posterior[0].dtype)  # (K, B)
+    log_w = torch.empty((k, x.shape[0]), device=x.device, dtype=next(model.parameters()).dtype)  # (K, B)
     for start in range(0, k, chunk):
         n = min(chunk, k - start)
-        log_w[start : start + n] = log_weights(model, x, n, generator, y, posterior)
+        log_w[start : start + n] = log_weights(model, x, n, generator, y)
     return obj.iwae_bound(log_w)
 
 

@@ -38,7 +38,7 @@ from vaelab.config import replace as replace_config
 from vaelab.cpu import default_threads, flush_denormal, keep_freed_memory, resolve_threads, usable_cores  # noqa: F401
 from vaelab.data import DataSplits, ImageData, to_float
 from vaelab.errors import CheckpointError, ConfigError, DistributedError, TrainingDiverged, TrainingInterrupted
-from vaelab.models import VAE, VAEOutput
+from vaelab.models import BaseVAE as VAE
 
 logger = logging.getLogger(__name__)
 
@@ -180,9 +180,18 @@ def _peer_failures(fn: Callable[..., TrainResult]) -> Callable[..., TrainResult]
     return wrapper
 
 
-def lr_at(cfg: TrainConfig, epoch: int) -> float:
-    """Learning rate of an epoch (0-based). burda: lr * 10^(-i/7) for the epochs in stage i of
-    3^0, 3^1, ... (Burda et al. 2016, sec. 5); cosine: to 0 over cfg.epochs."""
+def lr_at(cfg: TrainConfig, epoch: int, elapsed_s: float = 0.0) -> float:
+    """Learning rate of an epoch (0-based) that starts `elapsed_s` seconds into training.
+
+    burda: lr * 10^(-i/7) for the epochs in stage i of 3^0, 3^1, ... (Burda et al. 2016, sec. 5);
+    cosine: to 0 over cfg.epochs; time: lr * 10^(-lr_decay * elapsed / budget), for a run that ends
+    by --max-minutes rather than by an epoch count (an epoch schedule that a 15-minute run never
+    gets through leaves its rate high). The time schedule follows the clock, so its numbers depend
+    on the machine's speed, and a resumed run continues from the recorded elapsed time.
+    """
+    if cfg.schedule == "time":
+        budget = 60.0 * (cfg.max_minutes or 1.0)
+        return cfg.lr * 10 ** (-cfg.lr_decay * min(1.0, elapsed_s / budget))
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
     if cfg.schedule == "burda":
@@ -201,18 +210,6 @@ def kl_weight(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return cfg.beta * min(1.0, step / (cfg.warmup_epochs * steps_per_epoch))
 
 
-def loss_terms(model_out: VAEOutput, x: Tensor, model: VAE, objective: str, klw: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(objective, elbo, log_px_z, kl), each (B,) nats. z in model_out is (K, B, D)."""
-    log_px_z = model.log_px_z(x, model_out.params)  # (K, B)
-    kl = obj.gaussian_kl(model_out.loc, model_out.logvar)  # (B,)
-    rec = log_px_z.mean(0)  # (B,)
-    elbo = obj.elbo(rec, kl)
-    if objective == "iwae" and model_out.z.shape[0] > 1:
-        log_w = obj.log_importance_weights(log_px_z, model_out.z, model_out.loc, model_out.logvar)
-        return obj.iwae_bound(log_w), elbo, rec, kl
-    return (elbo if klw == 1.0 else obj.elbo(rec, kl, klw)), elbo, rec, kl
-
-
 @torch.no_grad()
 def evaluate_elbo(model: VAE, data: ImageData, batch_size: int = 1000, seed: int = 0, shard: tuple[int, int] = (0, 1)) -> EpochStats:
     """Mean one-sample ELBO over `data` with fixed noise (seed), under eval mode and no_grad.
@@ -229,7 +226,7 @@ def evaluate_elbo(model: VAE, data: ImageData, batch_size: int = 1000, seed: int
     dtype = next(model.parameters()).dtype
     for i, start in enumerate(range(0, len(data), batch_size)):
         if i % world != rank:  # draw this batch's noise anyway: N processes use the noise of one
-            torch.randn((min(batch_size, len(data) - start), model.cfg.latent_dim), generator=g,
+            torch.randn((1, min(batch_size, len(data) - start), model.noise_dim), generator=g,
                         device=device, dtype=dtype)
             continue
         xb, yb = data.batch(slice(start, start + batch_size))
@@ -353,6 +350,12 @@ def fit(
             cfg = replace_config(cfg, {"train.threads": threads})
             tc = cfg.train
     model.to(device).train()
+    if tc.estimator != "reparam" and not model.supports_stop_gradient:
+        raise ConfigError(f"estimator {tc.estimator} needs log q(z|x) at stopped posterior parameters, which this "
+                          f"model ({_describe(model.cfg)}) does not offer; use estimator reparam")
+    if tc.objective == "piwae" and world > 1:
+        raise ConfigError("objective piwae takes two gradients per step, which DistributedDataParallel does not "
+                          "average; train it in one process")
     if tc.batch_size % world:
         raise ConfigError(f"batch_size {tc.batch_size} must be divisible by the number of processes {world}")
     noise = torch.Generator(device).manual_seed(tc.seed + 1)  # reparameterization eps and binarization
@@ -381,11 +384,14 @@ def fit(
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     amp = torch.bfloat16 if tc.amp == "bf16" else None
 
-    def forward_terms(x: Tensor, y: Tensor | None, eps: Tensor, klw: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The differentiable part of a step: the networks, then loss_terms (objective, elbo, log_px_z, kl)."""
+    stop_q = tc.estimator in ("stl", "dreg")
+
+    def forward_terms(x: Tensor, y: Tensor | None, eps: Tensor, klw: float) -> tuple[Any, Tensor, Tensor, Tensor, Tensor]:
+        """The differentiable part of a step: the model's draws, then the objective (objectives.py):
+        (surrogate, bound, elbo, log_px_z, kl), each (b,) nats."""
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            out = net(x, y, eps)
-        return loss_terms(VAEOutput(*(t.float() for t in out)), x, model, tc.objective, klw)
+            draws = net(x, y, eps, stop_q)
+            return obj.training_objective(draws, tc.objective, tc.estimator, tc.m, klw, tc.ciwae_beta)
 
     # compiled, forward and backward are a few fused kernels: on a GPU, kernel launches are what
     # bounds a small model (docs/speed.md); on CPU eager is faster than compiled (torch 2.13)
@@ -419,9 +425,12 @@ def fit(
         if is_main:
             write_config(run_path, cfg)  # resume may extend --epochs
         logger.info("resuming %s at epoch %d step %d", run_path, st["epoch"] + 1, st["step"])
-    elif run_path is not None and is_main:
-        run_path.mkdir(parents=True, exist_ok=True)
-        write_config(run_path, cfg)
+    else:
+        if tc.init_output_bias and model.cfg.likelihood == "bernoulli":
+            model.init_output_bias(mean_pixel(train).to(device))  # every rank computes the same mean
+        if run_path is not None and is_main:
+            run_path.mkdir(parents=True, exist_ok=True)
+            write_config(run_path, cfg)
 
     def checkpoint() -> None:
         if run_path is None or not is_main:
@@ -442,7 +451,7 @@ def fit(
     with (_StopFlag() if world == 1 else _AgreedStopFlag()) as stop:
         while st["epoch"] < tc.epochs and st["stopped"] == "completed":
             epoch = st["epoch"]
-            lr = lr_at(tc, epoch)
+            lr = lr_at(tc, epoch, time.monotonic() - t_start)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             perm = epoch_permutation(n, tc.seed, epoch, device if resident else torch.device("cpu"))
@@ -460,21 +469,23 @@ def fit(
                 if dynamic:  # a fresh binary image per use; draw for the global batch, keep my slice
                     u = torch.rand((gb, c, h, w), generator=noise, device=device)
                     x = (u[lo:hi] < x).to(x.dtype)
-                eps = torch.randn((tc.k, gb, model.cfg.latent_dim), generator=noise, device=device)
+                eps = torch.randn((tc.m * tc.k, gb, model.noise_dim), generator=noise, device=device)
                 eps = eps[:, lo:hi]
                 y = None
                 if model.cfg.num_classes:
                     y = labels.index_select(0, mine) if resident else train.labels[mine].to(device)  # type: ignore[union-attr,index]
 
                 klw = kl_weight(tc, st["step"], steps_per_epoch)
-                objective, elbo, log_px_z, kl = step_terms(x, y, eps, klw)  # (b,) nats each
-                # DDP averages gradients over ranks: sum * world / gb makes that the mean over the global batch
-                loss = -objective.mean() if world == 1 else -objective.sum() * (world / gb)
+                surrogate, objective, elbo, log_px_z, kl = step_terms(x, y, eps, klw)  # (b,) nats each
+                loss = _loss(surrogate, world, gb)
                 if device.type == "cpu" and not math.isfinite(loss.item()):  # free on CPU: no device sync
                     first_bad = st["step"]
                     break
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if isinstance(surrogate, tuple):  # piwae: each part of the model has its own objective
+                    _backward_by_part(model, _loss(surrogate[0], world, gb), _loss(surrogate[1], world, gb))
+                else:
+                    loss.backward()
                 if tc.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 optimizer.step()
@@ -574,6 +585,36 @@ def _check_not_complete(run_path: Path, st: dict[str, Any], tc: TrainConfig) -> 
             f"pass --epochs N with N above {done}, e.g. --resume {run_path} --epochs {done + max(1, done // 2)}")
 
 
+@torch.no_grad()
+def mean_pixel(data: ImageData, batch_size: int = 10_000) -> Tensor:
+    """The mean training image (C, H, W), pixels in [0, 1], float64 sums over `data`."""
+    total = torch.zeros(data.shape, dtype=torch.float64)
+    for start in range(0, len(data), batch_size):
+        total += to_float(data.batch(slice(start, start + batch_size))[0]).double().sum(0)
+    return (total / max(1, len(data))).float()
+
+
+def _loss(surrogate: Tensor | tuple[Tensor, Tensor], world: int, gb: int) -> Tensor:
+    """-mean of the surrogate over the global batch (DDP averages gradients over ranks, so the sum
+    times world / gb). A pair (piwae) gives the first part's loss, for the NaN check."""
+    s = surrogate[0] if isinstance(surrogate, tuple) else surrogate
+    return -s.mean() if world == 1 else -s.sum() * (world / gb)
+
+
+def _backward_by_part(model: VAE, generative: Tensor, inference: Tensor) -> None:
+    """Gradients of `generative` for the generative parameters and of `inference` for q(z|x)'s."""
+    gen, inf = list(model.generative_parameters()), list(model.inference_parameters())
+    for params, loss, keep in ((gen, generative, True), (inf, inference, False)):
+        grads = torch.autograd.grad(loss, params, retain_graph=keep, allow_unused=True)
+        for p_, g in zip(params, grads):
+            p_.grad = g
+
+
+def _describe(cfg: Any) -> str:
+    parts = [f"posterior {cfg.posterior}"] + (["layers"] if cfg.layers else [])
+    return ", ".join(parts)
+
+
 def _progress(enabled: bool, total: int, initial: int) -> Any:
     if not enabled:
         return None
@@ -590,7 +631,7 @@ class TensorBoardLog:
     Scalars (nats per image unless named otherwise): train/ and val/ elbo_nats, log_px_z_nats,
     kl_nats; train/objective_nats, train/lr, train/kl_weight, train/samples_per_s, at the global
     step. Images: `reconstructions` (n validation images above their reconstructions) and
-    `samples` (decoded from n fixed draws z ~ N(0, I); labels 0, 1, ... for a conditional model).
+    `samples` (decoded from n draws of the model's prior with a fixed seed; labels 0, 1, ... for a conditional model).
     Needs the tensorboard package (pip install 'vaelab[tensorboard]'), imported only here.
     Call it on rank 0 only; `close()` at the end.
     """
@@ -611,7 +652,8 @@ class TensorBoardLog:
         self.x = to_float(xb)  # (n, C, H, W), moved to the model's device when used
         k = model.cfg.num_classes
         self.y = None if k == 0 else yb
-        self.z = torch.randn(n, model.cfg.latent_dim, generator=torch.Generator().manual_seed(seed))
+        self.seed = seed  # the same draws of the model's own prior at every epoch
+        self.n = n
         self.y_samples = None if k == 0 else torch.arange(n) % k
 
     @torch.no_grad()
@@ -626,7 +668,8 @@ class TensorBoardLog:
         try:
             x = self.x.to(device)
             rec = model.reconstruct(x, None if self.y is None else self.y.to(device))
-            samples = model.decode(self.z.to(device), None if self.y_samples is None else self.y_samples.to(device))
+            z = model.sample_latents(self.n, torch.Generator(device).manual_seed(self.seed))
+            samples = model.decode(z, None if self.y_samples is None else self.y_samples.to(device))
         finally:
             model.train(was_training)
         self.writer.add_images("reconstructions", torch.cat([x, rec]).float().clamp(0, 1).cpu(), step)

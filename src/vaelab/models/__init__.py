@@ -1,15 +1,21 @@
-"""Encoder q(z|x), decoder p(x|z) and the VAE that holds them. Networks output distribution
-parameters and compute no loss; the maths lives in :mod:`vaelab.objectives`.
+"""Models made of parts: an encoder network, a posterior family q(z|x), a prior p(z), a decoder
+network and its pixel likelihood p(x|z) (Pyro's model/guide split; STYLE.md section 2).
 
-Shapes: x (B, C, H, W) pixels in [0, 1]; z (B, D) or (K, B, D) for K samples per image;
-y (B,) integer labels for a conditional model.
+Every model answers one question for the objectives (:mod:`vaelab.objectives`): for K draws
+z_k ~ q(z|x) of each of B images, ``model(x, y, eps)`` returns :class:`Draws` with the per-draw
+log p(x|z), log p(z) and log q(z|x), each (K, B) nats, plus the closed-form KL where one exists.
+Training, evaluation and the CLI use that answer and the verbs below, and nothing else: they never
+ask which prior or posterior a model has.
+
+Shapes: x (B, C, H, W) pixels in [0, 1]; z (B, D) or (K, B, D); y (B,) integer labels of a
+conditional model. Build any model from its config with :func:`build_model`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from functools import cached_property
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -18,177 +24,12 @@ from torch import Tensor, nn
 from vaelab import objectives as obj
 from vaelab.config import ModelConfig
 from vaelab.errors import ConfigError
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "elu": nn.ELU,
-    "leaky_relu": nn.LeakyReLU,
-    "gelu": nn.GELU,
-    "softplus": nn.Softplus,
-}
-
-# Smallest pixel log-variance of the learned-variance Gaussian: without a floor, pixels that are
-# always 0 (MNIST borders) drive the variance to 0 and the density to infinity.
-MIN_PIXEL_LOGVAR = -9.0
-
-
-@dataclass(frozen=True)
-class PixelLikelihood:
-    """A family p(x|z) over pixels: how many parameters per pixel, its log-density and mean."""
-
-    num_params: int
-    log_prob: Callable[[Tensor, Tensor], Tensor]  # (x (B,C,H,W), params (...,B,P,C,H,W)) -> (...,B)
-    mean: Callable[[Tensor], Tensor]  # params (...,B,P,C,H,W) -> (...,B,C,H,W) in [0, 1]
-    density_of_grey: bool  # True when log_prob is a density of grey values in [0, 1]
-    density_of_binary: bool  # True when log_prob is a probability of {0, 1} pixels
-
-
-def _single(params: Tensor) -> Tensor:
-    """(..., B, 1, C, H, W) -> (..., B, C, H, W) for a one-parameter family. A squeeze is a view in
-    both directions; params[..., 0, :, :, :] would make every backward fill a zero tensor and copy
-    the gradient into it (a tenth of the non-matmul time of a CPU step at batch 512)."""
-    return params.squeeze(-4)
-
-
-def _gaussian_parts(params: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.sigmoid(params[..., 0, :, :, :]), params[..., 1, :, :, :].clamp(min=MIN_PIXEL_LOGVAR)
-
-
-def make_likelihood(cfg: ModelConfig) -> PixelLikelihood:
-    fixed_logvar = 2.0 * math.log(cfg.fixed_scale)
-    table = {
-        "bernoulli": PixelLikelihood(
-            1,
-            lambda x, p: obj.bernoulli_log_prob(x, _single(p)),
-            lambda p: torch.sigmoid(_single(p)),
-            density_of_grey=False,
-            density_of_binary=True,
-        ),
-        "continuous-bernoulli": PixelLikelihood(
-            1,
-            lambda x, p: obj.continuous_bernoulli_log_prob(x, _single(p)),
-            lambda p: obj.continuous_bernoulli_mean(_single(p)),
-            density_of_grey=True,
-            density_of_binary=False,
-        ),
-        "gaussian": PixelLikelihood(
-            2,
-            lambda x, p: obj.gaussian_pixel_log_prob(x, *_gaussian_parts(p)),
-            lambda p: _gaussian_parts(p)[0],
-            density_of_grey=True,
-            density_of_binary=False,
-        ),
-        "gaussian-fixed": PixelLikelihood(
-            1,
-            lambda x, p: obj.gaussian_pixel_log_prob(
-                x, torch.sigmoid(_single(p)), torch.full_like(_single(p), fixed_logvar)
-            ),
-            lambda p: torch.sigmoid(_single(p)),
-            density_of_grey=True,
-            density_of_binary=False,
-        ),
-    }
-    return table[cfg.likelihood]
-
-
-def _mlp(sizes: list[int], act: type[nn.Module]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), act()]
-    return nn.Sequential(*layers)
-
-
-class MLPEncoder(nn.Module):
-    """x (B, C, H, W) [+ one-hot y] -> hidden layers -> (loc, logvar), each (B, D)."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        act = ACTIVATIONS[cfg.activation]
-        self.body = _mlp([cfg.num_pixels + cfg.num_classes, *cfg.hidden], act)
-        # One linear layer for both heads: the same maths as two heads (loc, logvar) in one matmul.
-        self.head = nn.Linear(cfg.hidden[-1] if cfg.hidden else cfg.num_pixels + cfg.num_classes, 2 * cfg.latent_dim)
-
-    def forward(self, x: Tensor, y1h: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        h = x.flatten(1)  # (B, C*H*W)
-        if y1h is not None:
-            h = torch.cat([h, y1h], 1)
-        loc, logvar = self.head(self.body(h)).chunk(2, dim=-1)  # (B, D) each
-        return loc, logvar
-
-
-class MLPDecoder(nn.Module):
-    """z (..., B, D) [+ one-hot y] -> hidden layers (mirrored) -> params (..., B, P, C, H, W)."""
-
-    def __init__(self, cfg: ModelConfig, num_params: int):
-        super().__init__()
-        act = ACTIVATIONS[cfg.activation]
-        hidden = list(reversed(cfg.hidden))
-        self.body = _mlp([cfg.latent_dim + cfg.num_classes, *hidden], act)
-        self.out = nn.Linear(hidden[-1] if hidden else cfg.latent_dim + cfg.num_classes, num_params * cfg.num_pixels)
-        self.shape = (num_params, *cfg.input_shape)
-
-    def forward(self, z: Tensor, y1h: Tensor | None = None) -> Tensor:
-        if y1h is not None:
-            z = torch.cat([z, y1h.expand(*z.shape[:-1], y1h.shape[-1])], -1)
-        out = self.out(self.body(z))  # (..., B, P*C*H*W)
-        return out.view(*out.shape[:-1], *self.shape)  # (..., B, P, C, H, W)
-
-
-class ConvEncoder(nn.Module):
-    """Stride-2 4x4 convolutions halve H and W per layer, then a dense layer to (loc, logvar)."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        act = ACTIVATIONS[cfg.activation]
-        c, h, w = cfg.input_shape
-        layers: list[nn.Module] = []
-        for ch in cfg.channels:
-            layers += [nn.Conv2d(c, ch, 4, stride=2, padding=1), act()]
-            c, h, w = ch, h // 2, w // 2
-        self.convs = nn.Sequential(*layers)
-        width = cfg.hidden[0] if cfg.hidden else 256
-        self.dense = nn.Sequential(nn.Linear(c * h * w + cfg.num_classes, width), act())
-        self.head = nn.Linear(width, 2 * cfg.latent_dim)
-
-    def forward(self, x: Tensor, y1h: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        h = self.convs(x).flatten(1)  # (B, C'*H'*W')
-        if y1h is not None:
-            h = torch.cat([h, y1h], 1)
-        loc, logvar = self.head(self.dense(h)).chunk(2, dim=-1)
-        return loc, logvar
-
-
-class ConvDecoder(nn.Module):
-    """Dense layer to a (C', H', W') feature map, then stride-2 transposed convolutions."""
-
-    def __init__(self, cfg: ModelConfig, num_params: int):
-        super().__init__()
-        act = ACTIVATIONS[cfg.activation]
-        c, h, w = cfg.input_shape
-        factor = 2 ** len(cfg.channels)
-        self.start = (cfg.channels[-1], h // factor, w // factor)
-        width = cfg.hidden[0] if cfg.hidden else 256
-        self.dense = nn.Sequential(
-            nn.Linear(cfg.latent_dim + cfg.num_classes, width), act(),
-            nn.Linear(width, math.prod(self.start)), act(),
-        )
-        layers: list[nn.Module] = []
-        chans = list(reversed(cfg.channels))
-        for a, b in zip(chans[:-1], chans[1:]):
-            layers += [nn.ConvTranspose2d(a, b, 4, stride=2, padding=1), act()]
-        layers.append(nn.ConvTranspose2d(chans[-1], num_params * c, 4, stride=2, padding=1))
-        self.deconvs = nn.Sequential(*layers)
-        self.shape = (num_params, *cfg.input_shape)
-
-    def forward(self, z: Tensor, y1h: Tensor | None = None) -> Tensor:
-        if y1h is not None:
-            z = torch.cat([z, y1h.expand(*z.shape[:-1], y1h.shape[-1])], -1)
-        lead = z.shape[:-1]
-        h = self.dense(z.reshape(-1, z.shape[-1])).view(-1, *self.start)  # (N, C', H', W')
-        out = self.deconvs(h)  # (N, P*C, H, W)
-        return out.view(*lead, *self.shape)  # (..., B, P, C, H, W)
-
+from vaelab.models.likelihoods import MIN_PIXEL_LOGVAR, PixelLikelihood, make_likelihood  # noqa: F401
+from vaelab.models.networks import (  # noqa: F401
+    ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder,
+)
+from vaelab.models.posteriors import gaussian_distribution, make_posterior
+from vaelab.models.priors import make_prior
 
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
     "mlp": (MLPEncoder, MLPDecoder),
@@ -196,13 +37,38 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
 }
 
 
-class VAEOutput(NamedTuple):
-    """What one forward pass returns: posterior parameters, the latent draws, decoder parameters."""
+class Draws:
+    """A model's answer for K draws z_k ~ q(z|x) of B images (nats; higher is better).
 
-    loc: Tensor  # (B, D)
-    logvar: Tensor  # (B, D)
-    z: Tensor  # (K, B, D), or (B, D) when eps was (B, D)
-    params: Tensor  # (..., B, P, C, H, W) parameters of p(x|z)
+    Attributes:
+        z: (K, B, D) the draws (the top layer's in a hierarchy).
+        params: (K, B, P, C, H, W) parameters of p(x|z).
+        log_px_z: (K, B) log p(x|z_k), summed over pixels.
+        log_pz: (K, B) log p(z_k) (a hierarchy: every layer's prior terms).
+        log_qz_x: (K, B) log q(z_k|x).
+        kl: (B,) closed-form KL(q(z|x) || p(z)) where one exists (Gaussian posterior, N(0, I) prior),
+            else None. The ELBO uses it when it exists: same expectation, lower variance.
+    log_pz and log_qz_x are computed when first read, so an objective that uses the closed-form KL
+    pays nothing for them.
+    """
+
+    def __init__(self, z: Tensor, params: Tensor, log_px_z: Tensor, log_pz: Callable[[], Tensor],
+                 log_qz_x: Callable[[], Tensor], kl: Tensor | None):
+        self.z, self.params, self.log_px_z, self.kl = z, params, log_px_z, kl
+        self._log_pz, self._log_qz_x = log_pz, log_qz_x
+
+    @cached_property
+    def log_pz(self) -> Tensor:
+        return self._log_pz()
+
+    @cached_property
+    def log_qz_x(self) -> Tensor:
+        return self._log_qz_x()
+
+    @property
+    def log_w(self) -> Tensor:
+        """log importance weights log p(x|z) + log p(z) - log q(z|x), (K, B)."""
+        return obj.log_weights(self.log_px_z, self.log_pz, self.log_qz_x)
 
 
 @dataclass(frozen=True)
@@ -211,28 +77,25 @@ class ElboTerms:
 
     elbo: Tensor
     log_px_z: Tensor  # E_q[log p(x|z)], the (negative) reconstruction term
-    kl: Tensor  # KL(q(z|x) || N(0, I)), closed form
+    kl: Tensor  # KL(q(z|x) || p(z)): closed form where one exists, else the one-draw log q - log p
 
 
-class VAE(nn.Module):
-    """Variational autoencoder with a Gaussian posterior and a N(0, I) prior (Kingma & Welling 2014).
+class BaseVAE(nn.Module):
+    """What every model shares: labels, the device, the verbs built on encode/decode, the ELBO."""
 
-    Build it from a :class:`ModelConfig`; the verbs (`encode`, `decode`, `reconstruct`, `sample`,
-    `elbo`, `interpolate`) are the ones the CLI and the web page use.
-    """
+    cfg: ModelConfig
+    likelihood: PixelLikelihood
+    # STL and DReG need log q(z|x) with the posterior's parameters stopped (see posteriors.py)
+    supports_stop_gradient = False
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.likelihood = make_likelihood(cfg)
-        enc, dec = ARCHITECTURES[cfg.arch]
-        self.encoder = enc(cfg)
-        self.decoder = dec(cfg, self.likelihood.num_params)
-
-    # -- building blocks -------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def noise_dim(self) -> int:
+        """Standard-normal numbers per draw that `forward` takes as eps: (K, B, noise_dim)."""
+        return self.cfg.latent_dim
 
     def one_hot(self, y: Tensor | None, batch: int) -> Tensor | None:
         """(B,) labels -> (B, num_classes) one-hot; checks range and presence for a conditional model."""
@@ -253,36 +116,26 @@ class VAE(nn.Module):
             raise ConfigError(f"label {bad} is out of range: this model knows labels 0..{n - 1}")
         return F.one_hot(y, n).to(next(self.parameters()).dtype)
 
-    def forward(self, x: Tensor, y: Tensor | None = None, eps: Tensor | None = None) -> VAEOutput:
-        """Encode, draw z = loc + exp(logvar/2) * eps, decode. eps: (K, B, D) or (B, D); None draws (B, D)."""
-        y1h = self.one_hot(y, x.shape[0])
-        loc, logvar = self.encoder(x, y1h)
-        if eps is None:
-            eps = torch.randn_like(loc)
-        z = obj.reparameterize(loc, logvar, eps)
-        return VAEOutput(loc, logvar, z, self.decoder(z, y1h))
-
     def log_px_z(self, x: Tensor, params: Tensor) -> Tensor:
         """log p(x|z) summed over pixels. x: (B, C, H, W); params: (..., B, P, C, H, W). Returns (..., B)."""
         return self.likelihood.log_prob(x, params)
 
-    # -- the public verbs ------------------------------------------------------------------
-    def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Posterior parameters (loc, logvar), each (B, D), for images x (B, C, H, W) in [0, 1]."""
-        return self.encoder(x, self.one_hot(y, x.shape[0]))
+    def inference_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters of q(z|x) (encoder and flow); the rest are the generative model's."""
+        raise NotImplementedError
 
+    def generative_parameters(self) -> Iterator[nn.Parameter]:
+        ids = {id(p) for p in self.inference_parameters()}
+        return (p for p in self.parameters() if id(p) not in ids)
+
+    def init_output_bias(self, mean: Tensor) -> None:
+        """Start p(x|z) at the mean training pixel `mean` (C, H, W) in [0, 1] (Burda et al.'s init)."""
+        self.decoder.init_output_bias(mean)
+
+    # -- the verbs ---------------------------------------------------------------------------
     def encode_mean(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """The posterior mean (B, D): the tutorial's "encoder" model."""
-        return self.encode(x, y)[0]
-
-    def posterior(self, x: Tensor, y: Tensor | None = None) -> torch.distributions.Distribution:
-        """q(z|x) as a torch.distributions object, Independent(Normal(loc, scale), 1)."""
-        loc, logvar = self.encode(x, y)
-        return torch.distributions.Independent(torch.distributions.Normal(loc, torch.exp(0.5 * logvar)), 1)
-
-    def decode_params(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """Parameters of p(x|z), (..., B, P, C, H, W), for latents z (..., B, D)."""
-        return self.decoder(z, self.one_hot(y, z.shape[-2]))
+        """A point estimate of z for each image (B, D): the posterior mean (the tutorial's "encoder")."""
+        raise NotImplementedError
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """Pixel means of p(x|z), (..., B, C, H, W) in [0, 1], for latents z (..., B, D)."""
@@ -292,22 +145,24 @@ class VAE(nn.Module):
         """decode(encode_mean(x)): (B, C, H, W) pixel means in [0, 1]."""
         return self.decode(self.encode_mean(x, y), y)
 
-    def sample(
-        self, n: int, y: Tensor | int | None = None, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """Decode n draws z ~ N(0, I): (n, C, H, W) pixel means in [0, 1]."""
-        z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=self.device)
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n draws z ~ p(z) from the model's own prior: (n, D)."""
+        raise NotImplementedError
+
+    def sample(self, n: int, y: Tensor | int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Decode n draws z ~ p(z) of the model's own prior: (n, C, H, W) pixel means in [0, 1]."""
+        z = self.sample_latents(n, generator)
         return self.decode(z, None if y is None else torch.as_tensor(y))
 
-    def elbo(
-        self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None, beta: float = 1.0
-    ) -> ElboTerms:
-        """One-sample ELBO of each image with the closed-form KL: (B,) nats, higher is better."""
-        loc, logvar = self.encode(x, y)
-        eps = torch.randn(loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
-        z = obj.reparameterize(loc, logvar, eps)
-        log_px_z = self.log_px_z(x, self.decode_params(z, y))
-        kl = obj.gaussian_kl(loc, logvar)
+    def elbo(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None,
+             beta: float = 1.0) -> ElboTerms:
+        """One-draw ELBO of each image: (B,) nats, higher is better. The KL is closed form where one
+        exists, else the one-draw estimate log q(z|x) - log p(z)."""
+        eps = torch.randn((1, x.shape[0], self.noise_dim), generator=generator, device=x.device,
+                          dtype=next(self.parameters()).dtype)
+        d = self(x, y, eps)
+        log_px_z = d.log_px_z[0]
+        kl = d.kl if d.kl is not None else (d.log_qz_x - d.log_pz)[0]
         return ElboTerms(obj.elbo(log_px_z, kl, beta), log_px_z, kl)
 
     def interpolate(
@@ -320,6 +175,86 @@ class VAE(nn.Module):
         z = interpolate_latents(z1, z2, steps, spherical)
         y = None if y1 is None else torch.as_tensor(y1).reshape(1).expand(steps)
         return self.decode(z, y)
+
+
+class VAE(BaseVAE):
+    """One stochastic layer (Kingma & Welling 2014): encoder -> q(z|x) -> z -> decoder -> p(x|z),
+    with the prior and posterior of its config (N(0, I) and a diagonal Gaussian by default).
+
+    Build it from a :class:`ModelConfig`; the verbs (`encode`, `decode`, `reconstruct`, `sample`,
+    `elbo`, `interpolate`) are the ones the CLI and the web page use.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.layers:
+            raise ConfigError("this config has model.layers: build it with vaelab.build_model(cfg)")
+        self.cfg = cfg
+        self.likelihood = make_likelihood(cfg)
+        enc, dec = ARCHITECTURES[cfg.arch]
+        self.encoder = enc(cfg)
+        self.decoder = dec(cfg, self.likelihood.num_params)
+        self.prior = make_prior(cfg.prior, cfg.latent_dim, cfg.components, cfg.input_shape)
+        if cfg.prior == "vamp":
+            self.prior.attach(self.encoder)  # p(z) = mean of q(z|u_k); not a second copy of the encoder
+        self.posterior_family = make_posterior(cfg, self.encoder.features_dim)
+        self.supports_stop_gradient = not self.posterior_family.has_flow
+        self._closed_form_kl = self.prior.standard_normal and not self.posterior_family.has_flow
+
+    def forward(self, x: Tensor, y: Tensor | None = None, eps: Tensor | None = None,
+                stop_gradient: bool = False) -> Draws:
+        """Encode, draw z from q(z|x) with the noise eps (K, B, D) (None: one draw), decode.
+
+        stop_gradient: log q(z|x) with the posterior's parameters detached (STL, DReG).
+        """
+        y1h = self.one_hot(y, x.shape[0])
+        h = self.encoder.features(x, y1h)  # (B, F)
+        loc, logvar = self.encoder.params(h)  # (B, D) each
+        if eps is None:
+            eps = torch.randn_like(loc)[None]
+        z, log_qz_x = self.posterior_family.draw(loc, logvar, h, eps, stop_gradient)  # (K, B, D), (K, B)
+        params = self.decoder(z, y1h)  # (K, B, P, C, H, W)
+        kl = obj.gaussian_kl(loc, logvar) if self._closed_form_kl and not stop_gradient else None
+        return Draws(z, params, self.log_px_z(x, params), lambda: self.prior.log_prob(z), lambda: log_qz_x, kl)
+
+    def inference_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.encoder.parameters()
+        yield from self.posterior_family.parameters()
+
+    # -- the verbs ---------------------------------------------------------------------------
+    def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Parameters (loc, logvar), each (B, D), of q(z|x)'s Gaussian (a flow's base distribution)."""
+        return self.encoder(x, self.one_hot(y, x.shape[0]))
+
+    def encode_mean(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The posterior mean (B, D): the tutorial's "encoder" model. With a flow posterior, the
+        flow's image of the base mean (a point estimate, not E_q[z])."""
+        h = self.encoder.features(x, self.one_hot(y, x.shape[0]))
+        loc, logvar = self.encoder.params(h)
+        return self.posterior_family.mean(loc, logvar, h)
+
+    def posterior(self, x: Tensor, y: Tensor | None = None) -> torch.distributions.Distribution:
+        """q(z|x) as a torch.distributions object, Independent(Normal(loc, scale), 1)."""
+        if self.posterior_family.has_flow:
+            raise ConfigError(f"posterior {self.cfg.posterior}: a flow posterior has no torch.distributions "
+                              f"form here; model(x).log_qz_x gives its log-density at the draws")
+        return gaussian_distribution(*self.encode(x, y))
+
+    def decode_params(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Parameters of p(x|z), (..., B, P, C, H, W), for latents z (..., B, D)."""
+        return self.decoder(z, self.one_hot(y, z.shape[-2]))
+
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.prior.sample(n, generator)
+
+
+def build_model(cfg: ModelConfig) -> BaseVAE:
+    """The model a config describes: a :class:`VAE`, or a :class:`HierarchicalVAE` for model.layers."""
+    if cfg.layers:
+        from vaelab.models.hierarchy import HierarchicalVAE
+
+        return HierarchicalVAE(cfg)
+    return VAE(cfg)
 
 
 def interpolate_latents(z1: Tensor, z2: Tensor, steps: int, spherical: bool = False) -> Tensor:

@@ -1,0 +1,155 @@
+"""The encoder and decoder networks. They output distribution parameters and compute no loss.
+
+An encoder is split in two so that a flow posterior can use its features as context:
+``features(x, y1h)`` (B, F) and ``params(h)`` -> (loc, logvar), each (B, D); ``forward`` is both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from vaelab.config import ModelConfig
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+    "softplus": nn.Softplus,
+}
+
+def _mlp(sizes: list[int], act: type[nn.Module]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), act()]
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """x (B, C, H, W) [+ one-hot y] -> hidden layers -> (loc, logvar), each (B, D)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        act = ACTIVATIONS[cfg.activation]
+        self.body = _mlp([cfg.num_pixels + cfg.num_classes, *cfg.hidden], act)
+        self.features_dim = cfg.hidden[-1] if cfg.hidden else cfg.num_pixels + cfg.num_classes
+        # One linear layer for both heads: the same maths as two heads (loc, logvar) in one matmul.
+        self.head = nn.Linear(self.features_dim, 2 * cfg.latent_dim)
+
+    def features(self, x: Tensor, y1h: Tensor | None = None) -> Tensor:
+        """The last hidden layer, (B, features_dim): the context of a flow posterior."""
+        h = x.flatten(1)  # (B, C*H*W)
+        if y1h is not None:
+            h = torch.cat([h, y1h], 1)
+        return self.body(h)
+
+    def params(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        loc, logvar = self.head(h).chunk(2, dim=-1)  # (B, D) each
+        return loc, logvar
+
+    def forward(self, x: Tensor, y1h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.params(self.features(x, y1h))
+
+
+class MLPDecoder(nn.Module):
+    """z (..., B, D) [+ one-hot y] -> hidden layers (mirrored) -> params (..., B, P, C, H, W)."""
+
+    def __init__(self, cfg: ModelConfig, num_params: int):
+        super().__init__()
+        act = ACTIVATIONS[cfg.activation]
+        hidden = list(reversed(cfg.hidden))
+        self.body = _mlp([cfg.latent_dim + cfg.num_classes, *hidden], act)
+        self.out = nn.Linear(hidden[-1] if hidden else cfg.latent_dim + cfg.num_classes, num_params * cfg.num_pixels)
+        self.shape = (num_params, *cfg.input_shape)
+
+    def init_output_bias(self, mean: Tensor) -> None:
+        """First output parameter's bias = logit of the mean training pixel `mean` (C, H, W), clipped to
+        [0.001, 0.999] (Burda et al.'s code): p(x|z) starts at the data mean, not at grey."""
+        with torch.no_grad():
+            self.out.bias.view(self.shape)[0].copy_(torch.logit(mean.clamp(1e-3, 1 - 1e-3)))
+
+    def forward(self, z: Tensor, y1h: Tensor | None = None) -> Tensor:
+        if y1h is not None:
+            z = torch.cat([z, y1h.expand(*z.shape[:-1], y1h.shape[-1])], -1)
+        out = self.out(self.body(z))  # (..., B, P*C*H*W)
+        return out.view(*out.shape[:-1], *self.shape)  # (..., B, P, C, H, W)
+
+
+class ConvEncoder(nn.Module):
+    """Stride-2 4x4 convolutions halve H and W per layer, then a dense layer to (loc, logvar)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        act = ACTIVATIONS[cfg.activation]
+        c, h, w = cfg.input_shape
+        layers: list[nn.Module] = []
+        for ch in cfg.channels:
+            layers += [nn.Conv2d(c, ch, 4, stride=2, padding=1), act()]
+            c, h, w = ch, h // 2, w // 2
+        self.convs = nn.Sequential(*layers)
+        width = cfg.hidden[0] if cfg.hidden else 256
+        self.dense = nn.Sequential(nn.Linear(c * h * w + cfg.num_classes, width), act())
+        self.features_dim = width
+        self.head = nn.Linear(width, 2 * cfg.latent_dim)
+
+    def features(self, x: Tensor, y1h: Tensor | None = None) -> Tensor:
+        """The dense layer after the convolutions, (B, features_dim): the context of a flow posterior."""
+        h = self.convs(x).flatten(1)  # (B, C'*H'*W')
+        if y1h is not None:
+            h = torch.cat([h, y1h], 1)
+        return self.dense(h)
+
+    def params(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        loc, logvar = self.head(h).chunk(2, dim=-1)  # (B, D) each
+        return loc, logvar
+
+    def forward(self, x: Tensor, y1h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.params(self.features(x, y1h))
+
+
+class ConvDecoder(nn.Module):
+    """Dense layer to a (C', H', W') feature map, then stride-2 transposed convolutions."""
+
+    def __init__(self, cfg: ModelConfig, num_params: int):
+        super().__init__()
+        act = ACTIVATIONS[cfg.activation]
+        c, h, w = cfg.input_shape
+        factor = 2 ** len(cfg.channels)
+        self.start = (cfg.channels[-1], h // factor, w // factor)
+        width = cfg.hidden[0] if cfg.hidden else 256
+        self.dense = nn.Sequential(
+            nn.Linear(cfg.latent_dim + cfg.num_classes, width), act(),
+            nn.Linear(width, math.prod(self.start)), act(),
+        )
+        layers: list[nn.Module] = []
+        chans = list(reversed(cfg.channels))
+        for a, b in zip(chans[:-1], chans[1:]):
+            layers += [nn.ConvTranspose2d(a, b, 4, stride=2, padding=1), act()]
+        layers.append(nn.ConvTranspose2d(chans[-1], num_params * c, 4, stride=2, padding=1))
+        self.deconvs = nn.Sequential(*layers)
+        self.shape = (num_params, *cfg.input_shape)
+
+    def init_output_bias(self, mean: Tensor) -> None:
+        """A transposed convolution has one bias per channel: the logit of each channel's mean pixel
+        (`mean` is (C, H, W) in [0, 1]), clipped to [0.001, 0.999]."""
+        with torch.no_grad():
+            bias = self.deconvs[-1].bias.view(self.shape[0], self.shape[1])  # (P, C)
+            bias[0].copy_(torch.logit(mean.flatten(1).mean(1).clamp(1e-3, 1 - 1e-3)))
+
+    def forward(self, z: Tensor, y1h: Tensor | None = None) -> Tensor:
+        if y1h is not None:
+            z = torch.cat([z, y1h.expand(*z.shape[:-1], y1h.shape[-1])], -1)
+        lead = z.shape[:-1]
+        h = self.dense(z.reshape(-1, z.shape[-1])).view(-1, *self.start)  # (N, C', H', W')
+        out = self.deconvs(h)  # (N, P*C, H, W)
+        return out.view(*lead, *self.shape)  # (..., B, P, C, H, W)
+
+
+ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
+    "mlp": (MLPEncoder, MLPDecoder),
+    "conv": (ConvEncoder, ConvDecoder),
+}
