@@ -76,7 +76,8 @@ def test_info(client):
     doc = client.get("/api/info").json()
     assert doc == {
         "name": "test-run", "dataset": "quadrants", "latent_dim": 2, "input_shape": [1, 8, 8], "num_classes": 0,
-        "class_names": ["a", "b", "c", "d"], "likelihood": "bernoulli", "arch": "mlp", "hidden": [16],
+        "class_names": ["a", "b", "c", "d"], "likelihood": "bernoulli", "prior": "normal", "posterior": "gaussian",
+        "layers": [], "arch": "mlp", "hidden": [16],
         "num_parameters": (64 * 16 + 16) + (16 * 4 + 4) + (2 * 16 + 16) + (16 * 64 + 64),
         "test_images": N_TEST, "points": N_TEST, "has_labels": True,
         "limits": {"max_batch": 256, "max_abs_latent": 1000.0, "max_steps": 32, "max_samples": 64,

@@ -232,18 +232,21 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
         model_over["model.num_classes"] = splits.num_classes
     if not resume:
         cfg = replace(cfg, model_over)
+
+    import torch
+
+    from vaelab.models import build_model
+    from vaelab.train import check_trainable
+
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model)
+    check_trainable(model, cfg.train, world)  # before anything is written
+    if not resume:
         if overwrite and run_dir.is_dir() and rank == 0:
             _clear_run(run_dir)
     if not resume and rank == 0:
         _check_writable(run_dir)
         ckpt.remove_stale_temps(run_dir)  # left by a crash of an earlier attempt in this folder
-
-    import torch
-
-    from vaelab.models import build_model
-
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model)
     n_params = sum(p.numel() for p in model.parameters())
     if rank == 0:
         logger.info("vaelab %s: %s, %s (%d images), %d parameters, %d epochs, batch %d, %s -> %s",
@@ -369,6 +372,7 @@ threads_opt = click.option("--threads", type=_Threads(), help=THREADS_HELP)
 weights_opt = click.option("--weights", type=click.Choice(["last", "best"]), default="last", show_default=True,
                            help="Last weights or those with the best validation ELBO.")
 WEIGHTS = {"last": "model.safetensors", "best": "best.safetensors"}
+PRIOR_NAMES = {"normal": "N(0, I)", "mog": "the learned mixture prior", "vamp": "the VampPrior"}
 
 
 @cli.command("eval")
@@ -475,7 +479,7 @@ def _save_figure(fig: Any, path: Path) -> None:
 @device_opt
 @weights_opt
 def sample(run: str, n: int, out: str | None, label: int | None, seed: int, npy: str | None, device: str, weights: str) -> None:
-    """Decode n draws z ~ N(0, I) and save them as a grid image."""
+    """Decode n draws z ~ p(z) of the model's own prior and save them as a grid image."""
     import numpy as np
     import torch
 
@@ -500,7 +504,7 @@ def sample(run: str, n: int, out: str | None, label: int | None, seed: int, npy:
     with torch.no_grad():
         imgs = model.sample(n, label, generator=g).cpu().numpy()
     path = Path(out or Path(run) / "samples.png")
-    title = "Samples: decoded z ~ N(0, I)" + (f", label {label}" if label is not None else "")
+    title = f"Samples: decoded z ~ {PRIOR_NAMES[model.cfg.prior]}" + (f", label {label}" if label is not None else "")
     _save_figure(plot_samples(imgs, ncols=min(n, 8), title=title), path)
     if npy:
         import io

@@ -104,6 +104,13 @@ def export_model(model: VAE, out_dir: str | os.PathLike[str], fmt: Format = "onn
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    mc = model.cfg
+    if mc.layers or mc.posterior != "gaussian":
+        what = "a hierarchy (model.layers)" if mc.layers else f"a {mc.posterior} flow posterior"
+        raise ConfigError(
+            f"export writes an encoder x -> (loc, logvar) of a Gaussian q(z|x) and a decoder z -> pixels; this "
+            f"model has {what}, which those two graphs cannot express. Its weights are in model.safetensors "
+            f"(vaelab.load reads them)")
     if fmt == "onnx" and opset < 15:
         raise ConfigError(f"--opset {opset}: use 15 or newer (expm1 is written with CastLike, opset 15)")
     out = Path(out_dir)
@@ -134,7 +141,9 @@ def export_model(model: VAE, out_dir: str | os.PathLike[str], fmt: Format = "onn
         "files": {name: f"{name}.{fmt}" for name in graphs},
         **sig,
         "pixels": "x and mean are float32 pixels in [0, 1]; y_onehot is float32 one-hot",
-        "latent": "z = loc + exp(logvar / 2) * eps, eps ~ N(0, I); z ~ N(0, I) samples the prior",
+        "latent": "z = loc + exp(logvar / 2) * eps, eps ~ N(0, I); " + (
+            "z ~ N(0, I) samples the prior" if mc.prior == "normal" else
+            f"the prior is {mc.prior} (learned): draw z with vaelab's model.sample_latents, not N(0, I)"),
         "model": asdict(model.cfg),
         "versions": {"vaelab": __version__, "torch": torch.__version__},
         **(extra or {}),

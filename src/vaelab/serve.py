@@ -12,7 +12,7 @@ page is switched off: it loads Swagger UI from a CDN, and this app loads nothing
     POST /api/encode             {"pixels": H x W grey values in [0, 1], "label"?} -> loc, logvar, recon.
     POST /api/encode/png         {"png": base64 PNG of H x W pixels, "label"?} -> the same
     POST /api/interpolate        {"a": i, "b": j, "steps", "spherical"} -> latent path and its images
-    POST /api/sample             {"n", "label"?, "seed"?} -> decoded draws z ~ N(0, I)
+    POST /api/sample             {"n", "label"?, "seed"?} -> decoded draws z ~ p(z), the model's own prior
 
 Every bad request (wrong length, non-finite or huge values, oversized batches or images, bad
 labels) is a 422 with a one-line ``message`` and pydantic's ``detail`` list; never a 500.
@@ -161,7 +161,8 @@ class Explorer:
         with self.lock, torch.inference_mode():
             xt = torch.as_tensor(x, dtype=torch.float32, device=self.model.device)
             y = self._label(label, len(xt))
-            loc, logvar = self.model.encode(xt, y)
+            logvar = self.model.encode(xt, y)[1]  # of q(z|x)'s Gaussian (a flow's base)
+            loc = self.model.encode_mean(xt, y)  # the point the scatter and the decoder use
             recon = self.model.decode(loc, y)
         return loc.cpu().numpy(), logvar.cpu().numpy(), _finite(recon.cpu().numpy(), "the reconstruction is not finite")
 
@@ -184,7 +185,7 @@ class Explorer:
         return z.cpu().numpy(), _finite(images.cpu().numpy(), "the interpolation is not finite")
 
     def sample(self, n: int, label: int | None = None, seed: int = 0) -> np.ndarray:
-        """n decoded draws z ~ N(0, I): (n, C, H, W) pixel means, reproducible by seed."""
+        """n decoded draws z ~ p(z) of the model's own prior: (n, C, H, W) pixel means, reproducible by seed."""
         with self.lock, torch.inference_mode():
             g = torch.Generator(self.model.device).manual_seed(seed)
             out = self.model.sample(n, label, generator=g).cpu().numpy()
@@ -194,7 +195,8 @@ class Explorer:
         mc = self.model.cfg
         return {
             "name": self.name, "dataset": self.dataset, "latent_dim": mc.latent_dim,
-            "input_shape": list(mc.input_shape), "num_classes": mc.num_classes,
+            "input_shape": list(mc.input_shape), "num_classes": mc.num_classes, "prior": mc.prior,
+            "posterior": mc.posterior, "layers": [layer.latent_dim for layer in mc.layers],
             "class_names": list(self.class_names), "likelihood": mc.likelihood, "arch": mc.arch,
             "hidden": list(mc.hidden), "num_parameters": sum(p.numel() for p in self.model.parameters()),
             "test_images": len(self.test), "points": len(self._points["index"]),
@@ -283,6 +285,9 @@ class InfoResponse(BaseModel):
     num_classes: int = Field(description="0 for an unconditional model")
     class_names: list[str]
     likelihood: str
+    prior: str = Field(description="normal, mog or vamp: what /api/sample draws from")
+    posterior: str = Field(description="gaussian, planar or iaf")
+    layers: list[int] = Field(description="latent sizes of a hierarchy, bottom first; [] for one layer")
     arch: str
     hidden: list[int]
     num_parameters: int

@@ -315,6 +315,16 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> Te
     return torch.randperm(n, generator=g, device=device)
 
 
+def check_trainable(model: VAE, tc: TrainConfig, world: int = 1) -> None:
+    """Refuse the combinations of a model and training settings that do not exist, naming them."""
+    if tc.estimator != "reparam" and not model.supports_stop_gradient:
+        raise ConfigError(f"estimator {tc.estimator} needs log q(z|x) at stopped posterior parameters, which this "
+                          f"model ({_describe(model.cfg)}) does not offer; use estimator reparam")
+    if tc.objective == "piwae" and world > 1:
+        raise ConfigError("objective piwae takes two gradients per step, which DistributedDataParallel does not "
+                          "average; train it in one process")
+
+
 @_peer_failures
 @flush_denormal()  # subnormal Adam moments made every epoch after the first 35-40% slower on CPU
 def fit(
@@ -350,12 +360,7 @@ def fit(
             cfg = replace_config(cfg, {"train.threads": threads})
             tc = cfg.train
     model.to(device).train()
-    if tc.estimator != "reparam" and not model.supports_stop_gradient:
-        raise ConfigError(f"estimator {tc.estimator} needs log q(z|x) at stopped posterior parameters, which this "
-                          f"model ({_describe(model.cfg)}) does not offer; use estimator reparam")
-    if tc.objective == "piwae" and world > 1:
-        raise ConfigError("objective piwae takes two gradients per step, which DistributedDataParallel does not "
-                          "average; train it in one process")
+    check_trainable(model, tc, world)
     if tc.batch_size % world:
         raise ConfigError(f"batch_size {tc.batch_size} must be divisible by the number of processes {world}")
     noise = torch.Generator(device).manual_seed(tc.seed + 1)  # reparameterization eps and binarization
