@@ -605,3 +605,16 @@ def test_resume_of_a_complete_run_says_how_to_extend_it(run_copy, cli_error):
 ])
 def test_typos_get_the_close_match(args, pattern, run_copy, cli_error):
     cli_error([a.replace("RUN", str(run_copy)) for a in args], pattern)
+
+
+def test_a_garbage_npz_is_named_as_not_a_zip_file(tmp_path, cli_error):
+    bad = tmp_path / "g.npz"
+    bad.write_bytes(b"x")
+    cli_error(["train", "--preset", "tiny", "--dataset", bad, "--out", tmp_path / "run"],
+              r"g\.npz: not a valid \.npz \(zip\) file \(it starts with b'x', not PK\)")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_dataset_typo_gets_the_close_match(tmp_path, cli_error):
+    cli_error(["train", "--preset", "tiny", "--dataset", "minst", "--out", tmp_path / "run"],
+              r"--dataset minst: no such file or folder; did you mean mnist\?")

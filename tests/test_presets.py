@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vaelab.config import DataConfig, load_preset, preset_names
-from vaelab.data import DataSplits, ImageData
+from vaelab.data import DataSplits, ImageData, load_splits
 from vaelab.models import VAE, build_model
 from vaelab.train import fit, lr_at
 
@@ -88,3 +88,16 @@ def test_preset_takes_a_training_step(name, objective, k):
     row = res.metrics[0]
     assert torch.isfinite(torch.tensor([row["train_objective"], row["val_elbo"]])).all()
     assert row["lr"] == cfg.train.lr  # epoch 0 of every schedule is at the base rate
+
+
+def test_mnist_best_uses_burdas_split_and_the_budget_recipe():
+    cfg = load_preset("mnist-best")
+    splits = load_splits(cfg.data)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (59_600, 400, 10_000)
+    # the validation images are the last 400 of the 60,000 training images, binarized once
+    grey = load_splits(DataConfig(dataset="mnist"))
+    assert torch.equal(splits.train.images[-1], grey.val.images[-401])
+    assert set(splits.val.images.unique().tolist()) <= {0, 255}
+    tc = cfg.train
+    assert (tc.schedule, tc.max_minutes, tc.batch_size, tc.lr, tc.init_output_bias) == ("time", 15.0, 100, 3e-3, True)
+    assert lr_at(tc, 0, 0.0) == pytest.approx(3e-3) and lr_at(tc, 5, 15 * 60.0) == pytest.approx(3e-3 * 10**-1.5)

@@ -54,9 +54,14 @@ class DataConfig:
     binarize: Binarize = "none"  # "none" keeps grey values in [0, 1], as the tutorial does
     binarize_seed: int = 0  # seed of the fixed binarization of evaluation sets and of "static"
     limit: int | None = None  # use only the first N training images (quick experiments, tests)
+    # mnist / fashion-mnist: the last val_size of the 60,000 training images validate. None: 10,000
+    # (50k/10k/10k); 400 is Burda et al.'s split (59,600 training images).
+    val_size: int | None = None
 
     def __post_init__(self) -> None:
         _choice("binarize", self.binarize, Binarize)
+        if self.val_size is not None and (not isinstance(self.val_size, int) or self.val_size <= 0):
+            raise ConfigError(f"val_size must be a positive integer, got {self.val_size!r}")
         if self.limit is not None:
             if not isinstance(self.limit, int) or self.limit <= 0:
                 raise ConfigError(f"limit must be a positive integer, got {self.limit!r}")
