@@ -450,7 +450,9 @@ def fit(
     # -- the loop -------------------------------------------------------------------------------
     t_start = time.monotonic() - st["elapsed"]
     # the bar counts images, so its rate reads in images/s
-    bar = _progress(progress and is_main, total=tc.epochs * steps_per_epoch * tc.batch_size,
+    # with a time budget the epoch count is only an upper bound: no total (and no ETA) then
+    bar = _progress(progress and is_main,
+                    total=None if tc.max_minutes is not None else tc.epochs * steps_per_epoch * tc.batch_size,
                     initial=st["step"] * tc.batch_size)
     first_bad = None
     with (_StopFlag() if world == 1 else _AgreedStopFlag()) as stop:
@@ -620,7 +622,7 @@ def _describe(cfg: Any) -> str:
     return ", ".join(parts)
 
 
-def _progress(enabled: bool, total: int, initial: int) -> Any:
+def _progress(enabled: bool, total: int | None, initial: int) -> Any:
     if not enabled:
         return None
     from tqdm.auto import tqdm
