@@ -27,3 +27,14 @@ def test_every_python_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     nll = float(re.search(r"test NLL ([\d.]+) \+- ", out).group(1))
     assert 80 < nll < 250, out  # a 2-epoch model on binary MNIST: a positive NLL of about 100-200 nats
     assert (tmp_path / "runs" / "mine" / "model.safetensors").is_file()
+
+
+def test_the_family_docs_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    doc = README.parent / "docs" / "family.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    assert blocks
+    namespace: dict[str, object] = {"__name__": "__docs__"}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/family.md python block {i + 1}", "exec"), namespace)  # noqa: S102
+    assert "torch.Size([5, 8]) torch.Size([5, 8]) torch.Size([5, 8]) None" in capsys.readouterr().out
