@@ -66,12 +66,13 @@ def peak_rss_mb() -> float:
 
 
 def set_threads(threads: str) -> int:
-    """Apply a thread setting: an integer, or "default" for vaelab.cpu.default_threads()."""
+    """Apply a thread setting: an integer, "default" (vaelab's default, the usable cores) or "auto"
+    (vaelab.cpu.auto_threads: the usable cores less the busy ones)."""
     import torch
 
-    from vaelab.cpu import default_threads
+    from vaelab.cpu import resolve_threads
 
-    n = default_threads() if threads == "default" else int(threads)
+    n = resolve_threads(None if threads == "default" else threads if threads == "auto" else int(threads))
     torch.set_num_threads(n)
     return n
 
@@ -104,7 +105,8 @@ def run_cfg(job: dict[str, Any]) -> Any:
     from vaelab.config import load_preset, replace
 
     over = {"train.epochs": 1, "train.batch_size": job["batch"], "train.device": job["device"],
-            "train.threads": None if job["threads"] == "default" else int(job["threads"])}
+            "train.threads": None if job["threads"] == "default" else
+            job["threads"] if job["threads"] == "auto" else int(job["threads"])}
     over.update(job.get("overrides", {}))
     return replace(load_preset(job["preset"]), over)
 
