@@ -36,12 +36,12 @@ from typing import Any
 import torch
 
 from vaelab.config import DataConfig, EvalConfig, RunConfig, load_preset, parse_value, replace
-from vaelab.data import DataSplits, ImageData, binarize_once, load_splits, to_float
+from vaelab.data import DataSplits, ImageData, load_splits
 from vaelab.errors import ConfigError
 from vaelab.evaluate import evaluate
 from vaelab.models import VAE
 from vaelab.cpu import default_threads, keep_freed_memory
-from vaelab.train import fit, resolve_device
+from vaelab.train import fit, mean_pixel, resolve_device
 
 logger = logging.getLogger("iwae_table")
 
@@ -61,26 +61,19 @@ VALIDATION = 400  # the paper's code holds out the last 400 training images
 # -- data and model ----------------------------------------------------------------------------
 
 def burda_splits(data_dir: str | None = None, train_limit: int | None = None, seed: int = 0) -> DataSplits:
-    """MNIST as in the paper: 59,600 grey training images (binarized afresh by the trainer each
-    epoch), the last 400 training images and the 10,000 test images binarized once."""
-    grey = load_splits(DataConfig(dataset="mnist", data_dir=data_dir, binarize="none"))
-    images = torch.cat([grey.train.images, grey.val.images])  # the 60,000 training images, in order
-    labels = torch.cat([grey.train.labels, grey.val.labels])  # type: ignore[list-item]
-    n = len(images) - VALIDATION
-    keep = n if train_limit is None else min(n, train_limit)
-    # the same seeds as load_splits(binarize="dynamic"): val with seed + 1, test with seed + 2
-    return DataSplits(
-        "mnist", ImageData(images[:keep], labels[:keep]),
-        ImageData(binarize_once(images[n:], seed + 1), labels[n:]),
-        ImageData(binarize_once(grey.test.images, seed + 2), grey.test.labels), num_classes=10,
-        class_names=grey.class_names)
+    """MNIST as in the paper, through the product (`--data.val_size 400`): 59,600 grey training
+    images (binarized afresh by the trainer each epoch), the last 400 training images and the
+    10,000 test images binarized once (seeds seed + 1 and seed + 2)."""
+    splits = load_splits(DataConfig(dataset="mnist", data_dir=data_dir, binarize="dynamic", binarize_seed=seed,
+                                    val_size=VALIDATION))
+    if train_limit is not None:
+        splits = dataclasses.replace(splits, train=splits.train.subset(min(len(splits.train), train_limit)))
+    return splits
 
 
 def init_output_bias(model: VAE, train: ImageData) -> None:
-    """Decoder output bias = logit of the mean training pixel, clipped to [0.001, 0.999] (the paper's code)."""
-    mean = to_float(train.images).mean(0).clamp(1e-3, 1 - 1e-3)  # (C, H, W)
-    with torch.no_grad():
-        model.decoder.out.bias.copy_(torch.logit(mean).flatten().repeat(model.likelihood.num_params))
+    """Decoder output bias = logit of the mean training pixel: the product's init (train.init_output_bias)."""
+    model.init_output_bias(mean_pixel(train))
 
 
 # -- the schedule --------------------------------------------------------------------------------
