@@ -182,3 +182,16 @@ def test_a_partial_last_epoch_is_marked_in_the_log_and_metrics(tmp_path, npz_dat
     frac = rows[-1]["epoch_fraction"]
     assert f"epoch {len(rows)} (partial: {frac:.2f} of an epoch)" in caplog.text
     assert f"and {frac:.2f} of epoch {len(rows)} (time-budget)" in stdout
+
+
+def test_invert_and_the_manifold_label_reach_the_pictures(trained, tmp_path, capsys):
+    from PIL import Image
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    assert run(["sample", str(trained), "-n", "4", "-o", str(a)], capsys)[0] == 0
+    assert run(["sample", str(trained), "-n", "4", "-o", str(b), "--invert"], capsys)[0] == 0
+    pa = np.asarray(Image.open(a).convert("L"), dtype=np.float64)
+    pb = np.asarray(Image.open(b).convert("L"), dtype=np.float64)
+    assert pa.shape == pb.shape and np.abs(pa - pb).mean() > 10  # the grids differ: 1 - x was drawn
+    code, _, err = run(["plot", str(trained), "--label", "1"], capsys)
+    assert code == 2 and "label" in err and "not conditional" in err, err

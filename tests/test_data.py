@@ -222,6 +222,114 @@ def test_image_folder_with_classes(tmp_path):
     assert len(s.train) + len(s.val) + len(s.test) == 20
 
 
+
+# -- image folders keep their colour -------------------------------------------------------------
+
+def _all_images(s) -> list[np.ndarray]:
+    return [im.numpy() for part in (s.train, s.val, s.test) for im in part.images]
+
+
+def _same_images(got: list[np.ndarray], want: list[np.ndarray]) -> None:
+    """got is want in some order (the loader shuffles into train/val/test), pixel for pixel."""
+    assert len(got) == len(want)
+    for w in want:
+        assert sum(np.array_equal(g, w) for g in got) == 1, "an image did not round-trip exactly"
+
+
+def _save_png(path: Path, pixels: np.ndarray, mode: str | None = None) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (Image.fromarray(pixels, mode) if mode else Image.fromarray(pixels)).save(path)
+
+
+def test_rgb_folder_keeps_three_channels_and_exact_pixels(tmp_path):
+    rng = np.random.default_rng(0)
+    hwc = [rng.integers(0, 256, (5, 4, 3), dtype=np.uint8) for _ in range(6)]  # H=5, W=4: no transposes
+    for i, a in enumerate(hwc):
+        _save_png(tmp_path / f"{i}.png", a)
+    s = D.load_splits(DataConfig(dataset=str(tmp_path)))
+    assert s.shape == (3, 5, 4)  # what `vaelab train --dataset FOLDER` reads as input_shape
+    _same_images(_all_images(s), [a.transpose(2, 0, 1) for a in hwc])
+
+
+def test_grey_folders_stay_one_channel(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    grey = [rng.integers(0, 256, (5, 4), dtype=np.uint8) for _ in range(3)]
+    for i, a in enumerate(grey):
+        _save_png(tmp_path / f"l{i}.png", a, "L")
+    bits = rng.integers(0, 2, (5, 4)).astype(bool)
+    one = Image.fromarray(bits.astype(np.uint8) * 255).convert("1", dither=Image.Dither.NONE)  # 1-bit PNG
+    assert one.mode == "1"
+    one.save(tmp_path / "one.png")
+    pal = Image.new("P", (4, 5))  # a palette image whose palette is grey: index i is (10i, 10i, 10i)
+    pal.putpalette([v for i in range(256) for v in (min(255, 10 * i),) * 3])
+    idx = rng.integers(0, 20, (5, 4), dtype=np.uint8)
+    pal.putdata(idx.ravel().tolist())
+    pal.save(tmp_path / "pal.png")
+    la_grey = rng.integers(0, 256, (5, 4), dtype=np.uint8)
+    la = np.stack([la_grey, np.zeros((5, 4), np.uint8)], -1)  # grey + alpha: the alpha is dropped
+    _save_png(tmp_path / "la.png", la, "LA")
+    s = D.load_splits(DataConfig(dataset=str(tmp_path)))
+    assert s.shape == (1, 5, 4)
+    _same_images(_all_images(s), [a[None] for a in grey] + [bits[None].astype(np.uint8) * 255, (10 * idx)[None],
+                                                             la_grey[None]])
+
+
+def test_palette_rgba_and_colour_palettes_become_rgb(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    rgba = rng.integers(0, 256, (5, 4, 4), dtype=np.uint8)
+    rgba[0, 0, 3] = 0  # a transparent pixel keeps its colour: alpha is dropped, not composited
+    _save_png(tmp_path / "rgba.png", rgba, "RGBA")
+    pal = Image.new("P", (4, 5))
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (7, 7, 7)]
+    pal.putpalette([v for c in colours for v in c])
+    idx = rng.integers(0, 4, (5, 4), dtype=np.uint8)
+    pal.putdata(idx.ravel().tolist())
+    pal.save(tmp_path / "pal.png")
+    rgb = rng.integers(0, 256, (5, 4, 3), dtype=np.uint8)
+    _save_png(tmp_path / "rgb.png", rgb)
+    s = D.load_splits(DataConfig(dataset=str(tmp_path)))
+    assert s.shape == (3, 5, 4)
+    _same_images(_all_images(s), [rgba[..., :3].transpose(2, 0, 1), np.array(colours, np.uint8)[idx].transpose(2, 0, 1),
+                                  rgb.transpose(2, 0, 1)])
+
+
+def test_mixed_grey_and_colour_folder_becomes_rgb_with_a_warning(tmp_path, caplog):
+    rng = np.random.default_rng(3)
+    colour = [rng.integers(0, 256, (5, 4, 3), dtype=np.uint8) for _ in range(2)]
+    grey = [rng.integers(0, 256, (5, 4), dtype=np.uint8) for _ in range(3)]
+    for i, a in enumerate(colour):
+        _save_png(tmp_path / "cats" / f"{i}.png", a)
+    for i, a in enumerate(grey):
+        _save_png(tmp_path / "dogs" / f"{i}.png", a, "L")
+    with caplog.at_level("WARNING", logger="vaelab.data"):
+        s = D.load_splits(DataConfig(dataset=str(tmp_path)))
+    assert s.shape == (3, 5, 4) and s.class_names == ("cats", "dogs")
+    # grey images are replicated into three equal channels
+    _same_images(_all_images(s), [a.transpose(2, 0, 1) for a in colour] + [np.stack([a] * 3) for a in grey])
+    (rec,) = [r for r in caplog.records if r.name == "vaelab.data"]
+    assert rec.levelname == "WARNING"
+    msg = rec.getMessage()
+    assert "3 of 5 images are greyscale" in msg and "converted the 3 greyscale images to RGB" in msg
+
+
+def test_single_kind_folders_log_nothing_and_sizes_must_still_match(tmp_path, caplog):
+    _save_png(tmp_path / "ok" / "a.png", np.zeros((8, 8, 3), np.uint8))
+    _save_png(tmp_path / "ok" / "b.png", np.zeros((8, 8, 3), np.uint8))
+    _save_png(tmp_path / "ok" / "c.png", np.zeros((8, 8, 3), np.uint8))
+    with caplog.at_level("INFO", logger="vaelab.data"):
+        D.load_image_folder(tmp_path / "ok")
+    assert not [r for r in caplog.records if r.name == "vaelab.data"]
+    _save_png(tmp_path / "bad" / "a.png", np.zeros((8, 8, 3), np.uint8))
+    _save_png(tmp_path / "bad" / "b.png", np.zeros((8, 10), np.uint8), "L")  # other size and other kind
+    with pytest.raises(DataError, match=r"b\.png: size 10x8 differs from 8x8 of the first image"):
+        D.load_image_folder(tmp_path / "bad")
+
 def test_binarization_modes(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (50, 6, 6), dtype=np.uint8)
     np.savez(tmp_path / "g.npz", x=x)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 from statistics import NormalDist
 
 import numpy as np
+import pytest
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from vaelab import plots
 
@@ -15,7 +19,115 @@ def test_image_grid_layout():
     g = plots.image_grid(imgs, ncols=2, pad=1)
     assert g.shape == (3 * 3 - 1, 2 * 4 - 1)
     assert g[0, 0] == 0.0 and g[0, 4] == np.float32(0.1) and g[6, 0] == np.float32(0.4)
-    assert g[2, 0] == 0.0  # padding row, white under the reversed grey map
+    # padding row, padding column and the empty last cell: mid grey, the same under invert
+    assert g[2, 0] == g[0, 3] == g[6, 4] == 0.5
+    assert plots.image_grid(imgs, ncols=2, pad_value=1.0)[2, 0] == 1.0
+    rgb = plots.image_grid(np.zeros((2, 3, 2, 2), np.float32), ncols=2)
+    assert rgb.shape == (2, 5, 3) and (rgb[:, 2] == 0.5).all()
+
+
+# -- colours: pixels are drawn as they are; invert is the caller's choice ------------------------
+
+def _render(fig) -> np.ndarray:
+    """(H, W, 3) uint8 pixels of the figure as saved at its dpi."""
+    FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def _cell_centre(fig, grid_rc: tuple[int, int]) -> tuple[int, int]:
+    """Figure pixel (row, col) over grid pixel grid_rc of the first image of the figure."""
+    ax = next(a for a in fig.axes if a.images)
+    h, w = ax.images[0].get_array().shape[:2]
+    box = ax.get_window_extent(fig.canvas.get_renderer())
+    col = box.x0 + (grid_rc[1] + 0.5) * box.width / w
+    row_from_bottom = box.y0 + (h - grid_rc[0] - 0.5) * box.height / h
+    return int(fig.bbox.height - row_from_bottom), int(col)
+
+
+def test_grey_images_are_drawn_as_they_are_and_invert_on_request():
+    # two 4x4 images: all black (0) and all white (1)
+    imgs = np.stack([np.zeros((1, 4, 4)), np.ones((1, 4, 4))]).astype(np.float32)
+    for invert, (black, white) in ((False, (0, 255)), (True, (255, 0))):
+        fig = plots.plot_samples(imgs, ncols=2, invert=invert)
+        px = _render(fig)
+        np.testing.assert_array_equal(px[_cell_centre(fig, (2, 2))], [black] * 3)  # image 0
+        np.testing.assert_array_equal(px[_cell_centre(fig, (2, 7))], [white] * 3)  # image 1
+        assert fig.axes[0].images[0].get_cmap().name == "gray"
+        assert abs(int(px[_cell_centre(fig, (2, 4))][0]) - 128) <= 1  # the padding column: mid grey
+
+
+def test_colour_images_are_drawn_as_rgb_and_inverted_only_on_request():
+    red = np.zeros((1, 3, 4, 4), np.float32)
+    red[:, 0] = 1.0
+    for invert, want in ((False, [255, 0, 0]), (True, [0, 255, 255])):
+        fig = plots.plot_samples(red, ncols=1, invert=invert)
+        np.testing.assert_array_equal(_render(fig)[_cell_centre(fig, (1, 1))], want)
+
+
+def test_every_image_figure_uses_the_one_colour_path():
+    assert "gray_r" not in inspect.getsource(plots)
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 1, 5, 5))
+    for invert in (False, True):
+        figs = [plots.plot_reconstructions(x, x, invert=invert), plots.plot_samples(x, invert=invert),
+                plots.plot_manifold(x, 2, (-1.0, 1.0), invert=invert)]
+        for fig in figs:
+            for ax in fig.axes:
+                for im in ax.images:
+                    assert im.get_cmap().name == "gray" and im.get_clim() == (0, 1)
+                    want = 1 - plots.image_grid(x, 2, pad=0) if invert else plots.image_grid(x, 2, pad=0)
+                    if im.get_array().shape == want.shape:  # the manifold: no padding
+                        np.testing.assert_allclose(im.get_array(), want, rtol=0, atol=1e-6)
+
+
+# -- layout: titles fit and image cells stay readable --------------------------------------------
+
+def _check_layout(fig, min_cell_px: float = 40) -> None:
+    """Every title lies inside the figure; every image cell is >= min_cell_px wide as saved."""
+    FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    titles = [t for t in [fig._suptitle, *(a.title for a in fig.axes)] if t is not None and t.get_text()]
+    assert titles
+    for t in titles:
+        b = t.get_window_extent(r)
+        assert fig.bbox.x0 <= b.x0 and b.x1 <= fig.bbox.x1 and fig.bbox.y0 <= b.y0 and b.y1 <= fig.bbox.y1, (
+            t.get_text(), b, fig.bbox)
+    for ax in fig.axes:
+        for im in ax.images:
+            grid_w = im.get_array().shape[1]
+            px_per_pixel = ax.get_window_extent(r).width / grid_w  # figure pixels per image pixel
+            assert px_per_pixel * 28 >= min_cell_px, (grid_w, ax.get_window_extent(r))  # 28-pixel images
+
+
+@pytest.mark.parametrize("n", [1, 7, 32])
+def test_small_and_large_grids_keep_titles_inside_and_cells_readable(n):
+    rng = np.random.default_rng(n)
+    x = rng.random((n, 1, 28, 28))
+    _check_layout(plots.plot_reconstructions(x, x))  # as `vaelab reconstruct -n N` draws it
+    _check_layout(plots.plot_samples(x, ncols=min(n, 8)))  # as `vaelab sample -n N`
+    _check_layout(plots.plot_samples(x, ncols=8, title="Samples per class (rows), z ~ N(0, I)"))
+    rgb = rng.random((n, 3, 28, 28))
+    _check_layout(plots.plot_samples(rgb, ncols=min(n, 8), title="Samples: decoded z ~ N(0, I), label 7"))
+
+
+@pytest.mark.parametrize("n", [1, 3, 20])
+def test_manifold_title_fits_and_cells_are_readable(n):
+    x = np.random.default_rng(n).random((n * n, 1, 28, 28))
+    _check_layout(plots.plot_manifold(x, n, (-1.5, 1.5), label=9, class_names=[f"class {i}" for i in range(9)]
+                                      + ["Ankle boot"]))
+
+
+def test_saved_one_image_grid_is_not_tiny():
+    fig = plots.plot_reconstructions(np.zeros((1, 1, 28, 28)), np.zeros((1, 1, 28, 28)))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")  # at the default dpi, as the CLI saves it
+    from PIL import Image
+
+    with Image.open(buf) as im:
+        w, h = im.size
+    assert w >= 400 and h >= 2 * 40  # the issue's 82x262 picture is gone
 
 
 def test_pca_axes_are_labelled_for_high_dimensional_latents():
@@ -49,3 +161,68 @@ def test_figures_render_to_png():
         buf = io.BytesIO()
         f.savefig(buf, format="png")
         assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- the manifold of a conditional model names its label -----------------------------------------
+
+@pytest.fixture
+def tiny_cvae():
+    import vaelab
+    from vaelab.data import ImageData
+
+    torch.manual_seed(0)
+    model = vaelab.VAE(vaelab.ModelConfig(input_shape=(1, 6, 6), hidden=(8,), latent_dim=2, num_classes=3))
+    g = torch.Generator().manual_seed(0)
+    test = ImageData(torch.randint(0, 256, (12, 1, 6, 6), dtype=torch.uint8, generator=g),
+                     torch.arange(12) % 3)
+    return model, test
+
+
+def _capture(monkeypatch, name: str) -> list:
+    figs = []
+    real = getattr(plots, name)
+    monkeypatch.setattr(plots, name, lambda *a, **k: figs.append(real(*a, **k)) or figs[-1])
+    return figs
+
+
+@pytest.mark.parametrize("label, want", [(None, "label 0 (zero)"), (2, "label 2 (two)")])
+def test_conditional_manifold_decodes_and_names_the_chosen_label(tiny_cvae, tmp_path, monkeypatch, label, want):
+    model, test = tiny_cvae
+    figs = _capture(monkeypatch, "plot_manifold")
+    written = plots.save_run_pictures(model, test, tmp_path, [], ("zero", "one", "two"), manifold_label=label)
+    assert tmp_path / "manifold.png" in written
+    (fig,) = figs
+    assert want in fig.axes[0].get_title()
+    # the picture is the decoder given that label, not label 0 by accident
+    pts = torch.from_numpy(plots.manifold_grid(20))
+    with torch.no_grad():
+        dec = model.decode(pts, torch.full((400,), label or 0)).numpy()
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), plots.image_grid(dec, 20, pad=0), rtol=0, atol=1e-6)
+    _check_layout(fig, min_cell_px=0)
+
+
+def test_manifold_label_is_checked_and_unconditional_titles_name_none(tiny_cvae, tmp_path, monkeypatch):
+    import vaelab
+    from vaelab.errors import ConfigError
+
+    model, test = tiny_cvae
+    with pytest.raises(ConfigError, match=r"out of range: this model knows labels 0\.\.2"):
+        plots.save_run_pictures(model, test, tmp_path, [], manifold_label=3)
+    assert not list(tmp_path.iterdir())  # refused before drawing anything
+    torch.manual_seed(0)
+    plain = vaelab.VAE(vaelab.ModelConfig(input_shape=(1, 6, 6), hidden=(8,), latent_dim=2))
+    with pytest.raises(ConfigError, match="not conditional"):
+        plots.save_run_pictures(plain, test, tmp_path, [], manifold_label=0)
+    figs = _capture(monkeypatch, "plot_manifold")
+    plots.save_run_pictures(plain, test, tmp_path, [])
+    assert "label" not in figs[0].axes[0].get_title()
+
+
+def test_save_run_pictures_inverts_only_on_request(tiny_cvae, tmp_path, monkeypatch):
+    model, test = tiny_cvae
+    arrays = {}
+    for invert in (False, True):
+        figs = _capture(monkeypatch, "plot_samples")
+        plots.save_run_pictures(model, test, tmp_path, [], seed=0, invert=invert)
+        arrays[invert] = np.asarray(figs[0].axes[0].images[0].get_array())
+    np.testing.assert_allclose(arrays[True], 1 - arrays[False], rtol=0, atol=1e-6)

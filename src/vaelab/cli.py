@@ -156,11 +156,12 @@ def cli() -> None:
 @click.option("--tensorboard", is_flag=True,
               help="Also log scalars and image grids each epoch to RUN/tensorboard/ (pip install 'vaelab[tensorboard]').")
 @click.option("--no-plots", is_flag=True, help="Do not draw the pictures at the end.")
+@click.option("--invert", is_flag=True, help="Draw the pictures as 1 - pixel (dark on white); default: pixels as they are.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar, header or epoch lines; warnings, errors and the final line still print.")
 @click.pass_context
 def train(ctx: click.Context, preset: str, config_file: str | None, out: str | None, resume: str | None,
-          overwrite: bool, hidden: str | None, conditional: bool, nproc: int | None, no_plots: bool,
+          overwrite: bool, hidden: str | None, conditional: bool, nproc: int | None, no_plots: bool, invert: bool,
           quiet: bool, tensorboard: bool, **flags: Any) -> None:
     """Train a VAE and write a run folder (config, weights, checkpoint, metrics, pictures).
 
@@ -280,7 +281,7 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
         from vaelab.plots import save_run_pictures
 
         paths = save_run_pictures(result.model, splits.test, run_dir, result.metrics, splits.class_names,
-                                  seed=cfg.train.seed)
+                                  seed=cfg.train.seed, invert=invert)
         logger.info("pictures: %s", ", ".join(p.name for p in paths))
     t = result.test
     assert t is not None
@@ -372,6 +373,8 @@ threads_opt = click.option("--threads", type=_Threads(), help=THREADS_HELP)
 weights_opt = click.option("--weights", type=click.Choice(["last", "best"]), default="last", show_default=True,
                            help="Last weights or those with the best validation ELBO.")
 WEIGHTS = {"last": "model.safetensors", "best": "best.safetensors"}
+invert_opt = click.option("--invert", is_flag=True,
+                          help="Draw 1 - pixel (dark on white, the usual look of MNIST figures); default: pixels as they are.")
 PRIOR_NAMES = {"normal": "N(0, I)", "mog": "the learned mixture prior", "vamp": "the VampPrior"}
 
 
@@ -476,9 +479,11 @@ def _save_figure(fig: Any, path: Path) -> None:
 @click.option("--label", type=int, help="Class to draw (conditional models).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--npy", type=click.Path(dir_okay=False), help="Also save the pixel means as .npy (n, C, H, W).")
+@invert_opt
 @device_opt
 @weights_opt
-def sample(run: str, n: int, out: str | None, label: int | None, seed: int, npy: str | None, device: str, weights: str) -> None:
+def sample(run: str, n: int, out: str | None, label: int | None, seed: int, npy: str | None, invert: bool,
+           device: str, weights: str) -> None:
     """Decode n draws z ~ p(z) of the model's own prior and save them as a grid image."""
     import numpy as np
     import torch
@@ -505,7 +510,7 @@ def sample(run: str, n: int, out: str | None, label: int | None, seed: int, npy:
         imgs = model.sample(n, label, generator=g).cpu().numpy()
     path = Path(out or Path(run) / "samples.png")
     title = f"Samples: decoded z ~ {PRIOR_NAMES[model.cfg.prior]}" + (f", label {label}" if label is not None else "")
-    _save_figure(plot_samples(imgs, ncols=min(n, 8), title=title), path)
+    _save_figure(plot_samples(imgs, ncols=min(n, 8), title=title, invert=invert), path)
     if npy:
         import io
 
@@ -522,9 +527,10 @@ def sample(run: str, n: int, out: str | None, label: int | None, seed: int, npy:
 @click.option("-n", "n", type=int, default=32, show_default=True, help="Number of test images.")
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False), help="Image file [default: RUN/reconstructions.png].")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@invert_opt
 @device_opt
 @weights_opt
-def reconstruct(run: str, n: int, out: str | None, split: str, device: str, weights: str) -> None:
+def reconstruct(run: str, n: int, out: str | None, split: str, invert: bool, device: str, weights: str) -> None:
     """Reconstruct the first n images of a split: inputs above, reconstructions below."""
     import torch
 
@@ -540,7 +546,7 @@ def reconstruct(run: str, n: int, out: str | None, split: str, device: str, weig
     with torch.no_grad():
         rec = model.reconstruct(x, yb.to(model.device) if model.cfg.num_classes else None)
     path = Path(out or Path(run) / "reconstructions.png")
-    _save_figure(plot_reconstructions(x.cpu().numpy(), rec.cpu().numpy()), path)
+    _save_figure(plot_reconstructions(x.cpu().numpy(), rec.cpu().numpy(), invert=invert), path)
     click.echo(f"wrote {len(x)} reconstructions to {path}")
 
 
@@ -598,9 +604,11 @@ def encode(run: str, out: str, split: str, logvar: bool, device: str, weights: s
 
 @cli.command()
 @run_arg
+@click.option("--label", type=int, help="Class whose manifold a conditional model draws [default: 0].")
+@invert_opt
 @device_opt
 @weights_opt
-def plot(run: str, device: str, weights: str) -> None:
+def plot(run: str, label: int | None, invert: bool, device: str, weights: str) -> None:
     """Redraw the run's pictures: latent space, reconstructions, samples, manifold, learning curves."""
     from vaelab.checkpoint import read_metrics
     from vaelab.data import load_splits
@@ -609,7 +617,7 @@ def plot(run: str, device: str, weights: str) -> None:
     model, cfg = _load_run(run, device, WEIGHTS[weights])
     splits = load_splits(cfg.data)
     paths = save_run_pictures(model, splits.test, Path(run), read_metrics(Path(run)), splits.class_names,
-                              seed=cfg.train.seed)
+                              seed=cfg.train.seed, invert=invert, manifold_label=label)
     for p in paths:
         click.echo(f"wrote {p}")
 

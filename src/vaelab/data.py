@@ -491,9 +491,13 @@ def _split_train_val(images: np.ndarray, labels: np.ndarray | None, val: int) ->
     )
 
 
-def _idx_splits(name: str, folder: Path, class_names: tuple[str, ...]) -> DataSplits:
+def _idx_splits(name: str, folder: Path, class_names: tuple[str, ...], val_size: int | None = None) -> DataSplits:
     xtr, ytr, xte, yte = load_idx_folder(folder)
-    train, val = _split_train_val(xtr[:, None], ytr, VALIDATION_SIZE)
+    val_size = VALIDATION_SIZE if val_size is None else val_size
+    if val_size >= len(xtr):
+        raise DataError(f"val_size {val_size} leaves no training images of the {len(xtr)} in {name}; "
+                        f"use fewer, e.g. --data.val_size 400 (Burda et al.'s split)")
+    train, val = _split_train_val(xtr[:, None], ytr, val_size)
     test = ImageData(torch.from_numpy(np.ascontiguousarray(xte[:, None])), torch.from_numpy(yte.astype(np.int64)))
     return DataSplits(name, train, val, test, num_classes=10, class_names=class_names)
 
@@ -560,6 +564,11 @@ def _random_splits(name: str, x: np.ndarray, y: np.ndarray | None, seed: int = 0
 
 def load_npz(path: Path) -> DataSplits:
     """An .npz with `x` (images) and optional `y` (labels); `x_test`/`y_test` if present give the test set."""
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04" and not magic.startswith(b"\x93NUM"):
+        raise DataError(f"{path}: not a valid .npz (zip) file (it starts with {magic!r}, not PK); save images "
+                        f"with np.savez(f, x=images, y=labels)")
     try:
         with np.load(path, allow_pickle=False) as f:
             if not isinstance(f, np.lib.npyio.NpzFile):
@@ -592,8 +601,38 @@ def load_npz(path: Path) -> DataSplits:
     return _random_splits(path.stem, x, y)
 
 
+_GREY_MODES = ("1", "L", "LA", "I", "F")  # and "I;16*"; Pillow's single-channel modes (LA: plus alpha)
+
+
+def _decode_image(im: Any) -> np.ndarray:
+    """Pixels of an open PIL image: (H, W) uint8 for a greyscale image, (H, W, 3) uint8 for colour.
+
+    Greyscale: modes 1, L, LA (alpha dropped), I, I;16 and F (converted by Pillow's "L" conversion),
+    and palette images (P, PA) whose colours in use all have R == G == B. Colour: RGB, RGBA and
+    RGBX (alpha dropped, not composited over a background), CMYK, YCbCr, LAB, HSV and palette
+    images with any non-grey colour in use (converted to RGB through the palette).
+    """
+    mode = im.mode
+    if mode in ("P", "PA"):
+        rgb = np.asarray(im.convert("RGBA"), dtype=np.uint8)[..., :3]  # via RGBA: keeps Pillow quiet about tRNS
+        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+            return np.ascontiguousarray(rgb[..., 0])
+        return np.ascontiguousarray(rgb)
+    if mode in _GREY_MODES or mode.startswith("I;16"):
+        return np.asarray(im.convert("L"), dtype=np.uint8)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
 def load_image_folder(folder: Path) -> DataSplits:
-    """PNG/JPEG images of one size, either flat or one sub-folder per class (ImageFolder layout)."""
+    """PNG/JPEG images of one size, either flat or one sub-folder per class (ImageFolder layout).
+
+    Colour is kept: a folder of greyscale images gives (1, H, W) images, a folder of colour images
+    (3, H, W). RGBA images lose their alpha channel (dropped, not composited); palette images count
+    as grey when every colour they use is grey (see `_decode_image`). A folder that mixes greyscale
+    and colour images gives (3, H, W): the grey ones are copied into all three channels, and a
+    warning on this module's logger says how many were converted. Images are not resized: all must
+    have one size.
+    """
     from PIL import Image, UnidentifiedImageError
 
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -602,7 +641,7 @@ def load_image_folder(folder: Path) -> DataSplits:
                   for d in subdirs]
     else:
         groups = [("", sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")))]
-    images, labels, names = [], [], []
+    images, labels, names, grey = [], [], [], []
     for label, (name, files) in enumerate(groups):
         names.append(name)
         for f in files:
@@ -610,19 +649,31 @@ def load_image_folder(folder: Path) -> DataSplits:
                 raise DataError(f"{f}: not an image file (expected {', '.join(IMAGE_SUFFIXES)}); remove it from {folder}")
             try:
                 with Image.open(f) as im:
-                    arr = np.asarray(im.convert("L"), dtype=np.uint8)
+                    arr = _decode_image(im)
             except (UnidentifiedImageError, OSError) as e:
                 raise DataError(f"{f}: cannot decode the image ({e})") from e
-            if images and arr.shape != images[0].shape:
+            if images and arr.shape[:2] != images[0].shape[:2]:
                 raise DataError(
                     f"{f}: size {arr.shape[1]}x{arr.shape[0]} differs from {images[0].shape[1]}x{images[0].shape[0]}"
                     f" of the first image; all images must have one size"
                 )
+            if arr.ndim == 2:
+                grey.append(f)
             images.append(arr)
             labels.append(label)
     if not images:
         raise DataError(f"{folder}: no images found; put PNG files in it (or one sub-folder per class)")
-    x = np.stack(images)[:, None]
+    if len(grey) == len(images):
+        x = np.stack(images)[:, None]
+    else:
+        if grey:
+            logger.warning(
+                "%s: %d of %d images are greyscale (first: %s) and the rest colour; converted the %d greyscale "
+                "images to RGB (grey value copied to all three channels), so the data set is 3-channel",
+                folder, len(grey), len(images), grey[0].relative_to(folder), len(grey),
+            )
+        x = np.stack([np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a for a in images])
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     y = np.asarray(labels, dtype=np.int64) if subdirs else None
     splits = _random_splits(folder.name, x, y)
     return replace(splits, class_names=tuple(names) if subdirs else ())
@@ -705,8 +756,11 @@ def load_splits(cfg: DataConfig) -> DataSplits:
     all splits are binarized once.
     """
     name = cfg.dataset
+    if cfg.val_size is not None and name not in ("mnist", "fashion-mnist"):
+        raise DataError(f"val_size {cfg.val_size}: only the mnist and fashion-mnist splits take it; {name} splits "
+                        f"its own way (see docs); drop --data.val_size")
     if name == "mnist":
-        splits = _idx_splits("mnist", ensure_mnist(cfg.data_dir), MNIST_CLASSES)
+        splits = _idx_splits("mnist", ensure_mnist(cfg.data_dir), MNIST_CLASSES, cfg.val_size)
     elif name == "fashion-mnist":
         folder = Path(cfg.data_dir).expanduser() if cfg.data_dir else FASHION_MNIST_DIR
         if not folder.is_dir():
@@ -714,12 +768,16 @@ def load_splits(cfg: DataConfig) -> DataSplits:
                 f"Fashion-MNIST not found in {folder}: install it with `apt-get install dataset-fashion-mnist` "
                 f"(Debian/Ubuntu) or pass --data-dir DIR with its four IDX files"
             )
-        splits = _idx_splits("fashion-mnist", folder, FASHION_CLASSES)
+        splits = _idx_splits("fashion-mnist", folder, FASHION_CLASSES, cfg.val_size)
     else:
         path = Path(name).expanduser()
         if not path.exists():
+            import difflib
+
+            close = difflib.get_close_matches(name, ["mnist", "fashion-mnist"], n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}? " if close else ""
             raise DataError(
-                f"--dataset {name}: no such file or folder; use mnist, fashion-mnist, a .npz file, "
+                f"--dataset {name}: no such file or folder; {hint}use mnist, fashion-mnist, a .npz file, "
                 f"a folder with images.npy, or a folder of PNG images"
             )
         if path.is_file() and path.suffix == ".npz":

@@ -3,11 +3,21 @@ caller's job); `save_run_pictures` computes the arrays for a trained model and w
 
 Figures are built with matplotlib.figure.Figure, not pyplot: no global state, no GUI backend,
 safe in threads and servers.
+
+Images are drawn as they are: pixel 0 is black and 1 is white (grey images with the "gray" map,
+3-channel images as RGB). `invert=True` on the image figures draws 1 - x instead, the dark-on-white
+look usual for MNIST; it is a choice of the caller, never a default. All image figures go through
+`_show`, the one place that maps pixels to colours.
+
+Grid figures are sized from the grid: a fixed size per image cell (at least `MIN_CELL_PX` pixels at
+the figure's dpi), a minimum figure width so small grids stay readable, and titles wrapped to the
+figure width.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -25,10 +35,19 @@ PICTURES = {
 }
 
 
+DPI = 150  # of every figure; savefig's default ("figure") keeps it
+MIN_CELL_PX = 40  # the smallest image cell in a grid figure, in pixels at DPI
+MIN_GRID_WIDTH = 3.2  # inches: the narrowest grid figure (a 1-image grid still gets a readable title)
+TITLE_SIZE = 10
+PAD_VALUE = 0.5  # grid padding: mid grey, visible against black and white and the same when inverted
+
+
 def image_grid(images: np.ndarray, ncols: int, pad: int = 1, pad_value: float | None = None) -> np.ndarray:
     """Tile images (N, C, H, W) or (N, H, W) in [0, 1] into one (rows*(H+pad)-pad, ...) array.
 
-    The padding is white as drawn: 0 for grey images (shown with the reversed grey map), 1 for RGB.
+    The padding (and any empty cell of the last row) is `pad_value`, by default PAD_VALUE (0.5, mid
+    grey): visible between black-background and white-background images alike, and unchanged by
+    `invert` (1 - 0.5 = 0.5).
     """
     if images.ndim == 4:
         images = images.transpose(0, 2, 3, 1)  # (N, H, W, C)
@@ -38,7 +57,7 @@ def image_grid(images: np.ndarray, ncols: int, pad: int = 1, pad_value: float | 
     rows = math.ceil(n / ncols)
     shape = (rows * (h + pad) - pad, ncols * (w + pad) - pad) + images.shape[3:]
     if pad_value is None:
-        pad_value = 1.0 if images.ndim == 4 else 0.0
+        pad_value = PAD_VALUE
     grid = np.full(shape, pad_value, dtype=np.float32)
     for i, im in enumerate(images):
         r, c = divmod(i, ncols)
@@ -46,12 +65,41 @@ def image_grid(images: np.ndarray, ncols: int, pad: int = 1, pad_value: float | 
     return grid
 
 
-def _show(ax, grid: np.ndarray) -> None:
-    ax.imshow(grid, cmap="gray_r" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for s in ax.spines.values():
-        s.set_visible(False)
+def _show(ax, grid: np.ndarray, invert: bool = False, extent: tuple[float, float, float, float] | None = None) -> None:
+    """Draw a grid as it is: 0 black, 1 white, RGB for (H, W, 3); with `invert`, draw 1 - grid.
+
+    With `extent` the axes keep their ticks (the caller labels them); without, the picture stands
+    alone (no ticks, no frame).
+    """
+    grid = np.clip(grid, 0, 1)
+    if invert:
+        grid = 1 - grid
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest",
+              extent=extent)
+    if extent is None:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for s in ax.spines.values():
+            s.set_visible(False)
+
+
+def _wrap(title: str, width_in: float, fontsize: float = TITLE_SIZE) -> str:
+    """Break `title` into lines that fit `width_in` inches at `fontsize` (a generous 0.62 em per character)."""
+    chars = max(10, int((width_in - 0.2) * 72 / (0.62 * fontsize)))
+    return "\n".join(textwrap.fill(line, chars, break_on_hyphens=False) for line in title.split("\n"))
+
+
+def _title_height(title: str, fontsize: float = TITLE_SIZE) -> float:
+    """Inches a (wrapped) title takes, with its padding."""
+    return (title.count("\n") + 1) * fontsize * 1.3 / 72 + 0.15
+
+
+def _cell_inches(images: np.ndarray, base: float) -> tuple[float, float]:
+    """(width, height) in inches of one image cell: `base` wide, at least MIN_CELL_PX at DPI, the
+    height following the images' aspect ratio (kept within 1:4 and 4:1)."""
+    h, w = images.shape[-2:]
+    cw = max(base, MIN_CELL_PX / DPI)
+    return cw, cw * min(4.0, max(0.25, h / w))
 
 
 def pca2(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +123,7 @@ def latent_axes(z: np.ndarray) -> tuple[np.ndarray, str, str]:
 def plot_latent(z: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str] = (), title: str = "") -> Figure:
     """The test set in latent space (posterior means), coloured by class, with a legend."""
     pts, xl, yl = latent_axes(z)
-    fig = Figure(figsize=(7.2, 6), dpi=150, layout="constrained")
+    fig = Figure(figsize=(7.2, 6), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     if labels is None:
         ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, color="tab:blue", linewidths=0, rasterized=True)
@@ -103,28 +151,45 @@ def _class_colours(k: int) -> np.ndarray:
     return np.array([cmap(i % cmap.N) for i in range(k)])
 
 
-def plot_reconstructions(originals: np.ndarray, recons: np.ndarray, ncols: int = 16) -> Figure:
-    """Originals (top row of each pair) above their reconstructions (N, C, H, W)."""
-    n = min(len(originals), ncols)
+def plot_reconstructions(originals: np.ndarray, recons: np.ndarray, ncols: int = 16, invert: bool = False,
+                         title: str = "Reconstructions: inputs above, decoded posterior means below") -> Figure:
+    """Originals (top row of each pair) above their reconstructions (N, C, H, W) in [0, 1].
+
+    The figure grows with the grid (min(N, ncols) cells across); `invert` draws 1 - x (dark on white).
+    """
+    n = max(1, min(len(originals), ncols))
     rows = math.ceil(len(originals) / n)
-    fig = Figure(figsize=(n * 0.55, rows * 1.25 + 0.5), dpi=150, layout="constrained")
+    cw, ch = _cell_inches(originals, 0.55)
+    label_w = 0.6  # the "input" / "recon." row labels
+    width = max(n * cw + label_w + 0.15, MIN_GRID_WIDTH)
+    title = _wrap(title, width)
+    height = rows * 2 * (ch + 0.06) + (rows - 1) * 0.08 + _title_height(title) + 0.15
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     axes = fig.subplots(2 * rows, 1, squeeze=False)[:, 0]
     for r in range(rows):
         sl = slice(r * n, (r + 1) * n)
-        _show(axes[2 * r], image_grid(originals[sl], n))
-        _show(axes[2 * r + 1], image_grid(recons[sl], n))
+        _show(axes[2 * r], image_grid(originals[sl], n), invert)
+        _show(axes[2 * r + 1], image_grid(recons[sl], n), invert)
         axes[2 * r].set_ylabel("input", rotation=0, ha="right", va="center", fontsize=8)
         axes[2 * r + 1].set_ylabel("recon.", rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle("Reconstructions: inputs above, decoded posterior means below", fontsize=10)
+    fig.suptitle(title, fontsize=TITLE_SIZE)
     return fig
 
 
-def plot_samples(images: np.ndarray, ncols: int = 8, title: str = "Samples: decoded z ~ N(0, I)") -> Figure:
-    """A grid of images (N, C, H, W) in [0, 1] (pixel means)."""
+def plot_samples(images: np.ndarray, ncols: int = 8, title: str = "Samples: decoded z ~ p(z)",
+                 invert: bool = False) -> Figure:
+    """A grid of images (N, C, H, W) in [0, 1] (pixel means), min(N, ncols) across.
+
+    The figure grows with the grid; `invert` draws 1 - x (dark on white).
+    """
+    ncols = max(1, min(ncols, len(images)))
     rows = math.ceil(len(images) / ncols)
-    fig = Figure(figsize=(ncols * 0.8, rows * 0.8 + 0.4), dpi=150, layout="constrained")
-    _show(fig.add_subplot(), image_grid(images, ncols))
-    fig.suptitle(title, fontsize=10)
+    cw, ch = _cell_inches(images, 0.8)
+    width = max(ncols * cw + 0.15, MIN_GRID_WIDTH)
+    title = _wrap(title, width)
+    fig = Figure(figsize=(width, rows * ch + _title_height(title) + 0.15), dpi=DPI, layout="constrained")
+    _show(fig.add_subplot(), image_grid(images, ncols), invert)
+    fig.suptitle(title, fontsize=TITLE_SIZE)
     return fig
 
 
@@ -139,22 +204,36 @@ def manifold_grid(n: int) -> np.ndarray:
     return np.stack([z1.ravel(), z2.ravel()], 1).astype(np.float32)
 
 
-def plot_manifold(images: np.ndarray, n: int, span: tuple[float, float]) -> Figure:
-    """The learned 2-D manifold: n*n decoded images (from manifold_grid) tiled without gaps."""
+def label_name(label: int, class_names: Sequence[str] = ()) -> str:
+    """'label 3', or 'label 3 (cat)' when class_names names it."""
+    return f"label {label}" + (f" ({class_names[label]})" if 0 <= label < len(class_names) else "")
+
+
+def plot_manifold(images: np.ndarray, n: int, span: tuple[float, float], invert: bool = False,
+                  label: int | None = None, class_names: Sequence[str] = ()) -> Figure:
+    """The learned 2-D manifold: n*n decoded images (from manifold_grid) tiled without gaps.
+
+    `label`: the class the (conditional) decoder was given, named in the title; None for an
+    unconditional model. `invert` draws 1 - x (dark on white).
+    """
     grid = image_grid(images, n, pad=0)
-    fig = Figure(figsize=(7, 7), dpi=150, layout="constrained")
+    width = max(7.0, n * MIN_CELL_PX / DPI + 1.0)
+    title = "Learned manifold: decoded means over $\\Phi^{-1}$(uniform grid)"
+    if label is not None:
+        title += f"\nconditional decoder given {label_name(label, class_names)}"
+    title = _wrap(title, width - 0.6)
+    fig = Figure(figsize=(width, width + _title_height(title) - 0.3), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
-    ax.imshow(grid, cmap="gray_r" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest",
-              extent=(span[0], span[1], span[0], span[1]))
+    _show(ax, grid, invert, extent=(span[0], span[1], span[0], span[1]))
     ax.set_xlabel("$z_1$ (grid uniform in the normal CDF)")
     ax.set_ylabel("$z_2$")
-    ax.set_title("Learned manifold: decoded means over $\\Phi^{-1}$(uniform grid)")
+    ax.set_title(title, fontsize=TITLE_SIZE)
     return fig
 
 
 def plot_learning_curves(rows: list[dict[str, float]]) -> Figure:
     """Train and validation ELBO per epoch (nats per image, higher is better)."""
-    fig = Figure(figsize=(6.4, 4), dpi=150, layout="constrained")
+    fig = Figure(figsize=(6.4, 4), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     epochs = [r["epoch"] for r in rows]
     ax.plot(epochs, [r["train_elbo"] for r in rows], "o-", ms=3, label="train ELBO (mean over the epoch)")
@@ -171,9 +250,24 @@ def plot_learning_curves(rows: list[dict[str, float]]) -> Figure:
 
 @torch.no_grad()
 def save_run_pictures(model, test, run_dir: Path, metrics: list[dict[str, float]], class_names: Sequence[str] = (),
-                      seed: int = 0, max_points: int = 10_000) -> list[Path]:
-    """Write the five pictures of a run: latent, reconstructions, samples, manifold (2-D latent), curves."""
+                      seed: int = 0, max_points: int = 10_000, invert: bool = False,
+                      manifold_label: int | None = None) -> list[Path]:
+    """Write the five pictures of a run: latent, reconstructions, samples, manifold (2-D latent), curves.
+
+    invert: draw images as 1 - x (dark on white, the usual MNIST look) instead of as they are.
+    manifold_label: the class a conditional model's manifold decodes (default 0; the title names
+    it); must be None for an unconditional model. Raises ConfigError before drawing anything when
+    it is out of range.
+    """
     from vaelab.data import iter_batches, to_float
+    from vaelab.errors import ConfigError
+
+    k = model.cfg.num_classes
+    if manifold_label is not None:
+        if not k:
+            raise ConfigError(f"manifold label {manifold_label}: this model is not conditional; leave it out")
+        if isinstance(manifold_label, bool) or not isinstance(manifold_label, int) or not 0 <= manifold_label < k:
+            raise ConfigError(f"manifold label {manifold_label!r} is out of range: this model knows labels 0..{k - 1}")
 
     model.eval()
     device = model.device
@@ -205,24 +299,25 @@ def save_run_pictures(model, test, run_dir: Path, metrics: list[dict[str, float]
     xb, yb = test.batch(slice(0, 32))
     x = to_float(xb.to(device))
     y = yb.to(device) if cond else None
-    save(plot_reconstructions(x.cpu().numpy(), model.reconstruct(x, y).cpu().numpy()), "reconstructions")
+    save(plot_reconstructions(x.cpu().numpy(), model.reconstruct(x, y).cpu().numpy(), invert=invert), "reconstructions")
 
     g = torch.Generator(device).manual_seed(seed)
     if cond:
-        k = model.cfg.num_classes
         labels_s = torch.arange(k, device=device).repeat_interleave(8)
-        imgs = model.decode(torch.randn(len(labels_s), model.cfg.latent_dim, generator=g, device=device), labels_s)
-        save(plot_samples(imgs.cpu().numpy(), ncols=8, title="Samples per class (rows), z ~ N(0, I)"), "samples")
+        imgs = model.decode(model.sample_latents(len(labels_s), g), labels_s)  # the model's own prior
+        save(plot_samples(imgs.cpu().numpy(), ncols=8, title="Samples per class (rows), z ~ p(z)", invert=invert),
+             "samples")
     else:
-        save(plot_samples(model.sample(64, generator=g).cpu().numpy()), "samples")
+        save(plot_samples(model.sample(64, generator=g).cpu().numpy(), invert=invert), "samples")
 
     if model.cfg.latent_dim == 2:
         n = 20
         pts = torch.from_numpy(manifold_grid(n)).to(device)
-        y = torch.zeros(len(pts), dtype=torch.long, device=device) if cond else None
+        label = (0 if manifold_label is None else manifold_label) if cond else None
+        y = torch.full((len(pts),), label, dtype=torch.long, device=device) if cond else None
         imgs = model.decode(pts, y).cpu().numpy()
         lim = float(abs(manifold_grid(n)).max())
-        save(plot_manifold(imgs, n, (-lim, lim)), "manifold")
+        save(plot_manifold(imgs, n, (-lim, lim), invert=invert, label=label, class_names=class_names), "manifold")
     if metrics:
         save(plot_learning_curves(metrics), "curves")
     return written
