@@ -106,6 +106,7 @@ def test_variant_trains_resumes_evaluates_samples_serves_and_exports(variant, da
     (["--m", "3"], r"m 3 groups of samples belong to the miwae and piwae objectives"),
     (["--prior", "vamp", "--conditional"], r"prior vamp: the pseudo-inputs carry no label"),
     (["--schedule", "time"], r"schedule time follows the clock over --max-minutes"),
+    (["--objective", "piwae", "--m", "2", "--k", "2", "--estimator", "stl"], r"estimator stl with objective piwae"),
 ])
 def test_combinations_that_do_not_exist_are_refused(flags, pattern, dataset, tmp_path, capsys):
     import re

@@ -218,6 +218,9 @@ class TrainConfig:
         if self.m > 1 and self.objective not in ("miwae", "piwae"):
             raise ConfigError(f"m {self.m} groups of samples belong to the miwae and piwae objectives; "
                               f"objective {self.objective} uses k alone (set m 1)")
+        if self.estimator == "stl" and self.objective == "piwae":
+            raise ConfigError("estimator stl with objective piwae: piwae already takes a gradient per part of the "
+                              "model; use estimator reparam, or objective miwae with estimator stl or dreg")
         if self.estimator == "dreg" and self.objective not in ("iwae", "miwae"):
             raise ConfigError(f"estimator dreg (doubly reparameterized) is for the iwae and miwae objectives; "
                               f"with {self.objective} use estimator stl or reparam")
