@@ -628,7 +628,7 @@ def plan(args: argparse.Namespace, threads: str) -> list[Group]:
     dev = args.device
     base = {"device": dev, "threads": threads, "seconds": sec}
     fit_images = 10_000 if q else None  # the full-epoch row: all 50k MNIST training images when not quick
-    only = set(args.only.split(",")) if args.only else {"train", "eval", "scaling"}
+    only = set(args.only.split(",")) if args.only else {"train", "eval", "scaling"}  # "family": opt in
     groups: list[Group] = []
 
     def job(kind: str, **kw: Any) -> dict[str, Any]:
@@ -677,6 +677,22 @@ def plan(args: argparse.Namespace, threads: str) -> list[Group]:
             Row("limit + fused Adam step", job("limit", **iw, optimizer=True)),
             Row("vaelab fit (epoch rate)", job("fit", **iw)),
         ], "limit: matmuls of one step"))
+    if "family" in only:  # every variant of Table A at its recipe's batch (100), against its own bound
+        variants = [("VAE", "iwae-paper", {}), ("IWAE k=5", "iwae-paper", {"train.objective": "iwae", "train.k": 5}),
+                    ("IWAE k=5, DReG", "iwae-paper", {"train.objective": "iwae", "train.k": 5, "train.estimator": "dreg"}),
+                    ("IWAE k=50", "iwae-paper", {"train.objective": "iwae", "train.k": 50}),
+                    ("VampPrior", "iwae-paper", {"model.prior": "vamp"}),
+                    ("IAF posterior", "iwae-paper", {"model.posterior": "iaf"}),
+                    ("planar posterior", "iwae-paper", {"model.posterior": "planar"}),
+                    ("two layers", "iwae-paper-2l", {}),
+                    ("two layers, IWAE k=5", "iwae-paper-2l", {"train.objective": "iwae", "train.k": 5}),
+                    ("MIWAE m=2 k=5", "iwae-paper", {"train.objective": "miwae", "train.m": 2, "train.k": 5})]
+        for label, preset, over in variants:
+            v = {"preset": preset, "batch": 100, "overrides": over}
+            groups.append(Group(f"family: {label}, batch 100", [
+                Row("limit: matmuls of one step", job("limit", **v)),
+                Row("vaelab fit (epoch rate)", job("fit", **v)),
+            ], "limit: matmuls of one step"))
     if "eval" in only:
         n_eval = args.eval_images or (20 if q else 10_000)
         ev = {"preset": "seed", "k": 5000, "images": n_eval, "batch": min(n_eval, 100)}
@@ -785,7 +801,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--busy", action="store_true", help="keep one core busy with a spinning process throughout")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--gpu", action="store_true", help="the GPU rows: seed preset at batch 1024, MNIST epoch")
-    p.add_argument("--only", default=None, help="comma-separated subset of: train,eval,scaling")
+    p.add_argument("--only", default=None, help="comma-separated subset of: train,eval,scaling,family "
+                   "(family: the VAE-family variants at batch 100; not in the default run)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per group (default 3; 2 quick)")
     p.add_argument("--seconds", type=float, default=None, help="seconds per timed row (default 4; 1 quick)")
     p.add_argument("--eval-images", type=int, default=None, help="test images for the K=5000 row "
