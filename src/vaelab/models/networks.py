@@ -29,7 +29,24 @@ def _mlp(sizes: list[int], act: type[nn.Module]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class MLPEncoder(nn.Module):
+class GaussianEncoder(nn.Module):
+    """What every encoder shares: `features` (each subclass's network) feed one linear head that gives
+    (loc, logvar). One layer for both: the same maths as two heads in one matmul."""
+
+    head: nn.Linear
+
+    def features(self, x: Tensor, y1h: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def params(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        loc, logvar = self.head(h).chunk(2, dim=-1)  # (B, D) each
+        return loc, logvar
+
+    def forward(self, x: Tensor, y1h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.params(self.features(x, y1h))
+
+
+class MLPEncoder(GaussianEncoder):
     """x (B, C, H, W) [+ one-hot y] -> hidden layers -> (loc, logvar), each (B, D)."""
 
     def __init__(self, cfg: ModelConfig):
@@ -37,7 +54,6 @@ class MLPEncoder(nn.Module):
         act = ACTIVATIONS[cfg.activation]
         self.body = _mlp([cfg.num_pixels + cfg.num_classes, *cfg.hidden], act)
         self.features_dim = cfg.hidden[-1] if cfg.hidden else cfg.num_pixels + cfg.num_classes
-        # One linear layer for both heads: the same maths as two heads (loc, logvar) in one matmul.
         self.head = nn.Linear(self.features_dim, 2 * cfg.latent_dim)
 
     def features(self, x: Tensor, y1h: Tensor | None = None) -> Tensor:
@@ -46,13 +62,6 @@ class MLPEncoder(nn.Module):
         if y1h is not None:
             h = torch.cat([h, y1h], 1)
         return self.body(h)
-
-    def params(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        loc, logvar = self.head(h).chunk(2, dim=-1)  # (B, D) each
-        return loc, logvar
-
-    def forward(self, x: Tensor, y1h: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.params(self.features(x, y1h))
 
 
 class MLPDecoder(nn.Module):
@@ -79,7 +88,7 @@ class MLPDecoder(nn.Module):
         return out.view(*out.shape[:-1], *self.shape)  # (..., B, P, C, H, W)
 
 
-class ConvEncoder(nn.Module):
+class ConvEncoder(GaussianEncoder):
     """Stride-2 4x4 convolutions halve H and W per layer, then a dense layer to (loc, logvar)."""
 
     def __init__(self, cfg: ModelConfig):
@@ -102,13 +111,6 @@ class ConvEncoder(nn.Module):
         if y1h is not None:
             h = torch.cat([h, y1h], 1)
         return self.dense(h)
-
-    def params(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        loc, logvar = self.head(h).chunk(2, dim=-1)  # (B, D) each
-        return loc, logvar
-
-    def forward(self, x: Tensor, y1h: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.params(self.features(x, y1h))
 
 
 class ConvDecoder(nn.Module):
