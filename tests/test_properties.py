@@ -220,7 +220,7 @@ def log_weights(w, b, s2, x, loc, logvar, eps):
     mean = (z @ w.T + b).reshape(*z.shape[:-1], 1, 1, -1)  # (K, 1, C=1, H=1, W=P)
     xs = x.reshape(1, 1, 1, -1)  # (B=1, 1, 1, P)
     log_px_z = obj.gaussian_pixel_log_prob(xs, mean, torch.full_like(mean, math.log(s2)))  # (K, 1)
-    return obj.log_importance_weights(log_px_z, z, loc, logvar)
+    return obj.log_weights(log_px_z, obj.std_normal_log_prob(z), obj.gaussian_log_prob(z, loc, logvar))
 
 
 @MATHS
@@ -263,7 +263,8 @@ def test_iwae_bound_is_below_log_px_in_expectation(model, k):
     mean = (z @ w.T + b).reshape(k, reps, 1, 1, -1)
     xs = x.reshape(1, 1, 1, -1).expand(reps, 1, 1, -1)
     log_px_z = obj.gaussian_pixel_log_prob(xs, mean, torch.full_like(mean, math.log(s2)))  # (K, R)
-    bounds = obj.iwae_bound(obj.log_importance_weights(log_px_z, z, loc, logvar))  # (R,)
+    log_w = obj.log_weights(log_px_z, obj.std_normal_log_prob(z), obj.gaussian_log_prob(z, loc, logvar))
+    bounds = obj.iwae_bound(log_w)  # (R,)
     se = bounds.std() / math.sqrt(reps)
     assert float(bounds.mean()) <= float(exact_log_px(w, b, s2, x)) + 4 * float(se) + 1e-9
 

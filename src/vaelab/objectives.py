@@ -129,11 +129,6 @@ def elbo(log_px_z: Tensor, kl: Tensor, beta: float = 1.0) -> Tensor:
     return log_px_z - beta * kl
 
 
-def log_importance_weights(log_px_z: Tensor, z: Tensor, loc: Tensor, logvar: Tensor) -> Tensor:
-    """log w_k for a Gaussian q(z|x) and an N(0, I) prior. log_px_z: (K, B); z: (K, B, D). Returns (K, B)."""
-    return log_weights(log_px_z, std_normal_log_prob(z), gaussian_log_prob(z, loc, logvar))
-
-
 def log_weights(log_px_z: Tensor, log_pz: Tensor, log_qz_x: Tensor) -> Tensor:
     """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x): (K, B) nats from three (K, B) tensors."""
     return log_px_z + log_pz - log_qz_x
