@@ -209,11 +209,12 @@ class VAE(BaseVAE):
         """
         y1h = self.one_hot(y, x.shape[0])
         h = self.encoder.features(x, y1h)  # (B, F)
-        loc, logvar = self.encoder.params(h)  # (B, D) each
+        # Densities in float32 under a bf16 autocast (--amp); .float() of a float32 tensor is itself.
+        loc, logvar = (t.float() for t in self.encoder.params(h))  # (B, D) each
         if eps is None:
             eps = torch.randn_like(loc)[None]
-        z, log_qz_x = self.posterior_family.draw(loc, logvar, h, eps, stop_gradient)  # (K, B, D), (K, B)
-        params = self.decoder(z, y1h)  # (K, B, P, C, H, W)
+        z, log_qz_x = (t.float() for t in self.posterior_family.draw(loc, logvar, h, eps, stop_gradient))  # (K, B, D), (K, B)
+        params = self.decoder(z, y1h).float()  # (K, B, P, C, H, W)
         kl = obj.gaussian_kl(loc, logvar) if self._closed_form_kl and not stop_gradient else None
         return Draws(z, params, self.log_px_z(x, params), lambda: self.prior.log_prob(z), lambda: log_qz_x, kl)
 
