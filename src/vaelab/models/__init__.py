@@ -37,6 +37,12 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
 }
 
 
+def full(t: Tensor) -> Tensor:
+    """`t` in float32 if a bf16/fp16 autocast (--amp) made it narrower, else `t` itself (float32 and
+    float64 models keep their dtype): densities are computed at full precision."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 class Draws:
     """A model's answer for K draws z_k ~ q(z|x) of B images (nats; higher is better).
 
@@ -209,12 +215,11 @@ class VAE(BaseVAE):
         """
         y1h = self.one_hot(y, x.shape[0])
         h = self.encoder.features(x, y1h)  # (B, F)
-        # Densities in float32 under a bf16 autocast (--amp); .float() of a float32 tensor is itself.
-        loc, logvar = (t.float() for t in self.encoder.params(h))  # (B, D) each
+        loc, logvar = (full(t) for t in self.encoder.params(h))  # (B, D) each
         if eps is None:
             eps = torch.randn_like(loc)[None]
-        z, log_qz_x = (t.float() for t in self.posterior_family.draw(loc, logvar, h, eps, stop_gradient))  # (K, B, D), (K, B)
-        params = self.decoder(z, y1h).float()  # (K, B, P, C, H, W)
+        z, log_qz_x = (full(t) for t in self.posterior_family.draw(loc, logvar, h, eps, stop_gradient))  # (K, B, D), (K, B)
+        params = full(self.decoder(z, y1h))  # (K, B, P, C, H, W)
         kl = obj.gaussian_kl(loc, logvar) if self._closed_form_kl and not stop_gradient else None
         return Draws(z, params, self.log_px_z(x, params), lambda: self.prior.log_prob(z), lambda: log_qz_x, kl)
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from vaelab import objectives as obj
 from vaelab.config import ModelConfig
-from vaelab.models import BaseVAE, Draws
+from vaelab.models import BaseVAE, Draws, full
 from vaelab.models.likelihoods import make_likelihood
 from vaelab.models.networks import ACTIVATIONS, MLPDecoder, MLPEncoder, _mlp
 from vaelab.models.priors import make_prior
@@ -40,7 +40,7 @@ class GaussianMLP(nn.Module):
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         loc, logvar = self.head(self.body(z)).chunk(2, dim=-1)
-        return loc.float(), logvar.float()  # densities in float32 under a bf16 autocast
+        return full(loc), full(logvar)  # densities at full precision under a bf16 autocast
 
 
 class HierarchicalVAE(BaseVAE):
@@ -74,7 +74,7 @@ class HierarchicalVAE(BaseVAE):
         if eps is None:
             eps = torch.randn(1, x.shape[0], self.noise_dim, device=x.device, dtype=x.dtype)
         noise = eps.split(self.sizes, -1)
-        loc, logvar = (t.float() for t in self.encoder(x))  # (B, D_1) each
+        loc, logvar = (full(t) for t in self.encoder(x))  # (B, D_1) each
         z = obj.reparameterize(loc, logvar, noise[0])  # (K, B, D_1)
         zs, log_q = [z], obj.gaussian_log_prob(z, loc, logvar)  # (K, B)
         for net, e in zip(self.up, noise[1:]):
@@ -85,7 +85,7 @@ class HierarchicalVAE(BaseVAE):
         for net, upper, lower in zip(self.down, zs[1:], zs[:-1]):
             loc, logvar = net(upper)
             log_p = log_p + obj.gaussian_log_prob(lower, loc, logvar)
-        params = self.decoder(zs[0]).float()  # (K, B, P, C, H, W)
+        params = full(self.decoder(zs[0]))  # (K, B, P, C, H, W)
         return Draws(zs[-1], params, self.log_px_z(x, params), lambda: log_p, lambda: log_q, None)
 
     def inference_parameters(self) -> Iterator[nn.Parameter]:
