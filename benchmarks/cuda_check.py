@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaelab.data import load_splits, to_float
+from vaelab.data import load_splits
 from vaelab.models import VAE
 from vaelab.objectives import training_objective
 from vaelab.train import fit
@@ -47,7 +47,7 @@ def check_step(device: torch.device) -> tuple[bool, str]:
         loss = -obj.mean()
         loss.backward()
         losses.append(loss.item())
-    for (n, p), q in zip(cpu.named_parameters(), dev.parameters()):
+    for p, q in zip(cpu.parameters(), dev.parameters()):
         rel = float((p.grad - q.grad.cpu()).norm() / p.grad.norm().clamp_min(1e-30))
         worst = max(worst, rel)
     ok = abs(losses[0] - losses[1]) / abs(losses[0]) < 1e-5 and worst < 1e-4

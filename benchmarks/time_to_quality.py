@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from iwae_table import _set_arg, burda_splits, init_output_bias  # noqa: E402
 
 from vaelab.config import EvalConfig, load_preset, replace  # noqa: E402
+from vaelab.cpu import default_threads, keep_freed_memory  # noqa: E402
 from vaelab.errors import ConfigError  # noqa: E402
 from vaelab.evaluate import evaluate, log_likelihood  # noqa: E402
 from vaelab.models import VAE  # noqa: E402
-from vaelab.cpu import default_threads, keep_freed_memory  # noqa: E402
 from vaelab.train import fit  # noqa: E402
 
 logger = logging.getLogger("time_to_quality")
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         w.writerows(rows)
     (out / "result.json").write_text(json.dumps({"final": final, "curve": rows}, indent=2) + "\n")
     plot_curve(rows, final, args.target, out / "curve.png")
-    md = ["| training minutes | epochs | NLL, first %d test images (k=%d) | ± s.e. |" % (len(probe_data), args.probe_k),
+    md = [f"| training minutes | epochs | NLL, first {len(probe_data)} test images (k={args.probe_k}) | ± s.e. |",
           "|---:|---:|---:|---:|"]
     md += [f"| {r['train_minutes']:.2f} | {r['epochs']} | {r['probe_nll']:.2f} | {r['probe_stderr']:.2f} |" for r in rows]
     md += ["", f"Final: NLL {report.nll:.2f} ± {report.nll_stderr:.2f} nats on {report.num_images} test images "

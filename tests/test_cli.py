@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from vaelab import checkpoint as ckpt
 from vaelab.cli import main
 from vaelab.plots import PICTURES
-from conftest import run_cli
-
 
 run = run_cli  # tests/conftest.py
 
@@ -137,10 +138,7 @@ def test_help_texts_are_true(capsys):
     assert "No progress bar, header or epoch lines" in stdout
 
 
-def _subprocess_train(*args: str) -> "subprocess.CompletedProcess[str]":
-    import subprocess
-    import sys
-
+def _subprocess_train(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "vaelab", "train", *args], capture_output=True, text=True,
                           timeout=300)
 

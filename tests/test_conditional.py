@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from vaelab import checkpoint as ckpt
 from vaelab.cli import main
 from vaelab.config import EvalConfig
 from vaelab.data import ImageData, load_splits
 from vaelab.evaluate import log_likelihood
-from conftest import run_cli
 
 
 def ten_class_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

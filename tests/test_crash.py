@@ -1,7 +1,7 @@
 """Crash safety: SIGKILL at any moment (including inside a checkpoint write), SIGINT/SIGTERM, NaN
 losses and a full disk all leave a run folder that `vaelab train --resume` continues bit-identically.
 
-The kills use the documented test hook VAELAB_TEST_CRASH_BEFORE_RENAME=NAME:N (vaelab.data): the
+The kills use the documented test hook VAELAB_TEST_CRASH_BEFORE_RENAME=NAME:N (vaelab.storage): the
 N-th atomic write of the file NAME SIGKILLs its own process after the temporary file is written and
 fsynced, just before the rename. The slow test also kills at random moments from outside.
 """

@@ -14,15 +14,20 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from conftest import run_cli
 from vaelab import objectives as obj
 from vaelab.cli import main
 from vaelab.config import EvalConfig, ModelConfig
 from vaelab.data import ImageData, binarize_once
 from vaelab.evaluate import (
-    active_units, evaluate, is_binary, log_likelihood, log_likelihood_batch, log_weights,
+    active_units,
+    evaluate,
+    is_binary,
+    log_likelihood,
+    log_likelihood_batch,
+    log_weights,
 )
 from vaelab.models import VAE
-from conftest import run_cli
 
 LOG_2PI = math.log(2 * math.pi)
 

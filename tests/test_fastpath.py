@@ -22,7 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vaelab.config import DataConfig, RunConfig, load_preset, replace
+from vaelab.config import RunConfig, load_preset, replace
 from vaelab.data import DataSplits, ImageData
 from vaelab.models import VAE
 from vaelab.train import epoch_permutation, fit
@@ -142,11 +142,11 @@ def assert_fit_matches_reference(cfg) -> None:
     # fit leaves the last step's gradients on the parameters (they are dropped at the next step)
     scale = max(float(g.abs().max()) for g in ref_grads)
     for (name, p), g in zip(model.named_parameters(), ref_grads):
-        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-5 * scale, msg=lambda s: f"grad {name}: {s}")
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-5 * scale, msg=lambda s, name=name: f"grad {name}: {s}")
     # a wrong Adam formula moves most parameters by about a step (lr); allow 1% of a step
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=1e-2 * cfg.train.lr,
-                                   msg=lambda s: f"param {name}: {s}")
+                                   msg=lambda s, name=name: f"param {name}: {s}")
 
 
 @pytest.mark.parametrize("adam_eps", [1e-8, 1e-4])

@@ -31,7 +31,7 @@ def test_logabsdet_matches_autograd_jacobian(name, dim):
     z, h = torch.randn(6, dim, dtype=F64), torch.randn(6, CONTEXT, dtype=F64)
     _, logabsdet = flow(z, h)
     for b in range(6):
-        jac = jacobian(lambda zb: flow(zb[None], h[b : b + 1])[0][0], z[b])  # (D, D)
+        jac = jacobian(lambda zb, b=b: flow(zb[None], h[b : b + 1])[0][0], z[b])  # (D, D)
         assert_close(logabsdet[b], torch.linalg.slogdet(jac).logabsdet, rtol=1e-9, atol=1e-9)
 
 

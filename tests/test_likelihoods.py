@@ -48,12 +48,12 @@ def test_bernoulli_sums_to_one_over_all_binary_images():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_continuous_bernoulli_normaliser_matches_numerical_integration(dtype):
     # C(lambda) = 1 / integral_0^1 lambda^x (1 - lambda)^(1 - x) dx; in logits the integrand is
-    # exp(x l - softplus(l)). Simpson's rule with 4001 points is exact to ~1e-12 for these l.
-    l = torch.tensor(LOGITS, dtype=torch.float64)
+    # exp(x lg - softplus(lg)). Simpson's rule with 4001 points is exact to ~1e-12 for these logits.
+    lg = torch.tensor(LOGITS, dtype=torch.float64)
     xs = torch.linspace(0, 1, 4001, dtype=torch.float64)
-    integral = _simpson(torch.exp(xs * l[:, None] - F.softplus(l)[:, None]), 0.0, 1.0)
+    integral = _simpson(torch.exp(xs * lg[:, None] - F.softplus(lg)[:, None]), 0.0, 1.0)
     want = -torch.log(integral)
-    got = obj.continuous_bernoulli_log_norm(l.to(dtype)).double()
+    got = obj.continuous_bernoulli_log_norm(lg.to(dtype)).double()
     tol = 1e-9 if dtype == torch.float64 else 2e-6
     assert_close(got, want, atol=tol, rtol=tol)
     assert_close(obj.continuous_bernoulli_log_norm(torch.zeros(1, dtype=dtype)), torch.full((1,), math.log(2.0), dtype=dtype))
@@ -61,12 +61,12 @@ def test_continuous_bernoulli_normaliser_matches_numerical_integration(dtype):
 
 def test_continuous_bernoulli_density_integrates_to_one_and_mean_matches():
     lik = make_likelihood(ModelConfig(input_shape=(1, 1, 1), likelihood="continuous-bernoulli"))
-    l = torch.tensor(LOGITS, dtype=torch.float64)
+    lg = torch.tensor(LOGITS, dtype=torch.float64)
     xs = torch.linspace(0, 1, 4001, dtype=torch.float64)
-    params = _params(l, 1)
+    params = _params(lg, 1)
     with torch.no_grad():
-        dens = torch.stack([lik.log_prob(x.expand(len(l), 1, 1, 1), params) for x in xs], -1).exp()  # (L, X)
-    assert_close(_simpson(dens, 0.0, 1.0), torch.ones(len(l), dtype=torch.float64), atol=1e-9, rtol=0)
+        dens = torch.stack([lik.log_prob(x.expand(len(lg), 1, 1, 1), params) for x in xs], -1).exp()  # (L, X)
+    assert_close(_simpson(dens, 0.0, 1.0), torch.ones(len(lg), dtype=torch.float64), atol=1e-9, rtol=0)
     mean = _simpson(dens * xs, 0.0, 1.0)
     assert_close(lik.mean(params).flatten().double(), mean, atol=1e-9, rtol=0)
     assert lik.density_of_grey and not lik.density_of_binary

@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import make_images
 from safetensors.torch import load_file
 
+from conftest import make_images
 from vaelab.cli import main
 from vaelab.config import DataConfig
 from vaelab.data import DataSplits, ImageData, load_splits

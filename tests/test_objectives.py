@@ -71,11 +71,11 @@ def test_continuous_bernoulli_density_integrates_to_one():
         dens = obj.continuous_bernoulli_log_prob(xs.view(-1, 1, 1, 1), logits).exp()
         assert abs(torch.trapezoid(dens, xs).item() - 1.0) < 1e-4, lam
     # against torch.distributions (its normaliser away from 1/2)
-    l = torch.tensor([-3.0, 0.8, 4.0])
+    lg = torch.tensor([-3.0, 0.8, 4.0])
     x = torch.tensor([0.2, 0.5, 0.9])
-    ref = torch.distributions.ContinuousBernoulli(logits=l).log_prob(x)
-    assert_close(obj.continuous_bernoulli_log_prob(x.view(3, 1, 1, 1), l.view(3, 1, 1, 1)), ref, rtol=1e-5, atol=1e-5)
-    assert_close(obj.continuous_bernoulli_mean(l), torch.distributions.ContinuousBernoulli(logits=l).mean)
+    ref = torch.distributions.ContinuousBernoulli(logits=lg).log_prob(x)
+    assert_close(obj.continuous_bernoulli_log_prob(x.view(3, 1, 1, 1), lg.view(3, 1, 1, 1)), ref, rtol=1e-5, atol=1e-5)
+    assert_close(obj.continuous_bernoulli_mean(lg), torch.distributions.ContinuousBernoulli(logits=lg).mean)
 
 
 def test_iwae_bound_of_equal_weights_and_k1():

@@ -8,12 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import make_images
 from vaelab.config import DataConfig, load_preset, preset_names
 from vaelab.data import DataSplits, ImageData, load_splits
 from vaelab.models import VAE, build_model
 from vaelab.train import fit, lr_at
-
-from conftest import make_images
 
 PRESETS = ["seed", "tiny", "iwae-paper", "conv", "latent2d"]
 

@@ -25,12 +25,18 @@ from vaelab.models import VAE, interpolate_latents
 from vaelab.plots import latent_axes
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient as _TestClient  # noqa: E402
 
 from vaelab import serve as srv  # noqa: E402
 from vaelab.serve import Explorer, ServeConfig, create_app  # noqa: E402
 
 N_TEST = 50
+
+
+def TestClient(app, **kw) -> _TestClient:
+    """Starlette's test client, addressed as the explorer's page is (its default Host, `testserver`,
+    is not an allowed host: see test_a_foreign_host_header_is_refused)."""
+    return _TestClient(app, **{"base_url": "http://localhost", **kw})
 ATOL = 6e-5  # images travel rounded to 4 decimals
 
 
@@ -417,6 +423,50 @@ def test_serve_config_rejects_bad_limits(kw):
         ServeConfig(**kw)
 
 
+# -- who may call: the Host and Origin headers ------------------------------------------------------
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST:8000", "127.0.0.1:8000", "[::1]:8000"])
+def test_loopback_host_headers_are_answered(plain, host):
+    r = TestClient(create_app(plain)).get("/api/info", headers={"host": host})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "localhost.evil.example", "127.0.0.2", ""])
+def test_a_foreign_host_header_is_refused(plain, host):
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 sends its own name."""
+    c = TestClient(create_app(plain))
+    for r in (c.get("/api/info", headers={"host": host}), c.get("/", headers={"host": host}),
+              c.post("/api/decode", json={"z": [[0.0, 0.0]]}, headers={"host": host})):
+        assert r.status_code == 421, (host, r.status_code)
+        assert "--allow-host" in r.json()["message"]
+
+
+def test_allow_host_adds_a_name(plain):
+    ex = Explorer(plain.model, plain.test, cfg=ServeConfig(allowed_hosts=("localhost", "mybox.lan")))
+    c = TestClient(create_app(ex))
+    assert c.get("/api/info", headers={"host": "mybox.lan:8000"}).status_code == 200
+    assert c.get("/api/info", headers={"host": "otherbox.lan:8000"}).status_code == 421
+
+
+@pytest.mark.parametrize("origin, status", [
+    ("http://localhost:8000", 200), ("http://127.0.0.1:8000", 200), ("https://localhost", 200),
+    ("http://evil.example", 403), ("null", 403), ("file://", 403), ("http://localhost.evil.example", 403),
+])
+def test_posts_check_the_origin_when_one_is_sent(plain, origin, status):
+    c = TestClient(create_app(plain))
+    r = c.post("/api/decode", json={"z": [[0.0, 0.0]]}, headers={"origin": origin})
+    assert r.status_code == status, (origin, r.text)
+    if status == 403:
+        assert origin in r.json()["message"]
+    assert c.post("/api/decode", json={"z": [[0.0, 0.0]]}).status_code == 200  # no Origin (curl): passes
+
+
+@pytest.mark.parametrize("hosts", [(), ("http://mybox",), ("mybox/x",), ("",), (3,)])
+def test_serve_config_rejects_bad_allowed_hosts(hosts):
+    with pytest.raises(ConfigError, match="allowed_hosts"):
+        ServeConfig(allowed_hosts=hosts)
+
+
 # -- concurrency -----------------------------------------------------------------------------------
 
 def test_concurrent_requests_get_their_own_answers(plain):
@@ -573,6 +623,24 @@ def test_serve_command_prints_the_url_and_warns_off_loopback(run_dir, capsys, mo
     assert out.strip() == f"vaelab serve: http://{shown}:{served['port']}/ (Ctrl+C to stop)"
     assert ("warning: listening on 0.0.0.0, not loopback" in err) is warned
     assert TestClient(served["app"]).get("/api/info").json()["test_images"] == 20
+    assert ("--allow-host" in err) is warned  # 0.0.0.0 is no name a client sends: say how to add one
+
+
+def test_serve_command_answers_its_host_and_the_allowed_names_only(run_dir, capsys, monkeypatch):
+    served = {}
+    monkeypatch.setattr(srv, "run", lambda app, sock: served.update(app=app))
+    code, _, _ = _cli(["serve", str(run_dir), "--port", "0", "--threads", "1", "--host", "127.0.0.1",
+                       "--allow-host", "mybox.lan", "--allow-host", "vae.internal"], capsys)
+    assert code == 0
+    c = TestClient(served["app"])
+    for host, status in [("127.0.0.1:1", 200), ("localhost", 200), ("mybox.lan:8000", 200), ("vae.internal", 200),
+                         ("evil.example", 421)]:
+        assert c.get("/api/info", headers={"host": host}).status_code == status, host
+
+
+def test_serve_command_rejects_a_bad_allow_host(run_dir, capsys):
+    code, _, err = _cli(["serve", str(run_dir), "--port", "0", "--allow-host", "http://mybox"], capsys)
+    assert code == 2 and "allowed_hosts" in err and "http://mybox" in err
 
 
 def test_serve_command_errors_are_one_line(run_dir, tmp_path, capsys):
@@ -593,8 +661,10 @@ def test_serve_command_errors_are_one_line(run_dir, tmp_path, capsys):
 schemathesis = pytest.importorskip("schemathesis")
 from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
 
-_PLAIN_SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", create_app(make_explorer()))
-_COND_SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", create_app(make_explorer(latent_dim=3, num_classes=4)))
+_AS_SCHEMATHESIS = ServeConfig(allowed_hosts=("testserver",))  # the Host its ASGI client sends
+_PLAIN_SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", create_app(make_explorer(cfg=_AS_SCHEMATHESIS)))
+_COND_SCHEMA = schemathesis.openapi.from_asgi(
+    "/openapi.json", create_app(make_explorer(latent_dim=3, num_classes=4, cfg=_AS_SCHEMATHESIS)))
 # VAELAB_FUZZ_EXAMPLES=1000 for a longer run (the default keeps the suite fast).
 _FUZZ = settings(max_examples=int(os.environ.get("VAELAB_FUZZ_EXAMPLES", "40")), deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vaelab import checkpoint as ckpt
-from vaelab.config import RunConfig, TrainConfig
+from vaelab.config import TrainConfig
 from vaelab.models import VAE
 from vaelab.train import fit, kl_weight, lr_at
 

@@ -77,7 +77,7 @@ def test_variant_trains_resumes_evaluates_samples_serves_and_exports(variant, da
 
     from vaelab.serve import ServeConfig, app_from_run
 
-    client = TestClient(app_from_run(str(whole), ServeConfig(max_points=50)))
+    client = TestClient(app_from_run(str(whole), ServeConfig(max_points=50)), base_url="http://localhost")
     info = client.get("/api/info").json()
     model = vaelab.load(whole)
     assert info["prior"] == model.cfg.prior and info["posterior"] == model.cfg.posterior

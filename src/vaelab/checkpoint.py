@@ -31,9 +31,9 @@ from safetensors.torch import save as st_save
 
 from vaelab import __version__
 from vaelab.config import RunConfig
-from vaelab.data import atomic_write_bytes
 from vaelab.errors import CheckpointError, ConfigError, TrainingDiverged
 from vaelab.models import BaseVAE, build_model
+from vaelab.storage import atomic_write_bytes, atomic_write_text
 
 CONFIG = "config.json"
 MODEL = "model.safetensors"
@@ -44,9 +44,6 @@ FORMAT = "vaelab-run-1"
 
 logger = logging.getLogger(__name__)
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def write_config(run_dir: Path, cfg: RunConfig) -> None:

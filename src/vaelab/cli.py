@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
 from vaelab import __version__
-from vaelab.config import EvalConfig, RunConfig, load_preset, parse_value, preset_names, replace
+from vaelab.config import EvalConfig, parse_value
 from vaelab.errors import ConfigError, VaelabError
 
 logger = logging.getLogger("vaelab")
@@ -36,12 +37,9 @@ TRAIN_FLAGS: dict[str, str] = {
     "prior_components": "model.prior_components", "flow_steps": "model.flow_steps", "estimator": "train.estimator",
     "m": "train.m",
 }
-# What may change when a run is resumed: how long and where it runs, not what it computes.
-RESUMABLE = {"train.epochs", "train.max_minutes", "train.device", "train.threads", "train.checkpoint_every",
-             "data.data_dir"}
 
 
-def _extra_overrides(args: list[str], options: list[str] = []) -> dict[str, Any]:
+def _extra_overrides(args: list[str], options: Sequence[str] = ()) -> dict[str, Any]:
     """Parse `--train.lr=3e-4` / `--model.hidden [400,400]` style overrides left over by click.
     `options` are the command's own flags, to suggest the one a typo meant (as git does)."""
     import difflib
@@ -109,7 +107,7 @@ def cli() -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--preset", default="seed", show_default=True, help=f"Preset name (see vaelab/presets).")
+@click.option("--preset", default="seed", show_default=True, help="Preset name (see vaelab/presets).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML file with [data]/[model]/[train] tables, read after the preset.")
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder to write [default: runs/PRESET].")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this folder from its last checkpoint.")
@@ -170,8 +168,9 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
     """
     _setup_logging(quiet)
     if nproc is not None:
-        _launch_torchrun(nproc)
-        return
+        from vaelab.distributed import launch_torchrun
+
+        raise SystemExit(launch_torchrun(nproc, sys.argv[1:]))
     overrides = {TRAIN_FLAGS[k]: v for k, v in flags.items() if v is not None}
     if hidden is not None and "model.layers" in overrides:
         raise ConfigError("--hidden sets one stochastic layer's widths; a hierarchy sets them in model.layers")
@@ -183,75 +182,15 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
     flags_known = [o for p in ctx.command.params for o in p.opts if o.startswith("--")]
     overrides.update(_extra_overrides(ctx.args, flags_known))
 
-    from vaelab import checkpoint as ckpt
-    from vaelab.data import load_splits
-    from vaelab.train import dist_info, finish_distributed, fit, init_distributed
+    from vaelab.runs import prepare_run, train_run
 
-    init_distributed()
-    rank, world = dist_info()
-    from_start = False  # --resume of a run that has no checkpoint yet
-    if resume:
-        run_dir = Path(resume)
-        cfg = ckpt.read_config(run_dir)
-        frozen = sorted(set(overrides) - RESUMABLE)
-        if frozen or conditional:
-            raise ConfigError(
-                f"--resume continues a run as it was configured; cannot change {frozen or ['--conditional']} "
-                f"(allowed: {', '.join(sorted(RESUMABLE))})")
-        if not (run_dir / ckpt.CHECKPOINT).is_file():  # stopped before its first checkpoint
-            logger.warning("--resume %s: no %s yet, so the run starts again from step 0 with its config.json",
-                           run_dir, ckpt.CHECKPOINT)
-            from_start = True
-            ckpt.remove_stale_temps(run_dir)
-        cfg = replace(cfg, overrides)
-    else:
-        cfg = load_preset(preset)
-        if config_file:
-            cfg = _merge_file(cfg, Path(config_file))
-        cfg = replace(cfg, overrides)
-        ignored = sorted({"model.latent_dim", "model.hidden"} & set(overrides))
-        if cfg.model.layers and ignored:
-            raise ConfigError(f"{', '.join(ignored)}: this model is a hierarchy, whose sizes are its model.layers "
-                              f"(top latent_dim {cfg.model.latent_dim}); set --model.layers instead")
-        run_dir = Path(out or f"runs/{preset}")
-        if (run_dir / ckpt.CONFIG).exists() and not overwrite:
-            raise ConfigError(f"--out {run_dir} already holds a run; use --resume {run_dir} to continue it, "
-                              f"--overwrite to replace it, or another --out")
-        if run_dir.exists() and not run_dir.is_dir():
-            raise ConfigError(f"--out {run_dir} is a file; give a folder")
-    from vaelab.train import resolve_device
-
-    resolve_device(cfg.train.device)  # no CUDA here: one line, before anything is printed or written
-    splits = load_splits(cfg.data)
-    model_over: dict[str, Any] = {"model.input_shape": list(splits.shape)}
-    if conditional:
-        if splits.num_classes == 0:
-            raise ConfigError(f"--conditional needs labelled data; {splits.name} has no labels")
-        if splits.num_classes > 10_000:
-            raise ConfigError(f"--conditional: the largest label of {splits.name} is {splits.num_classes - 1}; "
-                              f"labels must be class indices 0..K-1 with K <= 10000")
-        model_over["model.num_classes"] = splits.num_classes
-    if not resume:
-        cfg = replace(cfg, model_over)
-
-    import torch
-
-    from vaelab.models import build_model
-    from vaelab.train import check_trainable
-
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model)
-    check_trainable(model, cfg.train, world)  # before anything is written
-    if not resume:
-        if overwrite and run_dir.is_dir() and rank == 0:
-            _clear_run(run_dir)
-    if not resume and rank == 0:
-        _check_writable(run_dir)
-        ckpt.remove_stale_temps(run_dir)  # left by a crash of an earlier attempt in this folder
+    run = prepare_run(preset, config_file=config_file, overrides=overrides, resume=resume, conditional=conditional,
+                      out=out, overwrite=overwrite)
+    cfg, splits, model, run_dir, rank, world = run.cfg, run.splits, run.model, run.run_dir, run.rank, run.world
     n_params = sum(p.numel() for p in model.parameters())
     if rank == 0:
         logger.info("vaelab %s: %s, %s (%d images), %d parameters, %d epochs, batch %d, %s -> %s",
-                    __version__, preset if not resume else "resume", splits.name, len(splits.train), n_params,
+                    __version__, run.label, splits.name, len(splits.train), n_params,
                     cfg.train.epochs, cfg.train.batch_size, world > 1 and f"{world} processes" or cfg.train.device,
                     run_dir)
     tb = None
@@ -270,10 +209,11 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     with logging_redirect_tqdm():  # log lines go above the live progress bar, not into it
-        result = fit(model, splits, cfg, run_dir, resume=bool(resume) and not from_start, progress=not quiet,
-                     on_log=on_log)
+        result = train_run(run, progress=not quiet, on_log=on_log)
     if tb is not None:
         tb.close()
+    from vaelab.distributed import finish_distributed
+
     finish_distributed()
     if rank != 0:
         return
@@ -296,67 +236,6 @@ def _epochs_done(metrics: list[dict[str, float]], epochs: int) -> str:
         whole = epochs - 1
         return f"{whole} epoch{'s' * (whole != 1)} and {last:.2f} of epoch {epochs}"
     return f"{epochs} epoch{'s' * (epochs != 1)}"
-
-
-def _merge_file(cfg: RunConfig, path: Path) -> RunConfig:
-    import tomllib
-
-    if not path.is_file():
-        raise ConfigError(f"--config {path}: no such file")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"--config {path}: not valid TOML ({e})") from e
-    RunConfig.from_dict({**{k: {} for k in ("data", "model", "train")}, **doc}, source=str(path))  # checks keys
-    flat = {f"{s}.{k}": v for s, table in doc.items() for k, v in table.items()}
-    return replace(cfg, flat)
-
-
-def _clear_run(run_dir: Path) -> None:
-    from vaelab import checkpoint as ckpt
-    from vaelab.plots import PICTURES
-
-    for name in (ckpt.CONFIG, ckpt.MODEL, ckpt.BEST, ckpt.CHECKPOINT, ckpt.METRICS, "eval.json", *PICTURES.values()):
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)  # events of the run being replaced
-
-
-def _check_writable(run_dir: Path) -> None:
-    """Fail before training, not after it, when the run folder cannot be written."""
-    existed = run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".vaelab-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        if not existed and run_dir.exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise ConfigError(f"--out {run_dir}: cannot write there ({e.strerror}); choose a writable folder") from None
-
-
-def _launch_torchrun(nproc: int) -> None:
-    """Re-run this command under torchrun with N local processes (rendezvous on 127.0.0.1)."""
-    import subprocess
-
-    if nproc <= 0:
-        raise ConfigError(f"--nproc must be a positive integer, got {nproc}")
-    argv = sys.argv[1:]
-    out: list[str] = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == "--nproc":
-            skip = True
-            continue
-        if a.startswith("--nproc="):
-            continue
-        out.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "vaelab", *out]
-    logger.info("launching: %s", " ".join(cmd))
-    raise SystemExit(subprocess.call(cmd))
 
 
 def _load_run(run: str, device: str = "cpu", weights: str = "model.safetensors"):
@@ -404,10 +283,10 @@ def eval_(run: str, k: int, split: str, batch_size: int, chunk: int, seed: int, 
     _threads(threads)
     from dataclasses import replace as dc_replace
 
-    from vaelab.checkpoint import atomic_write_text
+    from vaelab.cpu import keep_freed_memory
     from vaelab.data import load_splits
     from vaelab.evaluate import evaluate
-    from vaelab.cpu import keep_freed_memory
+    from vaelab.storage import atomic_write_text
 
     ecfg = EvalConfig(k=k, batch_size=batch_size, chunk=chunk, seed=seed, split=split)  # type: ignore[arg-type]
     keep_freed_memory()  # ~30% less CPU time on Linux: no page faults for the reused buffers
@@ -429,7 +308,7 @@ def eval_(run: str, k: int, split: str, batch_size: int, chunk: int, seed: int, 
 
         import numpy as np
 
-        from vaelab.data import atomic_write_bytes
+        from vaelab.storage import atomic_write_bytes
 
         if report.per_image is None:
             raise ConfigError(f"--per-image: {report.note}; there are no per-image log-likelihoods to save")
@@ -461,7 +340,7 @@ def eval_(run: str, k: int, split: str, batch_size: int, chunk: int, seed: int, 
 def _save_figure(fig: Any, path: Path) -> None:
     import io
 
-    from vaelab.data import atomic_write_bytes
+    from vaelab.storage import atomic_write_bytes
 
     if path.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ConfigError(f"-o {path}: use a .png, .pdf or .svg file name")
@@ -514,7 +393,7 @@ def sample(run: str, n: int, out: str | None, label: int | None, seed: int, npy:
     if npy:
         import io
 
-        from vaelab.data import atomic_write_bytes
+        from vaelab.storage import atomic_write_bytes
 
         buf = io.BytesIO()
         np.save(buf, imgs)
@@ -565,7 +444,8 @@ def encode(run: str, out: str, split: str, logvar: bool, device: str, weights: s
     import numpy as np
     import torch
 
-    from vaelab.data import atomic_write_bytes, iter_batches, load_splits, to_float
+    from vaelab.data import iter_batches, load_splits, to_float
+    from vaelab.storage import atomic_write_bytes
 
     path = Path(out)
     if path.suffix not in (".npy", ".csv"):
@@ -648,12 +528,15 @@ def prepare(dataset: str) -> None:
               help="Address to listen on; anything but loopback exposes the page to the network (a warning is printed).")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on (0: any free port).")
 @click.option("--max-points", type=int, default=5000, show_default=True, help="Test images shown in the scatter.")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests addressed to this host name (repeatable); by default only to the "
+                   "--host address and localhost, so that other sites cannot reach the server by DNS rebinding.")
 @click.option("--data-dir", type=click.Path(), help="Folder with the IDX files, if not where training found them.")
 @device_opt
 @threads_opt
 @weights_opt
-def serve(run: str, host: str, port: int, max_points: int, data_dir: str | None, device: str,
-          threads: int | str | None, weights: str) -> None:
+def serve(run: str, host: str, port: int, max_points: int, allow_hosts: tuple[str, ...], data_dir: str | None,
+          device: str, threads: int | str | None, weights: str) -> None:
     """Explore the latent space in the browser: scatter, live decoding, interpolation, samples, drawing.
 
     The app serves the page, its scripts and a JSON API (schema at /openapi.json) itself;
@@ -666,16 +549,20 @@ def serve(run: str, host: str, port: int, max_points: int, data_dir: str | None,
     except ImportError as e:
         raise ConfigError(str(e)) from None
 
+    defaults = srv.ServeConfig.allowed_hosts
+    cfg = srv.ServeConfig(max_points=max_points, allowed_hosts=(*defaults, host, *allow_hosts))  # checked first
     sock = srv.bind(host, port)  # fail fast when the port is taken, before loading anything
     try:
-        app = srv.app_from_run(run, srv.ServeConfig(max_points=max_points), device=device,
-                               weights=WEIGHTS[weights], data_dir=data_dir)
+        app = srv.app_from_run(run, cfg, device=device, weights=WEIGHTS[weights], data_dir=data_dir)
     except BaseException:
         sock.close()
         raise
     if not srv.is_loopback(host):
         click.echo(f"warning: listening on {host}, not loopback: anyone who can reach this machine can use the "
                    f"explorer (it has no authentication); use --host 127.0.0.1 to keep it local", err=True)
+        if host in ("0.0.0.0", "::") and not allow_hosts:
+            click.echo(f"note: requests must name this machine in their Host header; give the names clients use "
+                       f"with --allow-host NAME (e.g. --allow-host {socket.gethostname()})", err=True)
     click.echo(f"vaelab serve: {srv.url_of(sock, host)} (Ctrl+C to stop)")
     srv.run(app, sock)
 

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
+import sys
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
 from vaelab.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib  # novm (vermin: the version check above is what keeps Python 3.10 working)
+else:  # Python 3.10: the same parser as the `tomli` package (a dependency there only)
+    import tomli as tomllib
 
 Activation = Literal["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus"]
 Likelihood = Literal["bernoulli", "gaussian", "gaussian-fixed", "continuous-bernoulli"]

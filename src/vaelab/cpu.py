@@ -11,11 +11,10 @@ import math
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
-
 
 # torch's default intra-op thread count (the physical cores), read once: torch.get_num_threads()
 # later returns whatever the last set_num_threads() chose.

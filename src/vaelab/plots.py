@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -274,8 +274,9 @@ def save_run_pictures(model, test, run_dir: Path, metrics: list[dict[str, float]
     written: list[Path] = []
 
     def save(fig: Figure, key: str) -> None:
-        from vaelab.data import atomic_write_bytes
         import io
+
+        from vaelab.storage import atomic_write_bytes
 
         buf = io.BytesIO()
         fig.savefig(buf, format="png")

@@ -10,7 +10,8 @@ Hot path choices, each measured in benchmarks/ (see BENCHMARKS.md):
 
 Distributed (torchrun): every rank draws the same permutation and the noise of the whole global
 batch, and takes its own slice, so N processes compute the same update as one process with the
-same global batch (up to float summation order).
+same global batch (up to float summation order). The process-group plumbing is in distributed.py,
+the clean stop on SIGINT/SIGTERM in stop.py.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -30,15 +32,33 @@ from torch import Tensor
 
 from vaelab import objectives as obj
 from vaelab.checkpoint import (
-    BEST, CHECKPOINT, MODEL, check_resumable, load_checkpoint, remove_stale_temps, save_checkpoint, save_weights,
-    write_config, write_metrics,
+    BEST,
+    CHECKPOINT,
+    MODEL,
+    check_resumable,
+    load_checkpoint,
+    remove_stale_temps,
+    save_checkpoint,
+    save_weights,
+    write_config,
+    write_metrics,
 )
 from vaelab.config import RunConfig, TrainConfig
 from vaelab.config import replace as replace_config
 from vaelab.cpu import default_threads, flush_denormal, keep_freed_memory, resolve_threads, usable_cores  # noqa: F401
 from vaelab.data import DataSplits, ImageData, to_float
-from vaelab.errors import CheckpointError, ConfigError, DistributedError, TrainingDiverged, TrainingInterrupted
+from vaelab.distributed import (  # noqa: F401 (init/finish/timeout: their old home, for scripts)
+    _first_line,
+    _is_peer_failure,
+    dist_info,
+    dist_timeout,
+    finish_distributed,
+    init_distributed,
+    peer_failures,
+)
+from vaelab.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from vaelab.models import BaseVAE as VAE
+from vaelab.stop import AgreedStopFlag, StopFlag
 
 logger = logging.getLogger(__name__)
 
@@ -84,100 +104,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("--device mps: no Apple MPS device is available here; use --device cpu or auto")
     return torch.device(name)
-
-
-def dist_info() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside torch.distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed(timeout_s: float | None = None) -> None:
-    """Join the process group when launched by torchrun (RANK/WORLD_SIZE set): gloo on CPU, NCCL on GPU.
-
-    A peer that dies makes collectives fail after `timeout_s` (env VAELAB_DIST_TIMEOUT, default 120 s)
-    instead of hanging for PyTorch's default 30 minutes.
-    """
-    import datetime
-
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ or dist.is_initialized():
-        return
-    timeout = timeout_s or dist_timeout()
-    backend = os.environ.get("VAELAB_DIST_BACKEND") or "gloo"
-    if torch.cuda.is_available() and "VAELAB_DIST_BACKEND" not in os.environ:
-        # CPU tensors (--device cpu on a GPU machine) go through gloo, CUDA tensors through NCCL
-        backend = "cpu:gloo,cuda:nccl"
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if local < torch.cuda.device_count():
-            torch.cuda.set_device(local)
-    try:
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
-    except (RuntimeError, ValueError) as e:  # DistStoreError, DistNetworkError, a bad backend name
-        raise DistributedError(
-            f"process {os.environ['RANK']} of {os.environ['WORLD_SIZE']} could not join the process group at "
-            f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')} ({_first_line(e)}); "
-            f"start every process (torchrun --nnodes/--nproc-per-node) with the same rendezvous endpoint"
-        ) from e
-
-
-def finish_distributed() -> None:
-    """Wait for every process, then leave the process group (a process that exits while the group is
-    alive can abort with SIGABRT when the rendezvous store goes away first)."""
-    if dist.is_available() and dist.is_initialized():
-        try:
-            dist.barrier()
-        finally:
-            dist.destroy_process_group()
-
-
-def dist_timeout() -> float:
-    """Seconds a collective waits for its peers (env VAELAB_DIST_TIMEOUT, default 120)."""
-    text = os.environ.get("VAELAB_DIST_TIMEOUT", "120")
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigError(f"VAELAB_DIST_TIMEOUT={text!r}: give a positive number of seconds, e.g. 120")
-    return value
-
-
-def _first_line(e: BaseException) -> str:
-    """The gist of a gloo/NCCL message: its first line, without the C++ source location."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if text.startswith("[") and "] " in text:
-        text = text.split("] ", 1)[1]
-    return text.split(". ", 1)[0][:300]  # gloo goes on with "This is typically caused by ..."
-
-
-def _is_peer_failure(e: BaseException) -> bool:
-    if isinstance(e, dist.DistError):
-        return True
-    text = str(e).lower()
-    return isinstance(e, RuntimeError) and any(w in text for w in ("gloo", "nccl", "connection reset",
-                                                                   "connection closed", "timed out"))
-
-
-def _peer_failures(fn: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
-    """Turn the RuntimeError of a collective whose peer died or hung into a DistributedError."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> TrainResult:
-        try:
-            return fn(*args, **kwargs)
-        except RuntimeError as e:
-            rank, world = dist_info()
-            if world == 1 or not _is_peer_failure(e):
-                raise
-            raise DistributedError(
-                f"process {rank} of {world}: another process died or stopped answering ({_first_line(e)}); "
-                f"stopping too. The first error in the other processes' output says why; the last "
-                f"checkpoint is kept (continue with --resume RUN). Collectives wait "
-                f"VAELAB_DIST_TIMEOUT={dist_timeout():g} s for a silent peer") from e
-
-    return wrapper
 
 
 def lr_at(cfg: TrainConfig, epoch: int, elapsed_s: float = 0.0) -> float:
@@ -245,62 +171,6 @@ def evaluate_elbo(model: VAE, data: ImageData, batch_size: int = 1000, seed: int
     return EpochStats(elbo=s[0], log_px_z=s[1], kl=s[2], n=int(counts.item()))
 
 
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step and stops cleanly."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopFlag:
-        if threading_is_main():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signal is not None:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.signal = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-class _AgreedStopFlag(_StopFlag):
-    """The distributed form of _StopFlag: every rank must stop after the same step, or the next
-    collective pairs one rank's gradients with another's validation sums. A signal is only noted
-    here; `agree` (an all-reduce every log_every steps) makes it, and rank 0's time budget, common.
-    Launchers forward the signal they receive, so a rank sees it twice: only a third one stops at once.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pending: int | None = None
-        self.count = 0
-        self.budget_spent = False
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.count += 1
-        if self.count >= 3:
-            raise KeyboardInterrupt
-        self.pending = self.pending or signum
-
-    def agree(self, device: torch.device, budget_spent: bool) -> None:
-        flags = torch.tensor([self.pending or 0, int(budget_spent)], dtype=torch.int64, device=device)
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        if int(flags[0]):
-            self.signal = int(flags[0])
-        self.budget_spent = bool(flags[1])
-
-
-def threading_is_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """Adam; fused (one kernel for all parameters) where this torch build supports it, else foreach."""
     try:
@@ -325,7 +195,7 @@ def check_trainable(model: VAE, tc: TrainConfig, world: int = 1) -> None:
                           "average; train it in one process")
 
 
-@_peer_failures
+@peer_failures
 @flush_denormal()  # subnormal Adam moments made every epoch after the first 35-40% slower on CPU
 def fit(
     model: VAE,
@@ -455,7 +325,7 @@ def fit(
                     total=None if tc.max_minutes is not None else tc.epochs * steps_per_epoch * tc.batch_size,
                     initial=st["step"] * tc.batch_size)
     first_bad = None
-    with (_StopFlag() if world == 1 else _AgreedStopFlag()) as stop:
+    with (StopFlag() if world == 1 else AgreedStopFlag()) as stop:
         while st["epoch"] < tc.epochs and st["stopped"] == "completed":
             epoch = st["epoch"]
             lr = lr_at(tc, epoch, time.monotonic() - t_start)

@@ -13,9 +13,9 @@ conditional model. Build any model from its config with :func:`build_model`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,11 @@ from vaelab.config import ModelConfig
 from vaelab.errors import ConfigError
 from vaelab.models.likelihoods import MIN_PIXEL_LOGVAR, PixelLikelihood, make_likelihood  # noqa: F401
 from vaelab.models.networks import (  # noqa: F401
-    ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder,
+    ACTIVATIONS,
+    ConvDecoder,
+    ConvEncoder,
+    MLPDecoder,
+    MLPEncoder,
 )
 from vaelab.models.posteriors import gaussian_distribution, make_posterior
 from vaelab.models.priors import make_prior

@@ -17,7 +17,7 @@ means upward, `decode` passes means downward, `sample` draws ancestrally from p(
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn

@@ -4,8 +4,8 @@ their mean, and whether that log-probability is a density of grey or of binary p
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

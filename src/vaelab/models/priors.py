@@ -9,7 +9,7 @@ object at the API edge (and is what the tests compare against).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -1,0 +1,187 @@
+"""Creating and resuming a run: its config, its data and its folder, set up in one call.
+
+    >>> from vaelab.runs import prepare_run, train_run
+    >>> run = prepare_run("seed", overrides={"train.epochs": 2}, out="runs/demo")
+    >>> result = train_run(run)        # vaelab.train.fit on the prepared model, data and folder
+
+`prepare_run` checks everything that can be wrong before it writes anything: the preset, the
+config file and the overrides (unknown keys, bad values), what a resume may change, the device,
+the data, the model and its training settings, and whether the folder can be written. Only then
+does it clear a folder that `overwrite` replaces. `vaelab train` is this call, a header line,
+`train_run`, the pictures and the final line.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vaelab.config import RunConfig, load_preset, replace
+from vaelab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vaelab.data import DataSplits
+    from vaelab.models import BaseVAE
+    from vaelab.train import TrainResult
+
+logger = logging.getLogger(__name__)
+
+# What may change when a run is resumed: how long and where it runs, not what it computes.
+RESUMABLE = frozenset({"train.epochs", "train.max_minutes", "train.device", "train.threads",
+                       "train.checkpoint_every", "data.data_dir"})
+
+
+@dataclass
+class Run:
+    """A run ready to train: checked config, loaded data, built model, writable folder."""
+
+    cfg: RunConfig
+    run_dir: Path
+    splits: DataSplits
+    model: BaseVAE
+    resume: bool  # continue from the folder's checkpoint (False for a new run, or a resume of a
+    #               run that stopped before its first checkpoint: it starts again from step 0)
+    label: str  # the preset's name, or "resume"
+    rank: int = 0  # this process under torchrun (0 of 1 otherwise)
+    world: int = 1
+
+
+def configure(preset: str = "seed", *, config_file: str | Path | None = None,
+              overrides: Mapping[str, Any] | None = None, resume: str | Path | None = None,
+              conditional: bool = False, out: str | Path | None = None,
+              overwrite: bool = False) -> tuple[RunConfig, Path, bool]:
+    """The run's config and folder, checked; nothing is read but configs, nothing is written.
+
+    Returns (config, run folder, from_start): from_start is True for a resume of a run that has no
+    checkpoint yet. For a new run, the config is the preset, then `config_file` (TOML tables
+    [data]/[model]/[train]), then `overrides` ({"train.lr": 3e-4, ...}).
+    """
+    overrides = dict(overrides or {})
+    if resume is not None:
+        from vaelab import checkpoint as ckpt
+
+        run_dir = Path(resume)
+        cfg = ckpt.read_config(run_dir)
+        frozen = sorted(set(overrides) - RESUMABLE)
+        if frozen or conditional:
+            raise ConfigError(
+                f"--resume continues a run as it was configured; cannot change {frozen or ['--conditional']} "
+                f"(allowed: {', '.join(sorted(RESUMABLE))})")
+        from_start = not (run_dir / ckpt.CHECKPOINT).is_file()
+        if from_start:  # stopped before its first checkpoint
+            logger.warning("--resume %s: no %s yet, so the run starts again from step 0 with its config.json",
+                           run_dir, ckpt.CHECKPOINT)
+        return replace(cfg, overrides), run_dir, from_start
+    cfg = load_preset(preset)
+    if config_file is not None:
+        cfg = merge_file(cfg, Path(config_file))
+    cfg = replace(cfg, overrides)
+    ignored = sorted({"model.latent_dim", "model.hidden"} & set(overrides))
+    if cfg.model.layers and ignored:
+        raise ConfigError(f"{', '.join(ignored)}: this model is a hierarchy, whose sizes are its model.layers "
+                          f"(top latent_dim {cfg.model.latent_dim}); set --model.layers instead")
+    run_dir = Path(out or f"runs/{preset}")
+    if (run_dir / "config.json").exists() and not overwrite:  # checkpoint.CONFIG (that module imports torch)
+        raise ConfigError(f"--out {run_dir} already holds a run; use --resume {run_dir} to continue it, "
+                          f"--overwrite to replace it, or another --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file; give a folder")
+    return cfg, run_dir, False
+
+
+def prepare_run(preset: str = "seed", *, config_file: str | Path | None = None,
+                overrides: Mapping[str, Any] | None = None, resume: str | Path | None = None,
+                conditional: bool = False, out: str | Path | None = None, overwrite: bool = False) -> Run:
+    """Set up a new run (or a resume) from its config, its data and its folder, in one call.
+
+    `configure`s, joins the process group under torchrun, checks the device, loads the data,
+    fixes the model's input shape (and its classes for `conditional`), builds the model and checks
+    its training settings. A folder that `overwrite` replaces is cleared last, when nothing can
+    fail any more. Raises ConfigError / DataError naming the bad value.
+    """
+    cfg, run_dir, from_start = configure(preset, config_file=config_file, overrides=overrides, resume=resume,
+                                         conditional=conditional, out=out, overwrite=overwrite)
+    import torch  # only now: a bad preset or flag answers without the second that importing torch takes
+
+    from vaelab import checkpoint as ckpt
+    from vaelab.data import load_splits
+    from vaelab.distributed import dist_info, init_distributed
+    from vaelab.models import build_model
+    from vaelab.train import check_trainable, resolve_device
+
+    init_distributed()
+    rank, world = dist_info()
+    resolve_device(cfg.train.device)  # no CUDA here: one line, before anything is printed or written
+    splits = load_splits(cfg.data)
+    if resume is None:
+        model_over: dict[str, Any] = {"model.input_shape": list(splits.shape)}
+        if conditional:
+            if splits.num_classes == 0:
+                raise ConfigError(f"--conditional needs labelled data; {splits.name} has no labels")
+            if splits.num_classes > 10_000:
+                raise ConfigError(f"--conditional: the largest label of {splits.name} is {splits.num_classes - 1}; "
+                                  f"labels must be class indices 0..K-1 with K <= 10000")
+            model_over["model.num_classes"] = splits.num_classes
+        cfg = replace(cfg, model_over)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model)
+    check_trainable(model, cfg.train, world)  # before anything is written
+    if rank == 0:
+        if resume is None:
+            if overwrite and run_dir.is_dir():
+                clear_run(run_dir)
+            check_writable(run_dir)
+        ckpt.remove_stale_temps(run_dir)  # left by a crash of an earlier attempt in this folder
+    return Run(cfg, run_dir, splits, model, resume=resume is not None and not from_start,
+               label="resume" if resume is not None else preset, rank=rank, world=world)
+
+
+def train_run(run: Run, *, progress: bool = True,
+              on_log: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """`vaelab.train.fit` on a prepared run: its model, data, config and folder."""
+    from vaelab.train import fit
+
+    return fit(run.model, run.splits, run.cfg, run.run_dir, resume=run.resume, progress=progress, on_log=on_log)
+
+
+def merge_file(cfg: RunConfig, path: Path) -> RunConfig:
+    """`cfg` with the tables of a TOML file ([data], [model], [train]) over it; unknown keys are errors."""
+    from vaelab.config import tomllib  # tomllib, or tomli on Python 3.10
+
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--config {path}: not valid TOML ({e})") from e
+    RunConfig.from_dict({**{k: {} for k in ("data", "model", "train")}, **doc}, source=str(path))  # checks keys
+    flat = {f"{s}.{k}": v for s, table in doc.items() for k, v in table.items()}
+    return replace(cfg, flat)
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete the files of the run that `overwrite` replaces (and nothing else in the folder)."""
+    from vaelab import checkpoint as ckpt
+    from vaelab.plots import PICTURES
+
+    for name in (ckpt.CONFIG, ckpt.MODEL, ckpt.BEST, ckpt.CHECKPOINT, ckpt.METRICS, "eval.json", *PICTURES.values()):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)  # events of the run being replaced
+
+
+def check_writable(run_dir: Path) -> None:
+    """Fail before training, not after it, when the run folder cannot be written."""
+    existed = run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".vaelab-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        if not existed and run_dir.exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise ConfigError(f"--out {run_dir}: cannot write there ({e.strerror}); choose a writable folder") from None
