@@ -36,11 +36,11 @@ from typing import Any
 import torch
 
 from vaelab.config import DataConfig, EvalConfig, RunConfig, load_preset, parse_value, replace
+from vaelab.cpu import default_threads, keep_freed_memory
 from vaelab.data import DataSplits, ImageData, load_splits
 from vaelab.errors import ConfigError
 from vaelab.evaluate import evaluate
 from vaelab.models import VAE
-from vaelab.cpu import default_threads, keep_freed_memory
 from vaelab.train import fit, mean_pixel, resolve_device
 
 logger = logging.getLogger("iwae_table")

@@ -36,9 +36,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve()
 
@@ -440,8 +441,8 @@ def eval_setup(job: dict[str, Any]) -> tuple[Any, Any, Any]:
     import torch
 
     from vaelab.config import EvalConfig, load_preset
-    from vaelab.models import VAE
     from vaelab.cpu import keep_freed_memory
+    from vaelab.models import VAE
 
     keep_freed_memory()  # as `vaelab eval` does
     torch.manual_seed(0)
