@@ -27,5 +27,12 @@ cfg = replace(vaelab.load_preset("seed"), {"data.limit": 20000, "train.epochs": 
 splits = vaelab.load_splits(cfg.data)
 torch.manual_seed(0)
 result = vaelab.fit(vaelab.VAE(cfg.model), splits, cfg, progress=False)
-print(json.dumps({"src": src, "samples_per_s": [round(r["samples_per_s"]) for r in result.metrics],
-                  "test_elbo": result.test.elbo}))
+print(
+    json.dumps(
+        {
+            "src": src,
+            "samples_per_s": [round(r["samples_per_s"]) for r in result.metrics],
+            "test_elbo": result.test.elbo,
+        }
+    )
+)

@@ -76,8 +76,10 @@ def check_fit_and_resume(device: torch.device, splits) -> tuple[bool, str]:
     diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     elbos = [r["val_elbo"] for r in full.metrics]
     ok = elbos[-1] > elbos[0] and diff < 1e-4 and next(full.model.parameters()).device.type == device.type
-    return ok, (f"val ELBO by epoch {', '.join(f'{e:.2f}' for e in elbos)}; resumed vs uninterrupted max |dw| "
-                f"{diff:.2e}; {full.metrics[-1]['samples_per_s']:.0f} samples/s at batch 256")
+    return ok, (
+        f"val ELBO by epoch {', '.join(f'{e:.2f}' for e in elbos)}; resumed vs uninterrupted max |dw| "
+        f"{diff:.2e}; {full.metrics[-1]['samples_per_s']:.0f} samples/s at batch 256"
+    )
 
 
 def check_no_sync(device: torch.device, splits) -> tuple[bool, str]:
@@ -99,8 +101,10 @@ def check_no_sync(device: torch.device, splits) -> tuple[bool, str]:
     steps = 20_000 // 256 + 1
     per_epoch = (counts[1] - counts[0]) / 2
     ok = per_epoch < steps / 4
-    return ok, (f"synchronising calls: {counts[0]} for 1 epoch, {counts[1]} for 3 epochs -> {per_epoch:.0f} per "
-                f"epoch of {steps} steps (validation and metrics only if this is far below the step count)")
+    return ok, (
+        f"synchronising calls: {counts[0]} for 1 epoch, {counts[1]} for 3 epochs -> {per_epoch:.0f} per "
+        f"epoch of {steps} steps (validation and metrics only if this is far below the step count)"
+    )
 
 
 def main() -> None:
@@ -108,13 +112,17 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     args = p.parse_args()
     device = torch.device(args.device)
-    print(f"torch {torch.__version__}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    print(
+        f"torch {torch.__version__}, device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    )
     splits = load_splits(DataConfig(dataset="mnist", limit=20_000, binarize="dynamic"))
     failed = 0
-    for name, fn in (("step equals CPU", lambda: check_step(device)),
-                     ("fit + resume", lambda: check_fit_and_resume(device, splits)),
-                     ("no per-step sync", lambda: check_no_sync(device, splits))):
+    for name, fn in (
+        ("step equals CPU", lambda: check_step(device)),
+        ("fit + resume", lambda: check_fit_and_resume(device, splits)),
+        ("no per-step sync", lambda: check_no_sync(device, splits)),
+    ):
         try:
             ok, msg = fn()
         except Exception as e:  # report and go on: one call of a lent GPU must say as much as it can

@@ -26,17 +26,56 @@ from pathlib import Path
 
 
 def run(nproc: int, threads: int, args: argparse.Namespace, out: Path) -> tuple[float, float]:
-    train = ["--dataset", args.dataset, "--limit", str(args.limit), "--hidden", args.hidden, "--latent-dim", "2",
-             "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--device", "cpu",
-             "--threads", str(threads), "--out", str(out), "--overwrite", "--no-plots", "-q"]
+    train = [
+        "--dataset",
+        args.dataset,
+        "--limit",
+        str(args.limit),
+        "--hidden",
+        args.hidden,
+        "--latent-dim",
+        "2",
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--device",
+        "cpu",
+        "--threads",
+        str(threads),
+        "--out",
+        str(out),
+        "--overwrite",
+        "--no-plots",
+        "-q",
+    ]
     if nproc == 1:
         cmd = [sys.executable, "-m", "vaelab", "train", *train]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", f"--nproc-per-node={nproc}",
-               "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "-m", "vaelab", "train", *train]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "1",
+            f"--nproc-per-node={nproc}",
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            "127.0.0.1:0",
+            "-m",
+            "vaelab",
+            "train",
+            *train,
+        ]
     t = time.monotonic()
-    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        cmd,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wall = time.monotonic() - t
     rows = list(csv.DictReader(open(out / "metrics.csv")))[1:] or list(csv.DictReader(open(out / "metrics.csv")))
     return sum(float(r["samples_per_s"]) for r in rows) / len(rows), wall
@@ -52,8 +91,10 @@ def main() -> None:
     ap.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
     print(f"CPU cores usable: {len(os.sched_getaffinity(0))}; load average before: {os.getloadavg()[0]:.2f}")
-    print(f"data {args.dataset} (--limit {args.limit}), hidden {args.hidden}, global batch {args.batch_size}, "
-          f"{args.epochs} epochs")
+    print(
+        f"data {args.dataset} (--limit {args.limit}), hidden {args.hidden}, global batch {args.batch_size}, "
+        f"{args.epochs} epochs"
+    )
     print(f"{'processes':>9} {'threads each':>12} {'samples/s':>10} {'wall s':>7}")
     with tempfile.TemporaryDirectory(prefix="vaelab-dist-") as tmp:
         configs = [(n, 1) for n in args.nproc]

@@ -37,8 +37,20 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "family_table"
 
 # The budget recipe (what the mnist-best preset ships), applied to every row but mnist-best itself.
-RECIPE = ["--binarize", "dynamic", "--data.val_size", "400", "--batch-size", "100", "--lr", "3e-3",
-          "--schedule", "time", "--seed", "0"]
+RECIPE = [
+    "--binarize",
+    "dynamic",
+    "--data.val_size",
+    "400",
+    "--batch-size",
+    "100",
+    "--lr",
+    "3e-3",
+    "--schedule",
+    "time",
+    "--seed",
+    "0",
+]
 
 ROWS: dict[str, tuple[str, list[str]]] = {
     "vae": ("iwae-paper", []),
@@ -70,8 +82,21 @@ def train_row(name: str, minutes: float, runs: Path, threads: int | None) -> dic
     extra = [] if preset == "mnist-best" else RECIPE
     minutes = OWN_MINUTES.get(name, minutes)
     thr = ["--threads", str(threads)] if threads else []
-    train = vaelab("train", "--preset", preset, *extra, *flags, "--max-minutes", str(minutes), *thr,
-                   "--out", str(out), "--overwrite", "--no-plots", "-q")
+    train = vaelab(
+        "train",
+        "--preset",
+        preset,
+        *extra,
+        *flags,
+        "--max-minutes",
+        str(minutes),
+        *thr,
+        "--out",
+        str(out),
+        "--overwrite",
+        "--no-plots",
+        "-q",
+    )
     t0 = time.monotonic()
     proc = subprocess.run(train, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -79,9 +104,14 @@ def train_row(name: str, minutes: float, runs: Path, threads: int | None) -> dic
     cfg = json.loads((out / "config.json").read_text())
     metrics = (out / "metrics.csv").read_text().strip().splitlines()
     record = {
-        "row": name, "minutes": minutes, "epochs": len(metrics) - 1, "train_output": proc.stdout.strip(),
-        "train_seconds": time.monotonic() - t0, "threads": cfg["train"]["threads"],
-        "commands": [_shell(train)], "date": time.strftime("%Y-%m-%d %H:%M"),
+        "row": name,
+        "minutes": minutes,
+        "epochs": len(metrics) - 1,
+        "train_output": proc.stdout.strip(),
+        "train_seconds": time.monotonic() - t0,
+        "threads": cfg["train"]["threads"],
+        "commands": [_shell(train)],
+        "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     (out / "train.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -99,9 +129,14 @@ def eval_row(name: str, eval_k: int, runs: Path, threads: int | None) -> dict:
         raise SystemExit(f"{name}: vaelab eval failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     report = json.loads(proc.stdout)
     return {
-        **record, "nll": report["nll"], "nll_stderr": report["nll_stderr"], "elbo": report["elbo"],
-        "kl": report["kl"], "active_units": report["active_units"],
-        "eval_seconds": time.monotonic() - t0, "commands": [*record["commands"], _shell(ev)],
+        **record,
+        "nll": report["nll"],
+        "nll_stderr": report["nll_stderr"],
+        "elbo": report["elbo"],
+        "kl": report["kl"],
+        "active_units": report["active_units"],
+        "eval_seconds": time.monotonic() - t0,
+        "commands": [*record["commands"], _shell(ev)],
     }
 
 
@@ -117,22 +152,30 @@ def table(results: Path) -> str:
             rows.append(f"| {name} | (not run yet) | | | | |")
             continue
         r = json.loads(f.read_text())
-        rows.append(f"| {name} | {r['nll']:.2f} ± {r['nll_stderr']:.2f} | {r['elbo']:.2f} | {r['epochs']} | "
-                    f"{r['minutes']:g} | {r['threads']} |")
+        rows.append(
+            f"| {name} | {r['nll']:.2f} ± {r['nll_stderr']:.2f} | {r['elbo']:.2f} | {r['epochs']} | "
+            f"{r['minutes']:g} | {r['threads']} |"
+        )
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--minutes", type=float, default=10.0, help="training budget of every row")
     p.add_argument("--rows", help=f"comma-separated rows [default: all]: {', '.join(ROWS)}")
     p.add_argument("--eval-k", type=int, default=5000)
     p.add_argument("--threads", type=int, help="CPU threads [default: vaelab's, the usable cores]")
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--runs", default="runs/family_table")
-    p.add_argument("--phase", choices=["all", "train", "eval"], default="all",
-                   help="all: train and evaluate each row in turn; train: only train (the timed part); "
-                        "eval: only evaluate the rows trained before")
+    p.add_argument(
+        "--phase",
+        choices=["all", "train", "eval"],
+        default="all",
+        help="all: train and evaluate each row in turn; train: only train (the timed part); "
+        "eval: only evaluate the rows trained before",
+    )
     p.add_argument("--table", action="store_true", help="only print the table of the finished rows")
     args = p.parse_args(argv)
     results = Path(args.results)

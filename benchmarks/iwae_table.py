@@ -46,13 +46,30 @@ from vaelab.train import fit, mean_pixel, resolve_device
 logger = logging.getLogger("iwae_table")
 
 # Burda et al. 2016, Table 1, MNIST, one stochastic layer: test NLL in nats (k = 5000).
-PUBLISHED = {("VAE", 1): 86.76, ("VAE", 5): 86.47, ("VAE", 50): 86.35,
-             ("IWAE", 1): 86.76, ("IWAE", 5): 85.54, ("IWAE", 50): 84.78}
+PUBLISHED = {
+    ("VAE", 1): 86.76,
+    ("VAE", 5): 86.47,
+    ("VAE", 50): 86.35,
+    ("IWAE", 1): 86.76,
+    ("IWAE", 5): 85.54,
+    ("IWAE", 50): 84.78,
+}
 # name -> (objective, k). IWAE with k = 1 is the VAE with k = 1 (the same objective).
-MODELS = {"vae-k1": ("elbo", 1), "vae-k5": ("elbo", 5), "vae-k50": ("elbo", 50),
-          "iwae-k5": ("iwae", 5), "iwae-k50": ("iwae", 50)}
-ROWS = [("VAE", 1, "vae-k1"), ("VAE", 5, "vae-k5"), ("VAE", 50, "vae-k50"),
-        ("IWAE", 1, "vae-k1"), ("IWAE", 5, "iwae-k5"), ("IWAE", 50, "iwae-k50")]
+MODELS = {
+    "vae-k1": ("elbo", 1),
+    "vae-k5": ("elbo", 5),
+    "vae-k50": ("elbo", 50),
+    "iwae-k5": ("iwae", 5),
+    "iwae-k50": ("iwae", 50),
+}
+ROWS = [
+    ("VAE", 1, "vae-k1"),
+    ("VAE", 5, "vae-k5"),
+    ("VAE", 50, "vae-k50"),
+    ("IWAE", 1, "vae-k1"),
+    ("IWAE", 5, "iwae-k5"),
+    ("IWAE", 50, "iwae-k50"),
+]
 PAPER_EPOCHS = 3280  # 3^0 + 3^1 + ... + 3^7
 STAGES = 8
 VALIDATION = 400  # the paper's code holds out the last 400 training images
@@ -60,12 +77,14 @@ VALIDATION = 400  # the paper's code holds out the last 400 training images
 
 # -- data and model ----------------------------------------------------------------------------
 
+
 def burda_splits(data_dir: str | None = None, train_limit: int | None = None, seed: int = 0) -> DataSplits:
     """MNIST as in the paper, through the product (`--data.val_size 400`): 59,600 grey training
     images (binarized afresh by the trainer each epoch), the last 400 training images and the
     10,000 test images binarized once (seeds seed + 1 and seed + 2)."""
-    splits = load_splits(DataConfig(dataset="mnist", data_dir=data_dir, binarize="dynamic", binarize_seed=seed,
-                                    val_size=VALIDATION))
+    splits = load_splits(
+        DataConfig(dataset="mnist", data_dir=data_dir, binarize="dynamic", binarize_seed=seed, val_size=VALIDATION)
+    )
     if train_limit is not None:
         splits = dataclasses.replace(splits, train=splits.train.subset(min(len(splits.train), train_limit)))
     return splits
@@ -77,6 +96,7 @@ def init_output_bias(model: VAE, train: ImageData) -> None:
 
 
 # -- the schedule --------------------------------------------------------------------------------
+
 
 def stage_ends(total_epochs: int) -> list[int]:
     """Cumulative last epoch of each of the 8 stages for a budget of `total_epochs`.
@@ -116,8 +136,10 @@ def parse_budget(text: str) -> tuple[str, float]:
 
 # -- one model -----------------------------------------------------------------------------------
 
-def train_staged(model: VAE, splits: DataSplits, cfg: RunConfig, run_dir: Path, budget: tuple[str, float],
-                 on_stage: Any = None) -> dict[str, Any]:
+
+def train_staged(
+    model: VAE, splits: DataSplits, cfg: RunConfig, run_dir: Path, budget: tuple[str, float], on_stage: Any = None
+) -> dict[str, Any]:
     """Run the 8 learning-rate stages as successive fit() calls that resume one checkpoint
     (optimizer moments and RNG states carry over). Returns epochs, steps, minutes, how it stopped.
 
@@ -134,8 +156,9 @@ def train_staged(model: VAE, splits: DataSplits, cfg: RunConfig, run_dir: Path, 
     while stage < STAGES:
         end = ends[stage]
         if end > done:
-            tc = dataclasses.replace(cfg.train, epochs=end, lr=stage_lr(base_lr, stage), schedule="constant",
-                                     max_minutes=max_minutes)
+            tc = dataclasses.replace(
+                cfg.train, epochs=end, lr=stage_lr(base_lr, stage), schedule="constant", max_minutes=max_minutes
+            )
             t0 = time.monotonic()
             res = fit(model, splits, dataclasses.replace(cfg, train=tc), run_dir, resume=done > 0, progress=False)
             seconds += time.monotonic() - t0
@@ -164,8 +187,17 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(threads)
     splits = burda_splits(args.data_dir, args.train_limit, args.seed)
     cfg = load_preset("iwae-paper")
-    cfg = replace(cfg, {"train.objective": objective, "train.k": k, "train.device": device.type,
-                        "train.threads": threads, "train.seed": args.seed, **dict(args.set or [])})
+    cfg = replace(
+        cfg,
+        {
+            "train.objective": objective,
+            "train.k": k,
+            "train.device": device.type,
+            "train.threads": threads,
+            "train.seed": args.seed,
+            **dict(args.set or []),
+        },
+    )
     if run_dir.exists() and args.overwrite:
         import shutil
 
@@ -179,36 +211,84 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     # keep the test set for the NLL below
     fit_splits = dataclasses.replace(splits, test=splits.val)
     budget = parse_budget(args.budget)
-    logger.info("%s: %s k=%d, %d training images, budget %s, %s, %d threads", name, objective, k,
-                len(splits.train), args.budget, device, threads)
-    info = train_staged(model, fit_splits, cfg, run_dir, budget, on_stage=lambda i, r: logger.info(
-        "%s: stage %d done: epoch %d, lr %.2e, val ELBO %.2f", name, i, r.epochs, r.metrics[-1]["lr"],
-        r.metrics[-1]["val_elbo"]))
+    logger.info(
+        "%s: %s k=%d, %d training images, budget %s, %s, %d threads",
+        name,
+        objective,
+        k,
+        len(splits.train),
+        args.budget,
+        device,
+        threads,
+    )
+    info = train_staged(
+        model,
+        fit_splits,
+        cfg,
+        run_dir,
+        budget,
+        on_stage=lambda i, r: logger.info(
+            "%s: stage %d done: epoch %d, lr %.2e, val ELBO %.2f",
+            name,
+            i,
+            r.epochs,
+            r.metrics[-1]["lr"],
+            r.metrics[-1]["val_elbo"],
+        ),
+    )
 
     test = splits.test if args.eval_limit is None else splits.test.subset(args.eval_limit)
     big = device.type != "cpu"
-    ecfg = EvalConfig(k=args.eval_k, batch_size=args.eval_batch or (500 if big else 100),
-                      chunk=args.eval_chunk or (1000 if big else 50), seed=0)
+    ecfg = EvalConfig(
+        k=args.eval_k,
+        batch_size=args.eval_batch or (500 if big else 100),
+        chunk=args.eval_chunk or (1000 if big else 50),
+        seed=0,
+    )
     t1 = time.monotonic()
     model.to(device)
     report = evaluate(model, test, ecfg, pixels="dynamic")
     eval_minutes = (time.monotonic() - t1) / 60
-    result = {"name": name, "objective": objective, "k": k, "nll": report.nll, "nll_stderr": report.nll_stderr,
-              "elbo": report.elbo, "kl": report.kl, "active_units": report.active_units,
-              "eval_k": args.eval_k, "eval_images": report.num_images, "eval_minutes": eval_minutes,
-              "train_images": len(splits.train), "device": str(device),
-              "threads": threads, "budget": args.budget, **info}
+    result = {
+        "name": name,
+        "objective": objective,
+        "k": k,
+        "nll": report.nll,
+        "nll_stderr": report.nll_stderr,
+        "elbo": report.elbo,
+        "kl": report.kl,
+        "active_units": report.active_units,
+        "eval_k": args.eval_k,
+        "eval_images": report.num_images,
+        "eval_minutes": eval_minutes,
+        "train_images": len(splits.train),
+        "device": str(device),
+        "threads": threads,
+        "budget": args.budget,
+        **info,
+    }
     (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    logger.info("%s: NLL %.2f +- %.2f nats (k=%d, %d images), %d epochs, %.1f min", name, report.nll,
-                report.nll_stderr, args.eval_k, report.num_images, info["epochs"], info["train_minutes"])
+    logger.info(
+        "%s: NLL %.2f +- %.2f nats (k=%d, %d images), %d epochs, %.1f min",
+        name,
+        report.nll,
+        report.nll_stderr,
+        args.eval_k,
+        report.num_images,
+        info["epochs"],
+        info["train_minutes"],
+    )
     return result
 
 
 # -- the table -------------------------------------------------------------------------------------
 
+
 def render_table(results: dict[str, dict[str, Any]]) -> str:
-    lines = ["| model | k | published NLL | our NLL | ± s.e. | epochs | train minutes | eval k / images | active units |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | k | published NLL | our NLL | ± s.e. | epochs | train minutes | eval k / images | active units |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for family, k, name in ROWS:
         r = results.get(name)
         pub = f"{PUBLISHED[(family, k)]:.2f}"
@@ -216,24 +296,49 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {family} | {k} | {pub} | not run | | | | | |")
             continue
         same = " (= VAE k=1)" if family == "IWAE" and k == 1 else ""
-        lines.append(f"| {family}{same} | {k} | {pub} | {r['nll']:.2f} | {r['nll_stderr']:.2f} | {r['epochs']} | "
-                     f"{r['train_minutes']:.2f} | {r['eval_k']} / {r['eval_images']} | {r['active_units']} / 50 |")
+        lines.append(
+            f"| {family}{same} | {k} | {pub} | {r['nll']:.2f} | {r['nll_stderr']:.2f} | {r['epochs']} | "
+            f"{r['train_minutes']:.2f} | {r['eval_k']} / {r['eval_images']} | {r['active_units']} / 50 |"
+        )
     any_r = next(iter(results.values()), None)
     if any_r is not None:
-        lines += ["", f"Device {any_r['device']}, {any_r['train_images']} training images, budget {any_r['budget']} "
-                  f"per model. NLL = -mean log p(x) over the test images, in nats (lower is better); s.e. is "
-                  f"its standard error over images. Published: Burda et al. 2016, Table 1 (3280 epochs, k=5000)."]
+        lines += [
+            "",
+            f"Device {any_r['device']}, {any_r['train_images']} training images, budget {any_r['budget']} "
+            f"per model. NLL = -mean log p(x) over the test images, in nats (lower is better); s.e. is "
+            f"its standard error over images. Published: Burda et al. 2016, Table 1 (3280 epochs, k=5000).",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def _worker_argv(args: argparse.Namespace, name: str) -> list[str]:
-    argv = [sys.executable, str(Path(__file__).resolve()), "--budget", args.budget, "--out", args.out, "--device",
-            args.device, "--eval-k", str(args.eval_k), "--seed", str(args.seed), "--only", name, "--jobs", "1",
-            "--worker"]
-    for flag, value in (("--train-limit", args.train_limit), ("--eval-limit", args.eval_limit),
-                        ("--eval-batch", args.eval_batch), ("--eval-chunk", args.eval_chunk),
-                        ("--data-dir", args.data_dir),
-                        ("--threads", args.threads or max(1, default_threads() // args.jobs))):
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--budget",
+        args.budget,
+        "--out",
+        args.out,
+        "--device",
+        args.device,
+        "--eval-k",
+        str(args.eval_k),
+        "--seed",
+        str(args.seed),
+        "--only",
+        name,
+        "--jobs",
+        "1",
+        "--worker",
+    ]
+    for flag, value in (
+        ("--train-limit", args.train_limit),
+        ("--eval-limit", args.eval_limit),
+        ("--eval-batch", args.eval_batch),
+        ("--eval-chunk", args.eval_chunk),
+        ("--data-dir", args.data_dir),
+        ("--threads", args.threads or max(1, default_threads() // args.jobs)),
+    ):
         if value is not None:
             argv += [flag, str(value)]
     for key, value in args.set or []:
@@ -249,8 +354,12 @@ def _set_arg(text: str) -> tuple[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", default="3280", help="per model: epochs (3280, the paper's), or minutes (30m) / hours (2h)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--budget", default="3280", help="per model: epochs (3280, the paper's), or minutes (30m) / hours (2h)"
+    )
     p.add_argument("--only", help="comma-separated subset of " + ",".join(MODELS))
     p.add_argument("--jobs", type=int, default=1, help="models trained at once (separate processes; e.g. 5 on a GPU)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -262,8 +371,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-limit", type=int, help="train on the first N images only (smoke tests)")
     p.add_argument("--data-dir", help="folder with the MNIST IDX files")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", type=_set_arg, action="append", metavar="SECTION.KEY=VALUE",
-                   help="override a setting of the iwae-paper preset, e.g. --set train.compile=true")
+    p.add_argument(
+        "--set",
+        type=_set_arg,
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override a setting of the iwae-paper preset, e.g. --set train.compile=true",
+    )
     p.add_argument("--no-bias-init", action="store_true", help="leave the decoder output bias at its random init")
     p.add_argument("--out", default="runs/iwae_table", help="folder for the run folders and the table")
     p.add_argument("--overwrite", action="store_true", help="retrain models that have a result.json")
@@ -284,6 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.jobs == 1:
         results = {n: run_model(n, args) for n in names}
     else:  # one process per model: small models on one GPU overlap each other's launch gaps
+
         def launch(name: str) -> tuple[str, int]:
             with open(Path(args.out) / f"{name}.log", "w") as log:
                 return name, subprocess.call(_worker_argv(args, name), stdout=log, stderr=subprocess.STDOUT)

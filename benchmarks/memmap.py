@@ -101,9 +101,33 @@ def main() -> None:
     print(f"dataset: {n:,} images, {size / 1e9:.2f} GB ({time.monotonic() - t0:.1f} s to write)")
 
     run = folder / "run"
-    cmd = [sys.executable, "-m", "vaelab", "train", "--dataset", str(data), "--hidden", "64", "--latent-dim", "8",
-           "--epochs", "1", "--batch-size", str(args.batch_size), "--max-minutes", str(args.max_minutes),
-           "--threads", "1", "--device", "cpu", "--out", str(run), "--overwrite", "--no-plots", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vaelab",
+        "train",
+        "--dataset",
+        str(data),
+        "--hidden",
+        "64",
+        "--latent-dim",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        str(args.batch_size),
+        "--max-minutes",
+        str(args.max_minutes),
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(run),
+        "--overwrite",
+        "--no-plots",
+        "-q",
+    ]
     print("command:", " ".join(cmd[1:]))
     peak: dict[str, int] = {}
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -125,13 +149,19 @@ def main() -> None:
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     steps = int(rows[-1]["step"])
     mb = lambda kb: kb / 1024  # noqa: E731
-    print(f"trained {steps} steps of {args.batch_size} ({steps * args.batch_size:,} images read by index, "
-          f"{rows[-1]['samples_per_s'][:7]} samples/s) + validation and test ({wall:.1f} s in all)")
-    print(f"peak RSS (VmHWM): {mb(peak.get('VmHWM', 0)):.0f} MB = {peak.get('VmHWM', 0) * 1024 / size:.1%} "
-          f"of the {size / 1e9:.2f} GB dataset")
-    print(f"  peak RssAnon (own memory): {mb(peak.get('RssAnon', 0)):.0f} MB; "
-          f"peak RssFile (mapped files, droppable page cache): {mb(peak.get('RssFile', 0)):.0f} MB, "
-          f"of which images.npy: {mb(peak.get('images.npy', 0)):.1f} MB")
+    print(
+        f"trained {steps} steps of {args.batch_size} ({steps * args.batch_size:,} images read by index, "
+        f"{rows[-1]['samples_per_s'][:7]} samples/s) + validation and test ({wall:.1f} s in all)"
+    )
+    print(
+        f"peak RSS (VmHWM): {mb(peak.get('VmHWM', 0)):.0f} MB = {peak.get('VmHWM', 0) * 1024 / size:.1%} "
+        f"of the {size / 1e9:.2f} GB dataset"
+    )
+    print(
+        f"  peak RssAnon (own memory): {mb(peak.get('RssAnon', 0)):.0f} MB; "
+        f"peak RssFile (mapped files, droppable page cache): {mb(peak.get('RssFile', 0)):.0f} MB, "
+        f"of which images.npy: {mb(peak.get('images.npy', 0)):.1f} MB"
+    )
     if tmp is not None and not args.keep:
         tmp.cleanup()
     elif args.keep:

@@ -60,6 +60,7 @@ TARGETS = {
 # Child side: one measurement per process
 # =============================================================================================
 
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MB (Linux reports ru_maxrss in KiB, macOS in bytes)."""
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -105,9 +106,16 @@ def synthetic_splits(n: int, seed: int = 0) -> Any:
 def run_cfg(job: dict[str, Any]) -> Any:
     from vaelab.config import load_preset, replace
 
-    over = {"train.epochs": 1, "train.batch_size": job["batch"], "train.device": job["device"],
-            "train.threads": None if job["threads"] == "default" else
-            job["threads"] if job["threads"] == "auto" else int(job["threads"])}
+    over = {
+        "train.epochs": 1,
+        "train.batch_size": job["batch"],
+        "train.device": job["device"],
+        "train.threads": None
+        if job["threads"] == "default"
+        else job["threads"]
+        if job["threads"] == "auto"
+        else int(job["threads"]),
+    }
     over.update(job.get("overrides", {}))
     return replace(load_preset(job["preset"]), over)
 
@@ -135,9 +143,24 @@ def device_sync(device: str) -> Callable[[], None]:
 
 # -- the limit: record the matrix multiplies of a real step, replay them alone -------------------
 
-MATMUL_OPS = {"mm", "addmm", "bmm", "baddbmm", "addbmm", "mv", "addmv", "dot", "_addmm_activation",
-              "convolution", "_convolution", "convolution_backward", "mkldnn_convolution",
-              "cudnn_convolution", "cudnn_convolution_transpose", "_mkldnn_convolution"}
+MATMUL_OPS = {
+    "mm",
+    "addmm",
+    "bmm",
+    "baddbmm",
+    "addbmm",
+    "mv",
+    "addmv",
+    "dot",
+    "_addmm_activation",
+    "convolution",
+    "_convolution",
+    "convolution_backward",
+    "mkldnn_convolution",
+    "cudnn_convolution",
+    "cudnn_convolution_transpose",
+    "_mkldnn_convolution",
+}
 
 
 @dataclass(frozen=True)
@@ -256,8 +279,12 @@ def job_limit(job: dict[str, Any]) -> dict[str, Any]:
             opt.step()
 
     n, dt = timed_loop(run, job["seconds"], device_sync(job["device"]))
-    return {"rate": n * job["batch"] / dt, "unit": "samples/s", "gflops": n * flops / dt / 1e9,
-            "flops_per_sample": flops / job["batch"]}
+    return {
+        "rate": n * job["batch"] / dt,
+        "unit": "samples/s",
+        "gflops": n * flops / dt / 1e9,
+        "flops_per_sample": flops / job["batch"],
+    }
 
 
 def job_fit(job: dict[str, Any]) -> dict[str, Any]:
@@ -275,8 +302,9 @@ def job_fit(job: dict[str, Any]) -> dict[str, Any]:
     else:
         splits, source = load_mnist_or_synthetic(job.get("images"))
     if not job.get("full_epoch"):  # validation is not what is timed: keep it short
-        splits = DataSplits(splits.name, splits.train, splits.val.subset(500), splits.test.subset(500),
-                            splits.num_classes)
+        splits = DataSplits(
+            splits.name, splits.train, splits.val.subset(500), splits.test.subset(500), splits.num_classes
+        )
     cfg = run_cfg(job)
     torch.manual_seed(0)
     model = VAE(cfg.model)
@@ -290,11 +318,18 @@ def job_fit(job: dict[str, Any]) -> dict[str, Any]:
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
     row = result.metrics[-1]
     seen = result.steps * cfg.train.batch_size
-    out = {"rate": row["samples_per_s"], "unit": "samples/s", "epoch_seconds": row["epoch_seconds"],
-           "train_images": len(splits.train), "data": source, "fit_wall_seconds": wall,
-           "threads_used": torch.get_num_threads(),
-           # samples per CPU-second of the whole fit() call: robust to other processes, for A/B runs
-           "samples_per_cpu_s": seen / cpu, "page_faults_per_step": faults / max(1, result.steps)}
+    out = {
+        "rate": row["samples_per_s"],
+        "unit": "samples/s",
+        "epoch_seconds": row["epoch_seconds"],
+        "train_images": len(splits.train),
+        "data": source,
+        "fit_wall_seconds": wall,
+        "threads_used": torch.get_num_threads(),
+        # samples per CPU-second of the whole fit() call: robust to other processes, for A/B runs
+        "samples_per_cpu_s": seen / cpu,
+        "page_faults_per_step": faults / max(1, result.steps),
+    }
     if result.test is not None:
         out["test_elbo"] = result.test.elbo
     if job["device"].startswith("cuda"):
@@ -319,11 +354,17 @@ def job_fit_syncs(job: dict[str, Any]) -> dict[str, Any]:
         result = fit(VAE(cfg.model), splits, cfg, progress=False)
     torch.cuda.set_sync_debug_mode("default")
     syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
-    return {"rate": result.metrics[-1]["samples_per_s"], "unit": "samples/s", "steps": result.steps,
-            "syncs": len(syncs), "sync_examples": sorted(set(syncs))[:3]}
+    return {
+        "rate": result.metrics[-1]["samples_per_s"],
+        "unit": "samples/s",
+        "steps": result.steps,
+        "syncs": len(syncs),
+        "sync_examples": sorted(set(syncs))[:3],
+    }
 
 
 # -- the typical PyTorch user loop ---------------------------------------------------------------
+
 
 def job_loader(job: dict[str, Any]) -> dict[str, Any]:
     """pytorch/examples' VAE loop, at the seed preset's sizes: per-sample Dataset, DataLoader, Adam."""
@@ -349,7 +390,11 @@ def job_loader(job: dict[str, Any]) -> dict[str, Any]:
     class Net(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.fc1, self.fc21, self.fc22 = nn.Linear(784, hidden), nn.Linear(hidden, latent), nn.Linear(hidden, latent)
+            self.fc1, self.fc21, self.fc22 = (
+                nn.Linear(784, hidden),
+                nn.Linear(hidden, latent),
+                nn.Linear(hidden, latent),
+            )
             self.fc3, self.fc4 = nn.Linear(latent, hidden), nn.Linear(hidden, 784)
 
         def forward(self, x):  # noqa: ANN001, ANN201
@@ -389,6 +434,7 @@ def job_loader(job: dict[str, Any]) -> dict[str, Any]:
 
 # -- the tutorial's own code: Keras 3 on the torch backend ---------------------------------------
 
+
 def job_keras(job: dict[str, Any]) -> dict[str, Any]:
     os.environ.setdefault("KERAS_BACKEND", "torch")
     try:
@@ -421,8 +467,10 @@ def job_keras(job: dict[str, Any]) -> dict[str, Any]:
     z = Sampling()([z_mean, z_log_var])
     outputs = layers.Dense(784, activation="sigmoid")(layers.Dense(512, activation="relu")(z))
     vae = keras.Model(inputs, outputs)
-    vae.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3),
-                loss=lambda x_true, x_pred: 784 * keras.losses.binary_crossentropy(x_true, x_pred))
+    vae.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=1e-3),
+        loss=lambda x_true, x_pred: 784 * keras.losses.binary_crossentropy(x_true, x_pred),
+    )
 
     n_warm = min(len(x), 20 * job["batch"])
     t0 = time.perf_counter()
@@ -431,11 +479,11 @@ def job_keras(job: dict[str, Any]) -> dict[str, Any]:
     n = int(min(len(x), max(n_warm, guess * job["seconds"] * 1.2)))
     t0 = time.perf_counter()
     vae.fit(x[:n], x[:n], batch_size=job["batch"], epochs=1, verbose=0)
-    return {"rate": n / (time.perf_counter() - t0), "unit": "samples/s", "data": source,
-            "keras": keras.__version__}
+    return {"rate": n / (time.perf_counter() - t0), "unit": "samples/s", "data": source, "keras": keras.__version__}
 
 
 # -- evaluation: importance-sampled NLL ----------------------------------------------------------
+
 
 def eval_setup(job: dict[str, Any]) -> tuple[Any, Any, Any]:
     import torch
@@ -461,9 +509,15 @@ def job_eval(job: dict[str, Any]) -> dict[str, Any]:
     est = log_likelihood(model, data, ecfg)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-    return {"rate": len(data) / dt, "unit": "images/s", "samples_per_s": len(data) * job["k"] / dt,
-            "images": len(data), "nll": est.nll, "images_per_cpu_s": len(data) / cpu,
-            "page_faults_per_image": faults / len(data)}
+    return {
+        "rate": len(data) / dt,
+        "unit": "images/s",
+        "samples_per_s": len(data) * job["k"] / dt,
+        "images": len(data),
+        "nll": est.nll,
+        "images_per_cpu_s": len(data) / cpu,
+        "page_faults_per_image": faults / len(data),
+    }
 
 
 def job_eval_limit(job: dict[str, Any]) -> dict[str, Any]:
@@ -482,8 +536,13 @@ def job_eval_limit(job: dict[str, Any]) -> dict[str, Any]:
 
 
 JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "limit": job_limit, "fit": job_fit, "fit-syncs": job_fit_syncs, "loader": job_loader,
-    "keras": job_keras, "eval": job_eval, "eval-limit": job_eval_limit,
+    "limit": job_limit,
+    "fit": job_fit,
+    "fit-syncs": job_fit_syncs,
+    "loader": job_loader,
+    "keras": job_keras,
+    "eval": job_eval,
+    "eval-limit": job_eval_limit,
 }
 
 
@@ -497,6 +556,7 @@ def child(job: dict[str, Any]) -> None:
 # =============================================================================================
 # Parent side: groups of contenders, measured in interleaved rounds
 # =============================================================================================
+
 
 @dataclass
 class Row:
@@ -554,7 +614,7 @@ def run_child(job: dict[str, Any], timeout: float) -> dict[str, Any]:
         return {"error": f"timed out after {timeout:.0f} s"}
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     tail = (p.stderr.strip().splitlines() or ["no output"])[-1]
     return {"error": f"exit {p.returncode}: {tail}"}
 
@@ -567,8 +627,7 @@ def measure(group: Group, rounds: int, timeout: float, log: Callable[[str], None
                 continue  # nothing changes in the next rounds
             res = run_child(row.job, timeout)
             row.results.append(res)
-            shown = (f"{res['rate']:,.0f} {res['unit']}" if "rate" in res
-                     else res.get("skipped") or res.get("error"))
+            shown = f"{res['rate']:,.0f} {res['unit']}" if "rate" in res else res.get("skipped") or res.get("error")
             log(f"  round {r + 1}/{rounds}  {row.label:<48} {shown}")
 
 
@@ -581,8 +640,10 @@ class Burner:
 
     def __enter__(self) -> Burner:
         if self.enabled:
-            code = ("import os\ntry: os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})\n"
-                    "except (AttributeError, OSError): pass\nwhile True: pass\n")
+            code = (
+                "import os\ntry: os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})\n"
+                "except (AttributeError, OSError): pass\nwhile True: pass\n"
+            )
             self.proc = subprocess.Popen([sys.executable, "-c", code])
             time.sleep(0.3)
         return self
@@ -612,16 +673,27 @@ def machine_description(args: argparse.Namespace) -> dict[str, Any]:
         usable = os.cpu_count()
     cfg = torch.__config__.show()
     blas = "MKL" if "USE_MKL=ON" in cfg else ("OpenBLAS" if "openblas" in cfg.lower() else "other")
-    desc = {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": usable, "python": platform.python_version(),
-            "torch": torch.__version__, "blas": blas, "torch_default_threads": torch.get_num_threads(),
-            "vaelab_default_threads": default_threads(), "loadavg_at_start": list(os.getloadavg()),
-            "busy": args.busy, "quick": args.quick, "date": time.strftime("%Y-%m-%d %H:%M")}
+    desc = {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "blas": blas,
+        "torch_default_threads": torch.get_num_threads(),
+        "vaelab_default_threads": default_threads(),
+        "loadavg_at_start": list(os.getloadavg()),
+        "busy": args.busy,
+        "quick": args.quick,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
     if args.device.startswith("cuda") and torch.cuda.is_available():
         desc["gpu"] = torch.cuda.get_device_name()
     return desc
 
 
 # -- the plan of a run ---------------------------------------------------------------------------
+
 
 def plan(args: argparse.Namespace, threads: str) -> list[Group]:
     q = args.quick
@@ -639,82 +711,142 @@ def plan(args: argparse.Namespace, threads: str) -> list[Group]:
         b = 1024
         seed = {"preset": "seed", "batch": b}
         epoch_images = 10_000 if q else None
-        groups.append(Group(f"GPU: seed preset, batch {b}", [
-            Row("limit: matmuls of one step", job("limit", **seed)),
-            Row("limit + fused Adam step", job("limit", **seed, optimizer=True)),
-            Row("vaelab fit (epoch rate)", job("fit", **seed)),
-            Row("vaelab fit, bf16 autocast", job("fit", **seed, overrides={"train.amp": "bf16"})),
-            Row("vaelab fit, torch.compile", job("fit", **seed, overrides={"train.compile": True})),
-            Row("vaelab fit, torch.compile reduce-overhead", job("fit", **seed, overrides={"train.compile": True},
-                                                                env={"VAELAB_COMPILE_MODE": "reduce-overhead"})),
-            Row(f"vaelab fit, one full epoch ({'10k' if q else '50k'} images)",
-                job("fit", **seed, images=epoch_images, full_epoch=True)),
-            Row("host syncs in one epoch (sync debug mode)", job("fit-syncs", **seed, images=epoch_images)),
-        ], reference="limit: matmuls of one step"))
+        groups.append(
+            Group(
+                f"GPU: seed preset, batch {b}",
+                [
+                    Row("limit: matmuls of one step", job("limit", **seed)),
+                    Row("limit + fused Adam step", job("limit", **seed, optimizer=True)),
+                    Row("vaelab fit (epoch rate)", job("fit", **seed)),
+                    Row("vaelab fit, bf16 autocast", job("fit", **seed, overrides={"train.amp": "bf16"})),
+                    Row("vaelab fit, torch.compile", job("fit", **seed, overrides={"train.compile": True})),
+                    Row(
+                        "vaelab fit, torch.compile reduce-overhead",
+                        job(
+                            "fit",
+                            **seed,
+                            overrides={"train.compile": True},
+                            env={"VAELAB_COMPILE_MODE": "reduce-overhead"},
+                        ),
+                    ),
+                    Row(
+                        f"vaelab fit, one full epoch ({'10k' if q else '50k'} images)",
+                        job("fit", **seed, images=epoch_images, full_epoch=True),
+                    ),
+                    Row("host syncs in one epoch (sync debug mode)", job("fit-syncs", **seed, images=epoch_images)),
+                ],
+                reference="limit: matmuls of one step",
+            )
+        )
         return groups
 
     if "train" in only:
         for b in (50, 128, 512):
             seed = {"preset": "seed", "batch": b}
-            rows = [Row("limit: matmuls of one step", job("limit", **seed)),
-                    Row("limit + fused Adam step", job("limit", **seed, optimizer=True)),
-                    Row("vaelab fit (epoch rate)", job("fit", **seed))]
+            rows = [
+                Row("limit: matmuls of one step", job("limit", **seed)),
+                Row("limit + fused Adam step", job("limit", **seed, optimizer=True)),
+                Row("vaelab fit (epoch rate)", job("fit", **seed)),
+            ]
             comps = []
             if b == 50:
-                rows.append(Row(f"vaelab fit, one full epoch ({'10k' if q else '50k'} images)",
-                                job("fit", **seed, images=fit_images, full_epoch=True)))
+                rows.append(
+                    Row(
+                        f"vaelab fit, one full epoch ({'10k' if q else '50k'} images)",
+                        job("fit", **seed, images=fit_images, full_epoch=True),
+                    )
+                )
             if b in (50, 128):
                 rows.append(Row("PyTorch loop: per-sample Dataset + DataLoader", job("loader", **seed)))
-                comps.append((f"fit/loader at batch {b}", "vaelab fit (epoch rate)",
-                              "PyTorch loop: per-sample Dataset + DataLoader"))
+                comps.append(
+                    (
+                        f"fit/loader at batch {b}",
+                        "vaelab fit (epoch rate)",
+                        "PyTorch loop: per-sample Dataset + DataLoader",
+                    )
+                )
             if b == 50:
                 hide_gpu = {} if dev.startswith("cuda") else {"env": {"CUDA_VISIBLE_DEVICES": ""}}
                 rows.append(Row("Keras 3 (torch backend) model.fit", job("keras", **seed, **hide_gpu)))
                 comps.append(("fit/keras at batch 50", "vaelab fit (epoch rate)", "Keras 3 (torch backend) model.fit"))
             groups.append(Group(f"seed preset (784-512-2), batch {b}", rows, "limit: matmuls of one step", comps))
         iw = {"preset": "iwae-paper", "batch": 20}
-        groups.append(Group("iwae-paper preset (784-200-200-50 tanh), batch 20", [
-            Row("limit: matmuls of one step", job("limit", **iw)),
-            Row("limit + fused Adam step", job("limit", **iw, optimizer=True)),
-            Row("vaelab fit (epoch rate)", job("fit", **iw)),
-        ], "limit: matmuls of one step"))
+        groups.append(
+            Group(
+                "iwae-paper preset (784-200-200-50 tanh), batch 20",
+                [
+                    Row("limit: matmuls of one step", job("limit", **iw)),
+                    Row("limit + fused Adam step", job("limit", **iw, optimizer=True)),
+                    Row("vaelab fit (epoch rate)", job("fit", **iw)),
+                ],
+                "limit: matmuls of one step",
+            )
+        )
     if "family" in only:  # every variant of Table A at its recipe's batch (100), against its own bound
-        variants = [("VAE", "iwae-paper", {}), ("IWAE k=5", "iwae-paper", {"train.objective": "iwae", "train.k": 5}),
-                    ("IWAE k=5, DReG", "iwae-paper", {"train.objective": "iwae", "train.k": 5, "train.estimator": "dreg"}),
-                    ("IWAE k=50", "iwae-paper", {"train.objective": "iwae", "train.k": 50}),
-                    ("VampPrior", "iwae-paper", {"model.prior": "vamp"}),
-                    ("IAF posterior", "iwae-paper", {"model.posterior": "iaf"}),
-                    ("planar posterior", "iwae-paper", {"model.posterior": "planar"}),
-                    ("two layers", "iwae-paper-2l", {}),
-                    ("two layers, IWAE k=5", "iwae-paper-2l", {"train.objective": "iwae", "train.k": 5}),
-                    ("MIWAE m=2 k=5", "iwae-paper", {"train.objective": "miwae", "train.m": 2, "train.k": 5})]
+        variants = [
+            ("VAE", "iwae-paper", {}),
+            ("IWAE k=5", "iwae-paper", {"train.objective": "iwae", "train.k": 5}),
+            ("IWAE k=5, DReG", "iwae-paper", {"train.objective": "iwae", "train.k": 5, "train.estimator": "dreg"}),
+            ("IWAE k=50", "iwae-paper", {"train.objective": "iwae", "train.k": 50}),
+            ("VampPrior", "iwae-paper", {"model.prior": "vamp"}),
+            ("IAF posterior", "iwae-paper", {"model.posterior": "iaf"}),
+            ("planar posterior", "iwae-paper", {"model.posterior": "planar"}),
+            ("two layers", "iwae-paper-2l", {}),
+            ("two layers, IWAE k=5", "iwae-paper-2l", {"train.objective": "iwae", "train.k": 5}),
+            ("MIWAE m=2 k=5", "iwae-paper", {"train.objective": "miwae", "train.m": 2, "train.k": 5}),
+        ]
         for label, preset, over in variants:
             v = {"preset": preset, "batch": 100, "overrides": over}
-            groups.append(Group(f"family: {label}, batch 100", [
-                Row("limit: matmuls of one step", job("limit", **v)),
-                Row("vaelab fit (epoch rate)", job("fit", **v)),
-            ], "limit: matmuls of one step"))
+            groups.append(
+                Group(
+                    f"family: {label}, batch 100",
+                    [
+                        Row("limit: matmuls of one step", job("limit", **v)),
+                        Row("vaelab fit (epoch rate)", job("fit", **v)),
+                    ],
+                    "limit: matmuls of one step",
+                )
+            )
     if "eval" in only:
         n_eval = args.eval_images or (20 if q else 10_000)
         ev = {"preset": "seed", "k": 5000, "images": n_eval, "batch": min(n_eval, 100)}
-        groups.append(Group(f"evaluation: importance-sampled NLL, K=5000, {n_eval} test images", [
-            Row("limit: matmuls of the same computation", job("eval-limit", **ev)),
-            Row("vaelab log_likelihood", job("eval", **ev)),
-        ], "limit: matmuls of the same computation"))
+        groups.append(
+            Group(
+                f"evaluation: importance-sampled NLL, K=5000, {n_eval} test images",
+                [
+                    Row("limit: matmuls of the same computation", job("eval-limit", **ev)),
+                    Row("vaelab log_likelihood", job("eval", **ev)),
+                ],
+                "limit: matmuls of the same computation",
+            )
+        )
     if "scaling" in only:
         sizes = (10_000, 60_000) if q else (10_000, 60_000, 600_000)
-        groups.append(Group("scaling with the dataset size (seed preset, batch 50, synthetic images)", [
-            Row(f"vaelab fit, {n // 1000}k images", job("fit", preset="seed", batch=50, synthetic=n))
-            for n in sizes]))
+        groups.append(
+            Group(
+                "scaling with the dataset size (seed preset, batch 50, synthetic images)",
+                [
+                    Row(f"vaelab fit, {n // 1000}k images", job("fit", preset="seed", batch=50, synthetic=n))
+                    for n in sizes
+                ],
+            )
+        )
         ks = (100, 1000) if q else (100, 1000, 5000)
         n_eval = 20 if q else 200
-        groups.append(Group(f"scaling with K (evaluation, seed preset, {n_eval} images)", [
-            Row(f"vaelab log_likelihood, K={k}", job("eval", preset="seed", k=k, images=n_eval, batch=n_eval))
-            for k in ks]))
+        groups.append(
+            Group(
+                f"scaling with K (evaluation, seed preset, {n_eval} images)",
+                [
+                    Row(f"vaelab log_likelihood, K={k}", job("eval", preset="seed", k=k, images=n_eval, batch=n_eval))
+                    for k in ks
+                ],
+            )
+        )
     return groups
 
 
 # -- reporting -----------------------------------------------------------------------------------
+
 
 def fmt_rate(v: float | None) -> str:
     return "-" if v is None else f"{v:,.0f}"
@@ -726,19 +858,31 @@ def report(groups: list[Group], desc: dict[str, Any], threads: str) -> tuple[str
     for g in groups:
         ref = next((r for r in g.rows if r.label == g.reference), None)
         unit = next((r.results[0].get("unit", "") for r in g.rows if r.results and "unit" in r.results[0]), "")
-        lines += [f"### {g.title} (threads: {threads}{', one core busy' if desc['busy'] else ''})", "",
-                  f"| contender | {unit} (median) | range | vs limit | peak RSS MB | note |",
-                  "|---|---:|---:|---:|---:|---|"]
+        lines += [
+            f"### {g.title} (threads: {threads}{', one core busy' if desc['busy'] else ''})",
+            "",
+            f"| contender | {unit} (median) | range | vs limit | peak RSS MB | note |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
         for r in g.rows:
             frac = f"{r.rate / ref.rate:.0%}" if (ref and r.rate and ref.rate and r is not ref) else ""
             notes = [r.note] if r.note else []
-            for key, fmt in (("gflops", "{:.1f} GFLOP/s"), ("epoch_seconds", "epoch {:.2f} s"),
-                             ("fit_wall_seconds", "fit() {:.1f} s incl. val+test"), ("syncs", "{} syncs"),
-                             ("steps", "in {} steps"), ("samples_per_s", "{:,.0f} samples/s"), ("gpu_peak_mb", "GPU peak {:.0f} MB"),
-                             ("threads_used", "{:.0f} threads")):
+            for key, fmt in (
+                ("gflops", "{:.1f} GFLOP/s"),
+                ("epoch_seconds", "epoch {:.2f} s"),
+                ("fit_wall_seconds", "fit() {:.1f} s incl. val+test"),
+                ("syncs", "{} syncs"),
+                ("steps", "in {} steps"),
+                ("samples_per_s", "{:,.0f} samples/s"),
+                ("gpu_peak_mb", "GPU peak {:.0f} MB"),
+                ("threads_used", "{:.0f} threads"),
+            ):
                 v = r.extra(key)
-                if v is not None and (key != "epoch_seconds" or r.job.get("full_epoch")) and \
-                        (key != "fit_wall_seconds" or r.job.get("full_epoch")):
+                if (
+                    v is not None
+                    and (key != "epoch_seconds" or r.job.get("full_epoch"))
+                    and (key != "fit_wall_seconds" or r.job.get("full_epoch"))
+                ):
                     notes.append(fmt.format(v))
             if r.job.get("synthetic") and r.rate:
                 notes.append(f"{r.job['synthetic'] / r.rate:.1f} s per epoch")
@@ -797,17 +941,28 @@ def target_lines(figures: dict[str, float], threads: str) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="short runs (about 1 s per row, small subsets)")
-    p.add_argument("--threads", default="default",
-                   help="comma-separated thread settings, each measured in turn: e.g. 1,2 or default")
+    p.add_argument(
+        "--threads",
+        default="default",
+        help="comma-separated thread settings, each measured in turn: e.g. 1,2 or default",
+    )
     p.add_argument("--busy", action="store_true", help="keep one core busy with a spinning process throughout")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--gpu", action="store_true", help="the GPU rows: seed preset at batch 1024, MNIST epoch")
-    p.add_argument("--only", default=None, help="comma-separated subset of: train,eval,scaling,family "
-                   "(family: the VAE-family variants at batch 100; not in the default run)")
+    p.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated subset of: train,eval,scaling,family "
+        "(family: the VAE-family variants at batch 100; not in the default run)",
+    )
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per group (default 3; 2 quick)")
     p.add_argument("--seconds", type=float, default=None, help="seconds per timed row (default 4; 1 quick)")
-    p.add_argument("--eval-images", type=int, default=None, help="test images for the K=5000 row "
-                   "(default: the whole test set, 10000; 20 with --quick)")
+    p.add_argument(
+        "--eval-images",
+        type=int,
+        default=None,
+        help="test images for the K=5000 row (default: the whole test set, 10000; 20 with --quick)",
+    )
     p.add_argument("--json", type=Path, default=None, help="write every raw result here")
     p.add_argument("--markdown", type=Path, default=None, help="write the tables here (for BENCHMARKS.md)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -834,8 +989,13 @@ def main(argv: list[str] | None = None) -> None:
                 text, figs = report([g], desc, threads)
                 print(text, flush=True)
                 md.append(text)
-                raw["runs"].append({"threads": threads, "group": g.title,
-                                    "rows": [{"label": r.label, "job": r.job, "results": r.results} for r in g.rows]})
+                raw["runs"].append(
+                    {
+                        "threads": threads,
+                        "group": g.title,
+                        "rows": [{"label": r.label, "job": r.job, "results": r.results} for r in g.rows],
+                    }
+                )
                 raw.setdefault("figures", {}).setdefault(threads, {}).update(figs)
             summary += target_lines(raw["figures"].get(threads, {}), threads)
     desc["loadavg_at_end"] = list(os.getloadavg())

@@ -60,10 +60,24 @@ def plot_curve(rows: list[dict[str, Any]], final: dict[str, Any], target: float,
 
     fig, ax = plt.subplots(figsize=(6, 4))
     t = [r["train_minutes"] for r in rows]
-    ax.errorbar(t, [r["probe_nll"] for r in rows], yerr=[r["probe_stderr"] for r in rows], marker="o", ms=3,
-                capsize=2, label=f"first {rows[0]['probe_images']} test images")
-    ax.errorbar([final["train_minutes"]], [final["nll"]], yerr=[final["nll_stderr"]], marker="s", color="C3",
-                capsize=3, label=f"all {final['eval_images']} test images")
+    ax.errorbar(
+        t,
+        [r["probe_nll"] for r in rows],
+        yerr=[r["probe_stderr"] for r in rows],
+        marker="o",
+        ms=3,
+        capsize=2,
+        label=f"first {rows[0]['probe_images']} test images",
+    )
+    ax.errorbar(
+        [final["train_minutes"]],
+        [final["nll"]],
+        yerr=[final["nll_stderr"]],
+        marker="s",
+        color="C3",
+        capsize=3,
+        label=f"all {final['eval_images']} test images",
+    )
     ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:g} nats")
     shown = [r["probe_nll"] for r in rows[1:]] or [rows[0]["probe_nll"]]  # the untrained point is off the scale
     ax.set_ylim(min(*shown, final["nll"], target) - 3, max(*shown, final["nll"], target) + 3)
@@ -77,7 +91,9 @@ def plot_curve(rows: list[dict[str, Any]], final: dict[str, Any], target: float,
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--minutes", type=float, default=15.0, help="training wall-clock budget")
     p.add_argument("--threads", type=int, help="CPU threads [default: usable cores]")
     p.add_argument("--batch-size", type=int, default=100)
@@ -95,8 +111,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--train-limit", type=int, help="train on the first N images only (smoke tests)")
     p.add_argument("--data-dir")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", type=_set_arg, action="append", metavar="SECTION.KEY=VALUE",
-                   help="override a setting of the iwae-paper preset, e.g. --set train.k=5")
+    p.add_argument(
+        "--set",
+        type=_set_arg,
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override a setting of the iwae-paper preset, e.g. --set train.k=5",
+    )
     p.add_argument("--out", default="runs/time_to_quality")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -114,16 +135,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fit_splits = dataclasses.replace(splits, test=splits.val)  # fit's end-of-call ELBO: 400 images, cheap
     probe_data = splits.test.subset(args.probe_images)
     cfg = load_preset("iwae-paper")
-    cfg = replace(cfg, {"train.batch_size": args.batch_size, "train.device": "cpu", "train.threads": threads,
-                        "train.schedule": "constant", "train.seed": args.seed, "train.log_every": 10**9,
-                        **dict(args.set or [])})
+    cfg = replace(
+        cfg,
+        {
+            "train.batch_size": args.batch_size,
+            "train.device": "cpu",
+            "train.threads": threads,
+            "train.schedule": "constant",
+            "train.seed": args.seed,
+            "train.log_every": 10**9,
+            **dict(args.set or []),
+        },
+    )
     torch.manual_seed(cfg.train.seed)
     model = VAE(cfg.model)
     init_output_bias(model, splits.train)
     budget = 60 * args.minutes
-    logger.info("iwae-paper %s k=%d, batch %d, lr %g (decay %g decades), %d training images, %d threads, %.1f min",
-                cfg.train.objective, cfg.train.k, cfg.train.batch_size, args.lr, args.decay, len(splits.train),
-                threads, args.minutes)
+    logger.info(
+        "iwae-paper %s k=%d, batch %d, lr %g (decay %g decades), %d training images, %d threads, %.1f min",
+        cfg.train.objective,
+        cfg.train.k,
+        cfg.train.batch_size,
+        args.lr,
+        args.decay,
+        len(splits.train),
+        threads,
+        args.minutes,
+    )
 
     rows: list[dict[str, Any]] = []
     trained, last_epoch_s, epochs, steps, probe_s = 0.0, 0.0, 0, 0, 0.0
@@ -133,11 +171,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         nonlocal probe_s
         nll, se, s = probe(model, probe_data, args.probe_k, args.chunk)
         probe_s += s
-        rows.append({"train_minutes": trained / 60, "epochs": epochs, "steps": steps, "lr": lr, "val_elbo": val_elbo,
-                     "probe_nll": nll, "probe_stderr": se, "probe_images": len(probe_data), "probe_k": args.probe_k,
-                     "probe_seconds": s})
-        logger.info("%.2f min, epoch %d: NLL(first %d test images, k=%d) %.2f +- %.2f (probe %.0f s)",
-                    trained / 60, epochs, len(probe_data), args.probe_k, nll, se, s)
+        rows.append(
+            {
+                "train_minutes": trained / 60,
+                "epochs": epochs,
+                "steps": steps,
+                "lr": lr,
+                "val_elbo": val_elbo,
+                "probe_nll": nll,
+                "probe_stderr": se,
+                "probe_images": len(probe_data),
+                "probe_k": args.probe_k,
+                "probe_seconds": s,
+            }
+        )
+        logger.info(
+            "%.2f min, epoch %d: NLL(first %d test images, k=%d) %.2f +- %.2f (probe %.0f s)",
+            trained / 60,
+            epochs,
+            len(probe_data),
+            args.probe_k,
+            nll,
+            se,
+            s,
+        )
 
     record(None, args.lr)  # the initialised model, at t = 0
     next_probe += 60 * args.probe_every
@@ -156,15 +213,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 next_probe += 60 * args.probe_every
 
     test = splits.test if args.final_limit is None else splits.test.subset(args.final_limit)
-    report = evaluate(model, test, EvalConfig(k=args.final_k, batch_size=100, chunk=args.chunk, seed=0),
-                      pixels="dynamic")
+    report = evaluate(
+        model, test, EvalConfig(k=args.final_k, batch_size=100, chunk=args.chunk, seed=0), pixels="dynamic"
+    )
     reached = next((r["train_minutes"] for r in rows if r["probe_nll"] <= args.target), None)
-    final = {"nll": report.nll, "nll_stderr": report.nll_stderr, "elbo": report.elbo, "eval_k": args.final_k,
-             "eval_images": report.num_images, "eval_minutes": report.seconds / 60, "train_minutes": trained / 60,
-             "epochs": epochs, "steps": steps, "active_units": report.active_units, "threads": threads,
-             "batch_size": cfg.train.batch_size, "lr": args.lr, "decay": args.decay, "budget_minutes": args.minutes,
-             "train_images": len(splits.train), "probe_minutes": probe_s / 60, "target": args.target,
-             "probe_reached_target_at_minutes": reached, "torch": torch.__version__}
+    final = {
+        "nll": report.nll,
+        "nll_stderr": report.nll_stderr,
+        "elbo": report.elbo,
+        "eval_k": args.final_k,
+        "eval_images": report.num_images,
+        "eval_minutes": report.seconds / 60,
+        "train_minutes": trained / 60,
+        "epochs": epochs,
+        "steps": steps,
+        "active_units": report.active_units,
+        "threads": threads,
+        "batch_size": cfg.train.batch_size,
+        "lr": args.lr,
+        "decay": args.decay,
+        "budget_minutes": args.minutes,
+        "train_images": len(splits.train),
+        "probe_minutes": probe_s / 60,
+        "target": args.target,
+        "probe_reached_target_at_minutes": reached,
+        "torch": torch.__version__,
+    }
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "curve.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -172,13 +246,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         w.writerows(rows)
     (out / "result.json").write_text(json.dumps({"final": final, "curve": rows}, indent=2) + "\n")
     plot_curve(rows, final, args.target, out / "curve.png")
-    md = [f"| training minutes | epochs | NLL, first {len(probe_data)} test images (k={args.probe_k}) | ± s.e. |",
-          "|---:|---:|---:|---:|"]
-    md += [f"| {r['train_minutes']:.2f} | {r['epochs']} | {r['probe_nll']:.2f} | {r['probe_stderr']:.2f} |" for r in rows]
-    md += ["", f"Final: NLL {report.nll:.2f} ± {report.nll_stderr:.2f} nats on {report.num_images} test images "
-               f"(k={args.final_k}) after {trained / 60:.2f} minutes of training ({epochs} epochs, batch "
-               f"{cfg.train.batch_size}, {threads} threads); target {args.target:g} nats: "
-               f"{'met' if report.nll <= args.target else 'not met'}."]
+    md = [
+        f"| training minutes | epochs | NLL, first {len(probe_data)} test images (k={args.probe_k}) | ± s.e. |",
+        "|---:|---:|---:|---:|",
+    ]
+    md += [
+        f"| {r['train_minutes']:.2f} | {r['epochs']} | {r['probe_nll']:.2f} | {r['probe_stderr']:.2f} |" for r in rows
+    ]
+    md += [
+        "",
+        f"Final: NLL {report.nll:.2f} ± {report.nll_stderr:.2f} nats on {report.num_images} test images "
+        f"(k={args.final_k}) after {trained / 60:.2f} minutes of training ({epochs} epochs, batch "
+        f"{cfg.train.batch_size}, {threads} threads); target {args.target:g} nats: "
+        f"{'met' if report.nll <= args.target else 'not met'}.",
+    ]
     (out / "time_to_quality.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return final

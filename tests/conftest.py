@@ -35,8 +35,11 @@ def tiny_splits() -> DataSplits:
     x, y = make_images(600)
     t = lambda a: torch.from_numpy(a)  # noqa: E731
     return DataSplits(
-        "synthetic", ImageData(t(x[:400]), t(y[:400])), ImageData(t(x[400:500]), t(y[400:500])),
-        ImageData(t(x[500:]), t(y[500:])), num_classes=4,
+        "synthetic",
+        ImageData(t(x[:400]), t(y[:400])),
+        ImageData(t(x[400:500]), t(y[400:500])),
+        ImageData(t(x[500:]), t(y[500:])),
+        num_classes=4,
     )
 
 

@@ -69,6 +69,7 @@ def cli_error(request, capsys, tmp_path):
 
 # -- data -----------------------------------------------------------------------------------------
 
+
 def write_idx_folder(folder: Path, n_train: int = 30, n_test: int = 10, gz: bool = False) -> Path:
     """Four valid MNIST-like IDX files with 8x8 images."""
     rng = np.random.default_rng(0)
@@ -90,10 +91,12 @@ def write_idx_folder(folder: Path, n_train: int = 30, n_test: int = 10, gz: bool
 
 def idx_case(mutate):
     """A builder: valid IDX folder, then `mutate(folder)`; returns (dataset, data_dir)."""
+
     def build(tmp: Path) -> tuple[str, str | None]:
         folder = write_idx_folder(tmp / "idx", gz=getattr(mutate, "gz", False))
         mutate(folder)
         return "mnist", str(folder)
+
     return build
 
 
@@ -146,6 +149,7 @@ def npz_case(**arrays):
         path = tmp / "data.npz"
         np.savez(path, **arrays)
         return str(path), None
+
     return build
 
 
@@ -153,6 +157,7 @@ def raw_file(name: str, data: bytes):
     def build(tmp: Path) -> tuple[str, str | None]:
         (tmp / name).write_bytes(data)
         return str(tmp / name), None
+
     return build
 
 
@@ -173,6 +178,7 @@ def npz_with_pickle(tmp: Path) -> tuple[str, str | None]:
 
 def image_folder(*files: tuple[str, object]):
     """files: (relative name, (h, w) for a PNG of that size, or bytes for raw content)."""
+
     def build(tmp: Path) -> tuple[str, str | None]:
         from PIL import Image
 
@@ -186,6 +192,7 @@ def image_folder(*files: tuple[str, object]):
             else:
                 Image.fromarray(np.zeros(content, np.uint8)).save(path)
         return str(folder), None
+
     return build
 
 
@@ -195,27 +202,54 @@ DATA_CASES = {
     "truncated_gzip": (idx_case(_truncate_gzip), r"\.gz: cannot read it \(.*\); the file is truncated or corrupt"),
     "corrupt_gzip": (idx_case(_corrupt_gzip), r"\.gz: cannot read it \(Not a gzipped file"),
     "idx_wrong_magic": (idx_case(_wrong_magic), r"bad IDX magic number 0x12340803"),
-    "idx_wrong_dimensions": (idx_case(_wrong_dims), r"IDX header says shape \(40, 8, 8\) \(2560 data bytes\) but the file holds 1920"),
+    "idx_wrong_dimensions": (
+        idx_case(_wrong_dims),
+        r"IDX header says shape \(40, 8, 8\) \(2560 data bytes\) but the file holds 1920",
+    ),
     "idx_images_of_rank_2": (idx_case(_images_of_rank_2), r"expected uint8 images \(N, H, W\), got uint8 \(30, 64\)"),
     "idx_image_label_count_mismatch": (idx_case(_count_mismatch), r"has 30 images but .* has 29 labels"),
     "idx_file_missing": (idx_case(_missing_file), r"no train-labels-idx1-ubyte or train-labels-idx1-ubyte\.gz"),
     "npz_without_x": (npz_case(images=GOOD), r"no array named 'x' \(found \['images'\]\)"),
-    "npz_with_nan": (npz_case(x=np.where(GOOD > 128, np.nan, 0.5).astype(np.float32)), r"x contains NaN or infinite values"),
-    "npz_float_outside_0_1": (npz_case(x=GOOD.astype(np.float32)), r"float pixels must lie in \[0, 1\], found range \[0, 255\]"),
-    "npz_int_outside_0_255": (npz_case(x=GOOD.astype(np.int16) * 3 - 5), r"integer pixels must lie in \[0, 255\], found range \[-5, 760\]"),
+    "npz_with_nan": (
+        npz_case(x=np.where(GOOD > 128, np.nan, 0.5).astype(np.float32)),
+        r"x contains NaN or infinite values",
+    ),
+    "npz_float_outside_0_1": (
+        npz_case(x=GOOD.astype(np.float32)),
+        r"float pixels must lie in \[0, 1\], found range \[0, 255\]",
+    ),
+    "npz_int_outside_0_255": (
+        npz_case(x=GOOD.astype(np.int16) * 3 - 5),
+        r"integer pixels must lie in \[0, 255\], found range \[-5, 760\]",
+    ),
     "npz_wrong_dtype": (npz_case(x=GOOD.astype(np.complex64)), r"x has dtype complex64; store uint8"),
     "npz_wrong_rank": (npz_case(x=GOOD.reshape(10, 64)), r"x has shape \(10, 64\); expected \(N, H, W\)"),
-    "npz_zero_sized_images": (npz_case(x=np.zeros((10, 0, 8), np.float32)), r"x has shape \(10, 1, 0, 8\); images need positive sizes"),
+    "npz_zero_sized_images": (
+        npz_case(x=np.zeros((10, 0, 8), np.float32)),
+        r"x has shape \(10, 1, 0, 8\); images need positive sizes",
+    ),
     "npz_label_count_mismatch": (npz_case(x=GOOD, y=np.zeros(9, np.int64)), r"x has 10 images but y has 9 labels"),
     "npz_float_labels": (npz_case(x=GOOD, y=np.zeros(10, np.float32)), r"y must be integer labels of shape \(N,\)"),
     "npz_negative_labels": (npz_case(x=GOOD, y=-np.ones(10, np.int64)), r"labels must be >= 0, found -1"),
     "npz_not_a_zip": (raw_file("data.npz", b"PK\x03\x04 truncated zip"), r"not a readable \.npz file"),
-    "npz_with_pickled_object_array": (npz_with_pickle, r"not a readable \.npz file \(ValueError: Object arrays cannot be loaded when allow_pickle=False"),
+    "npz_with_pickled_object_array": (
+        npz_with_pickle,
+        r"not a readable \.npz file \(ValueError: Object arrays cannot be loaded when allow_pickle=False",
+    ),
     "npz_member_not_npy": (npz_with_raw_member, r"member\(s\) \['x'\] are not \.npy arrays"),
     "image_folder_empty": (image_folder(), r"images: no images found; put PNG files in it"),
-    "image_folder_non_image_file": (image_folder(("a.png", (8, 8)), ("notes.txt", b"hello")), r"notes\.txt: not an image file"),
-    "image_folder_corrupt_png": (image_folder(("a.png", (8, 8)), ("b.png", b"\x89PNG\r\n\x1a\n garbage")), r"b\.png: cannot decode the image"),
-    "image_folder_mixed_sizes": (image_folder(("a.png", (8, 8)), ("b.png", (8, 10))), r"b\.png: size 10x8 differs from 8x8 of the first image"),
+    "image_folder_non_image_file": (
+        image_folder(("a.png", (8, 8)), ("notes.txt", b"hello")),
+        r"notes\.txt: not an image file",
+    ),
+    "image_folder_corrupt_png": (
+        image_folder(("a.png", (8, 8)), ("b.png", b"\x89PNG\r\n\x1a\n garbage")),
+        r"b\.png: cannot decode the image",
+    ),
+    "image_folder_mixed_sizes": (
+        image_folder(("a.png", (8, 8)), ("b.png", (8, 10))),
+        r"b\.png: size 10x8 differs from 8x8 of the first image",
+    ),
     "dataset_path_missing": (lambda tmp: (str(tmp / "nowhere.npz"), None), r"no such file or folder"),
     "dataset_wrong_file_type": (raw_file("data.csv", b"1,2,3\n"), r"expected a \.npz file or a folder, got \.csv"),
 }
@@ -239,11 +273,14 @@ def test_bad_data(case, tmp_path, cli_error):
 
 # -- configuration and numbers ----------------------------------------------------------------
 
+
 def test_config_file_with_unknown_key(tmp_path, cli_error):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[train]\nlearning_rate = 0.1\n")
-    cli_error(["train", "--config", cfg, "--out", tmp_path / "out"],
-              r"c\.toml \[train\]: unknown key\(s\) \['learning_rate'\]; known keys: \[.*'lr'")
+    cli_error(
+        ["train", "--config", cfg, "--out", tmp_path / "out"],
+        r"c\.toml \[train\]: unknown key\(s\) \['learning_rate'\]; known keys: \[.*'lr'",
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -257,7 +294,9 @@ def test_config_file_with_unknown_section(tmp_path, cli_error):
 def test_config_file_with_wrong_type(tmp_path, cli_error):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[model]\nlatent_dim = "two"\n')
-    cli_error(["train", "--config", cfg, "--out", tmp_path / "out"], r"\[model\] latent_dim must be an integer, got 'two'")
+    cli_error(
+        ["train", "--config", cfg, "--out", tmp_path / "out"], r"\[model\] latent_dim must be an integer, got 'two'"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -268,36 +307,62 @@ def test_config_file_not_toml(tmp_path, cli_error):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("args, pattern", [
-    pytest.param(["--batch-size", "0"], r"batch_size must be a positive integer, got 0", id="batch_size_zero"),
-    pytest.param(["--batch-size", "-5"], r"batch_size must be a positive integer, got -5", id="batch_size_negative"),
-    pytest.param(["--latent-dim", "0"], r"latent_dim must be a positive integer, got 0 \(try --latent-dim 2\)", id="latent_dim_zero"),
-    pytest.param(["--latent-dim", "-3"], r"latent_dim must be a positive integer, got -3", id="latent_dim_negative"),
-    pytest.param(["--lr", "0"], r"lr must be a positive number, got 0\.0", id="lr_zero"),
-    pytest.param(["--lr", "-0.001"], r"lr must be a positive number, got -0\.001", id="lr_negative"),
-    pytest.param(["--lr", "nan"], r"lr must be a positive number, got nan", id="lr_nan"),
-    pytest.param(["--epochs", "0"], r"epochs must be a positive integer, got 0", id="epochs_zero"),
-    pytest.param(["--hidden", "16,x"], r"--hidden '16,x': give comma-separated integers", id="hidden_not_integers"),
-    pytest.param(["--hidden", "16,-4"], r"hidden sizes must be positive integers, got \(16, -4\)", id="hidden_negative"),
-    pytest.param(["--train.lr=fast"], r"overrides \[train\] lr must be a number, got 'fast'", id="override_wrong_type"),
-    pytest.param(["--train.learning_rate=0.1"], r"unknown key\(s\) \['learning_rate'\]", id="override_unknown_key"),
-    pytest.param(["--optim.lr=0.1"], r"override 'optim\.lr' must look like SECTION\.KEY", id="override_unknown_section"),
-    pytest.param(["--model.latent_dim=2.5"], r"latent_dim must be an integer, got 2\.5", id="override_float_for_int"),
-    pytest.param(["--binarize", "sometimes"], r"Invalid value for '--binarize'", id="bad_choice"),
-    pytest.param(["--threads", "0"], r"Invalid value for .--threads.: .0. is not a positive integer or auto", id="threads_zero"),
-])
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        pytest.param(["--batch-size", "0"], r"batch_size must be a positive integer, got 0", id="batch_size_zero"),
+        pytest.param(
+            ["--batch-size", "-5"], r"batch_size must be a positive integer, got -5", id="batch_size_negative"
+        ),
+        pytest.param(
+            ["--latent-dim", "0"],
+            r"latent_dim must be a positive integer, got 0 \(try --latent-dim 2\)",
+            id="latent_dim_zero",
+        ),
+        pytest.param(
+            ["--latent-dim", "-3"], r"latent_dim must be a positive integer, got -3", id="latent_dim_negative"
+        ),
+        pytest.param(["--lr", "0"], r"lr must be a positive number, got 0\.0", id="lr_zero"),
+        pytest.param(["--lr", "-0.001"], r"lr must be a positive number, got -0\.001", id="lr_negative"),
+        pytest.param(["--lr", "nan"], r"lr must be a positive number, got nan", id="lr_nan"),
+        pytest.param(["--epochs", "0"], r"epochs must be a positive integer, got 0", id="epochs_zero"),
+        pytest.param(["--hidden", "16,x"], r"--hidden '16,x': give comma-separated integers", id="hidden_not_integers"),
+        pytest.param(
+            ["--hidden", "16,-4"], r"hidden sizes must be positive integers, got \(16, -4\)", id="hidden_negative"
+        ),
+        pytest.param(
+            ["--train.lr=fast"], r"overrides \[train\] lr must be a number, got 'fast'", id="override_wrong_type"
+        ),
+        pytest.param(["--train.learning_rate=0.1"], r"unknown key\(s\) \['learning_rate'\]", id="override_unknown_key"),
+        pytest.param(
+            ["--optim.lr=0.1"], r"override 'optim\.lr' must look like SECTION\.KEY", id="override_unknown_section"
+        ),
+        pytest.param(
+            ["--model.latent_dim=2.5"], r"latent_dim must be an integer, got 2\.5", id="override_float_for_int"
+        ),
+        pytest.param(["--binarize", "sometimes"], r"Invalid value for '--binarize'", id="bad_choice"),
+        pytest.param(
+            ["--threads", "0"],
+            r"Invalid value for .--threads.: .0. is not a positive integer or auto",
+            id="threads_zero",
+        ),
+    ],
+)
 def test_bad_numbers_and_types(args, pattern, tmp_path, npz_dataset, cli_error):
     out = tmp_path / "out"
     cli_error(["train", "--preset", "tiny", "--dataset", npz_dataset, "--out", out, "-q", *args], pattern)
     assert not out.exists()
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
-    ({"batch_size": 0}, r"batch_size must be a positive integer, got 0"),
-    ({"lr": 0.0}, r"lr must be a positive number, got 0\.0"),
-    ({"lr": -1.0}, r"lr must be a positive number, got -1\.0"),
-    ({"epochs": True}, r"epochs must be a positive integer, got True"),
-])
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"batch_size": 0}, r"batch_size must be a positive integer, got 0"),
+        ({"lr": 0.0}, r"lr must be a positive number, got 0\.0"),
+        ({"lr": -1.0}, r"lr must be a positive number, got -1\.0"),
+        ({"epochs": True}, r"epochs must be a positive integer, got True"),
+    ],
+)
 def test_library_configs_raise_config_error(kwargs, pattern):
     with pytest.raises(ConfigError, match=pattern):
         TrainConfig(**kwargs)
@@ -309,6 +374,7 @@ def test_library_model_config_rejects_zero_latent():
 
 
 # -- run folders ----------------------------------------------------------------------------------
+
 
 def _train(args: list) -> None:
     with pytest.raises(SystemExit) as e:
@@ -325,8 +391,21 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
     x, y = make_images(300)
     np.savez(base / "tiny.npz", x=x[:, 0], y=y)
-    common = ["train", "--preset", "tiny", "--dataset", base / "tiny.npz", "--epochs", "1", "--batch-size", "40",
-              "--threads", "1", "-q", "--no-plots"]
+    common = [
+        "train",
+        "--preset",
+        "tiny",
+        "--dataset",
+        base / "tiny.npz",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "40",
+        "--threads",
+        "1",
+        "-q",
+        "--no-plots",
+    ]
     _train([*common, "--hidden", "16", "--out", base / "plain"])
     _train([*common, "--hidden", "12", "--latent-dim", "3", "--out", base / "other"])
     _train([*common, "--hidden", "16", "--conditional", "--out", base / "cond"])
@@ -359,26 +438,45 @@ def _flip_byte_in_data(path: Path) -> None:
 
 
 RUN_CASES = {
-    "run_missing_config": (lambda r: (r / ckpt.CONFIG).unlink(), r"config\.json: missing; .* is not a vaelab run folder"),
-    "run_missing_weights": (lambda r: (r / ckpt.MODEL).unlink(), r"model\.safetensors: missing; the run folder is incomplete"),
+    "run_missing_config": (
+        lambda r: (r / ckpt.CONFIG).unlink(),
+        r"config\.json: missing; .* is not a vaelab run folder",
+    ),
+    "run_missing_weights": (
+        lambda r: (r / ckpt.MODEL).unlink(),
+        r"model\.safetensors: missing; the run folder is incomplete",
+    ),
     "run_config_not_json": (lambda r: (r / ckpt.CONFIG).write_text("{ not json"), r"config\.json: not valid JSON"),
-    "run_config_not_a_run_config": (lambda r: (r / ckpt.CONFIG).write_text("[1, 2]"), r"config\.json: not a vaelab run config"),
-    "run_config_unknown_key": (lambda r: _alter_json(r / ckpt.CONFIG, lambda d: d["model"].update(depth=3)),
-                               r"\[model\]: unknown key\(s\) \['depth'\]"),
-    "run_config_wrong_type": (lambda r: _alter_json(r / ckpt.CONFIG, lambda d: d["model"].update(latent_dim="2")),
-                              r"\[model\] latent_dim must be an integer, got '2'"),
+    "run_config_not_a_run_config": (
+        lambda r: (r / ckpt.CONFIG).write_text("[1, 2]"),
+        r"config\.json: not a vaelab run config",
+    ),
+    "run_config_unknown_key": (
+        lambda r: _alter_json(r / ckpt.CONFIG, lambda d: d["model"].update(depth=3)),
+        r"\[model\]: unknown key\(s\) \['depth'\]",
+    ),
+    "run_config_wrong_type": (
+        lambda r: _alter_json(r / ckpt.CONFIG, lambda d: d["model"].update(latent_dim="2")),
+        r"\[model\] latent_dim must be an integer, got '2'",
+    ),
     "run_config_disagrees_with_tensors": (
         lambda r: _alter_json(r / ckpt.CONFIG, lambda d: d["model"].update(latent_dim=5)),
         r"model\.safetensors: tensor 'encoder\.head\.weight' is torch\.float32 \(4, 16\) but config\.json builds "
-        r"torch\.float32 \(10, 16\); the weights belong to another architecture"),
-    "run_weights_truncated": (lambda r: (r / ckpt.MODEL).write_bytes((r / ckpt.MODEL).read_bytes()[:100]),
-                              r"model\.safetensors: not a valid safetensors file"),
-    "run_weights_bytes_altered": (lambda r: _flip_byte_in_data(r / ckpt.MODEL),
-                                  r"model\.safetensors: its contents do not match the SHA-256 recorded"),
+        r"torch\.float32 \(10, 16\); the weights belong to another architecture",
+    ),
+    "run_weights_truncated": (
+        lambda r: (r / ckpt.MODEL).write_bytes((r / ckpt.MODEL).read_bytes()[:100]),
+        r"model\.safetensors: not a valid safetensors file",
+    ),
+    "run_weights_bytes_altered": (
+        lambda r: _flip_byte_in_data(r / ckpt.MODEL),
+        r"model\.safetensors: its contents do not match the SHA-256 recorded",
+    ),
     "run_weights_dtype_changed": (
         lambda r: _to_float64(r / ckpt.MODEL),
         r"tensor 'encoder\.body\.0\.weight' is torch\.float64 \(16, 64\) but config\.json builds torch\.float32 "
-        r"\(16, 64\)"),
+        r"\(16, 64\)",
+    ),
 }
 
 
@@ -397,8 +495,10 @@ def test_bad_run_folder(case, run_copy, cli_error):
 def test_weights_from_another_architecture(runs, run_copy, cli_error):
     shutil.copy(runs / "other" / ckpt.MODEL, run_copy / ckpt.MODEL)
     before = snapshot(run_copy)
-    pattern = (r"model\.safetensors: tensor 'encoder\.body\.0\.weight' is torch\.float32 \(12, 64\) but config\.json "
-               r"builds torch\.float32 \(16, 64\); the weights belong to another architecture")
+    pattern = (
+        r"model\.safetensors: tensor 'encoder\.body\.0\.weight' is torch\.float32 \(12, 64\) but config\.json "
+        r"builds torch\.float32 \(16, 64\); the weights belong to another architecture"
+    )
     cli_error(["encode", run_copy, "-o", run_copy.parent / "z.npy"], pattern)
     assert snapshot(run_copy) == before and not (run_copy.parent / "z.npy").exists()
 
@@ -406,9 +506,11 @@ def test_weights_from_another_architecture(runs, run_copy, cli_error):
 def test_resume_with_a_checkpoint_from_another_architecture(runs, run_copy, cli_error):
     shutil.copy(runs / "other" / ckpt.CHECKPOINT, run_copy / ckpt.CHECKPOINT)
     before = snapshot(run_copy)
-    cli_error(["train", "--resume", run_copy, "-q", "--epochs", "2"],
-              r"checkpoint\.safetensors: tensor 'encoder\.body\.0\.weight' is torch\.float32 \(12, 64\) but "
-              r"config\.json builds torch\.float32 \(16, 64\); the weights belong to another architecture")
+    cli_error(
+        ["train", "--resume", run_copy, "-q", "--epochs", "2"],
+        r"checkpoint\.safetensors: tensor 'encoder\.body\.0\.weight' is torch\.float32 \(12, 64\) but "
+        r"config\.json builds torch\.float32 \(16, 64\); the weights belong to another architecture",
+    )
     assert snapshot(run_copy) == before
 
 
@@ -425,8 +527,10 @@ def test_resume_with_an_edited_training_state(run_copy, cli_error):
     new += b" " * (-len(new) % 8)  # safetensors pads its header to 8 bytes
     path.write_bytes(len(new).to_bytes(8, "little") + new + data[8 + n :])
     before = snapshot(run_copy)
-    cli_error(["train", "--resume", run_copy, "-q", "--epochs", "2"],
-              r"checkpoint\.safetensors: its contents do not match the SHA-256 recorded when it was written")
+    cli_error(
+        ["train", "--resume", run_copy, "-q", "--epochs", "2"],
+        r"checkpoint\.safetensors: its contents do not match the SHA-256 recorded when it was written",
+    )
     assert snapshot(run_copy) == before
 
 
@@ -439,15 +543,19 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path, cli_error):
 
 def test_resume_cannot_change_what_the_run_computes(run_copy, cli_error):
     before = snapshot(run_copy)
-    cli_error(["train", "--resume", run_copy, "--latent-dim", "8"],
-              r"--resume continues a run as it was configured; cannot change \['model\.latent_dim'\]")
+    cli_error(
+        ["train", "--resume", run_copy, "--latent-dim", "8"],
+        r"--resume continues a run as it was configured; cannot change \['model\.latent_dim'\]",
+    )
     assert snapshot(run_copy) == before
 
 
 def test_out_that_already_holds_a_run(run_copy, npz_dataset, cli_error):
     before = snapshot(run_copy)
-    cli_error(["train", "--preset", "tiny", "--dataset", npz_dataset, "--out", run_copy],
-              r"already holds a run; use --resume .* to continue it, --overwrite to replace it")
+    cli_error(
+        ["train", "--preset", "tiny", "--dataset", npz_dataset, "--out", run_copy],
+        r"already holds a run; use --resume .* to continue it, --overwrite to replace it",
+    )
     assert snapshot(run_copy) == before
 
 
@@ -459,11 +567,15 @@ def test_weights_name_cannot_leave_the_run_folder(run_copy):
 
 # -- labels of conditional models -----------------------------------------------------------------
 
-@pytest.mark.parametrize("label, pattern", [
-    pytest.param("4", r"--label 4 is out of range: this model knows labels 0\.\.3", id="label_too_large"),
-    pytest.param("-1", r"--label -1 is out of range: this model knows labels 0\.\.3", id="label_negative"),
-    pytest.param(None, r"this model is conditional: pass --label in 0\.\.3", id="label_missing"),
-])
+
+@pytest.mark.parametrize(
+    "label, pattern",
+    [
+        pytest.param("4", r"--label 4 is out of range: this model knows labels 0\.\.3", id="label_too_large"),
+        pytest.param("-1", r"--label -1 is out of range: this model knows labels 0\.\.3", id="label_negative"),
+        pytest.param(None, r"this model is conditional: pass --label in 0\.\.3", id="label_missing"),
+    ],
+)
 def test_label_of_a_conditional_model(label, pattern, runs, tmp_path, cli_error):
     out = tmp_path / "s.png"
     cli_error(["sample", runs / "cond", "-o", out] + (["--label", label] if label else []), pattern)
@@ -471,8 +583,10 @@ def test_label_of_a_conditional_model(label, pattern, runs, tmp_path, cli_error)
 
 
 def test_label_for_an_unconditional_model(runs, tmp_path, cli_error):
-    cli_error(["sample", runs / "plain", "-o", tmp_path / "s.png", "--label", "1"],
-              r"--label 1: this model is not conditional; leave --label out")
+    cli_error(
+        ["sample", runs / "plain", "-o", tmp_path / "s.png", "--label", "1"],
+        r"--label 1: this model is not conditional; leave --label out",
+    )
     assert not (tmp_path / "s.png").exists()
 
 
@@ -486,23 +600,53 @@ def test_library_rejects_out_of_range_labels(runs):
 
 def test_conditional_training_on_unlabelled_data(tmp_path, cli_error):
     np.savez(tmp_path / "u.npz", x=GOOD)
-    cli_error(["train", "--preset", "tiny", "--dataset", tmp_path / "u.npz", "--conditional", "--out", tmp_path / "out"],
-              r"--conditional needs labelled data; u has no labels")
+    cli_error(
+        ["train", "--preset", "tiny", "--dataset", tmp_path / "u.npz", "--conditional", "--out", tmp_path / "out"],
+        r"--conditional needs labelled data; u has no labels",
+    )
     assert not (tmp_path / "out").exists()
 
 
 # -- output paths and full disks --------------------------------------------------------------
 
-@pytest.mark.parametrize("args, pattern", [
-    pytest.param(["sample", "RUN", "-o", "DIR/missing/s.png"], r"-o DIR/missing/s\.png: folder DIR/missing does not exist", id="sample_out_folder_missing"),
-    pytest.param(["sample", "RUN", "-o", "DIR/s.txt"], r"-o DIR/s\.txt: use a \.png, \.pdf or \.svg file name", id="sample_out_bad_suffix"),
-    pytest.param(["sample", "RUN", "--npy", "DIR/s.csv"], r"--npy DIR/s\.csv: use a \.npy file name", id="sample_npy_bad_suffix"),
-    pytest.param(["encode", "RUN", "-o", "DIR/z.txt"], r"-o DIR/z\.txt: use a \.npy or \.csv file name", id="encode_out_bad_suffix"),
-    pytest.param(["encode", "RUN", "-o", "DIR/missing/z.npy"], r"folder DIR/missing does not exist", id="encode_out_folder_missing"),
-    pytest.param(["eval", "RUN", "--k", "0"], r"k must be a positive integer, got 0", id="eval_k_zero"),
-    pytest.param(["eval", "RUN", "--limit", "0", "--k", "2"], r"--limit must be a positive integer, got 0", id="eval_limit_zero"),
-    pytest.param(["sample", "RUN", "-n", "0"], r"-n must be a positive integer, got 0", id="sample_n_zero"),
-])
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        pytest.param(
+            ["sample", "RUN", "-o", "DIR/missing/s.png"],
+            r"-o DIR/missing/s\.png: folder DIR/missing does not exist",
+            id="sample_out_folder_missing",
+        ),
+        pytest.param(
+            ["sample", "RUN", "-o", "DIR/s.txt"],
+            r"-o DIR/s\.txt: use a \.png, \.pdf or \.svg file name",
+            id="sample_out_bad_suffix",
+        ),
+        pytest.param(
+            ["sample", "RUN", "--npy", "DIR/s.csv"],
+            r"--npy DIR/s\.csv: use a \.npy file name",
+            id="sample_npy_bad_suffix",
+        ),
+        pytest.param(
+            ["encode", "RUN", "-o", "DIR/z.txt"],
+            r"-o DIR/z\.txt: use a \.npy or \.csv file name",
+            id="encode_out_bad_suffix",
+        ),
+        pytest.param(
+            ["encode", "RUN", "-o", "DIR/missing/z.npy"],
+            r"folder DIR/missing does not exist",
+            id="encode_out_folder_missing",
+        ),
+        pytest.param(["eval", "RUN", "--k", "0"], r"k must be a positive integer, got 0", id="eval_k_zero"),
+        pytest.param(
+            ["eval", "RUN", "--limit", "0", "--k", "2"],
+            r"--limit must be a positive integer, got 0",
+            id="eval_limit_zero",
+        ),
+        pytest.param(["sample", "RUN", "-n", "0"], r"-n must be a positive integer, got 0", id="sample_n_zero"),
+    ],
+)
 def test_bad_command_arguments(args, pattern, run_copy, tmp_path, cli_error):
     before = snapshot(tmp_path)
     args = [a.replace("RUN", str(run_copy)).replace("DIR", str(tmp_path)) for a in args]
@@ -512,14 +656,18 @@ def test_bad_command_arguments(args, pattern, run_copy, tmp_path, cli_error):
 
 def test_out_under_a_regular_file(tmp_path, npz_dataset, cli_error):
     (tmp_path / "file").write_text("I am a file")
-    cli_error(["train", "--preset", "tiny", "--dataset", npz_dataset, "--out", tmp_path / "file" / "run"],
-              r"--out .*file/run: cannot write there \(Not a directory\); choose a writable folder")
+    cli_error(
+        ["train", "--preset", "tiny", "--dataset", npz_dataset, "--out", tmp_path / "file" / "run"],
+        r"--out .*file/run: cannot write there \(Not a directory\); choose a writable folder",
+    )
     assert (tmp_path / "file").read_text() == "I am a file"
 
 
 def test_out_under_proc(npz_dataset, cli_error):
-    cli_error(["train", "--preset", "tiny", "--dataset", npz_dataset, "--out", "/proc/vaelab-run"],
-              r"--out /proc/vaelab-run: cannot write there \(.*\); choose a writable folder")
+    cli_error(
+        ["train", "--preset", "tiny", "--dataset", npz_dataset, "--out", "/proc/vaelab-run"],
+        r"--out /proc/vaelab-run: cannot write there \(.*\); choose a writable folder",
+    )
     assert not Path("/proc/vaelab-run").exists()
 
 
@@ -533,16 +681,20 @@ def _disk_full(monkeypatch):
 def test_disk_full_while_writing_eval_json(run_copy, monkeypatch, cli_error):
     before = snapshot(run_copy)
     _disk_full(monkeypatch)
-    cli_error(["eval", run_copy, "--k", "5", "--limit", "10"],
-              r"cannot write .*eval\.json \(No space left on device\); nothing was changed there")
+    cli_error(
+        ["eval", run_copy, "--k", "5", "--limit", "10"],
+        r"cannot write .*eval\.json \(No space left on device\); nothing was changed there",
+    )
     assert snapshot(run_copy) == before  # no eval.json, no temporary file
 
 
 def test_disk_full_while_training(tmp_path, npz_dataset, monkeypatch, cli_error):
     _disk_full(monkeypatch)
     out = tmp_path / "out"
-    cli_error(["train", "--preset", "tiny", "--dataset", npz_dataset, "--out", out, "-q", "--epochs", "1"],
-              r"cannot write .*config\.json \(No space left on device\)")
+    cli_error(
+        ["train", "--preset", "tiny", "--dataset", npz_dataset, "--out", out, "-q", "--epochs", "1"],
+        r"cannot write .*config\.json \(No space left on device\)",
+    )
     assert snapshot(out) == {}  # the folder may exist (it was created to be written to) but holds nothing
 
 
@@ -563,19 +715,24 @@ def VAE_small():
 
 # -- issue 14, item 6: what a new user hit ----------------------------------------------------
 
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the error is for machines without CUDA")
 def test_device_cuda_without_cuda_fails_before_printing_or_writing(tmp_path, npz_dataset, capsys, cli_error):
     out = tmp_path / "run"
-    line = cli_error(["train", "--preset", "tiny", "--dataset", npz_dataset, "--device", "cuda", "--out", out],
-                     r"--device cuda: no CUDA device is available here; use --device cpu or auto")
+    line = cli_error(
+        ["train", "--preset", "tiny", "--dataset", npz_dataset, "--device", "cuda", "--out", out],
+        r"--device cuda: no CUDA device is available here; use --device cpu or auto",
+    )
     assert not out.exists()  # no empty run folder left behind
     assert "vaelab 0.1.0" not in line  # the header was not printed first
 
 
 def test_run_folder_of_a_newer_format_names_the_version_and_the_upgrade(run_copy, cli_error):
     _alter_json(run_copy / ckpt.CONFIG, lambda d: d.update(format="vaelab-run-2", versions={"vaelab": "0.9.0"}))
-    pattern = (r"config\.json: written by vaelab 0\.9\.0 in format 'vaelab-run-2'; this vaelab 0\.1\.0 reads "
-               r"'vaelab-run-1'\. Upgrade vaelab \(pip install --upgrade vaelab\) to read this run")
+    pattern = (
+        r"config\.json: written by vaelab 0\.9\.0 in format 'vaelab-run-2'; this vaelab 0\.1\.0 reads "
+        r"'vaelab-run-1'\. Upgrade vaelab \(pip install --upgrade vaelab\) to read this run"
+    )
     with pytest.raises(CheckpointError, match=pattern):
         vaelab.load(run_copy)
     cli_error(["eval", run_copy, "--k", "5"], pattern)
@@ -593,16 +750,27 @@ def test_config_of_a_newer_vaelab_in_the_same_format_loads_with_a_warning(run_co
 
 def test_resume_of_a_complete_run_says_how_to_extend_it(run_copy, cli_error):
     before = snapshot(run_copy)
-    cli_error(["train", "--resume", run_copy, "--epochs", "1", "-q"],
-              r"the run is already complete \(1 of 1 epochs\); to train further, pass --epochs N with N above 1")
+    cli_error(
+        ["train", "--resume", run_copy, "--epochs", "1", "-q"],
+        r"the run is already complete \(1 of 1 epochs\); to train further, pass --epochs N with N above 1",
+    )
     assert snapshot(run_copy) == before  # no pictures redrawn, no config rewritten
 
 
-@pytest.mark.parametrize("args, pattern", [
-    pytest.param(["train", "--epoch", "5"], r"unexpected argument '--epoch'; did you mean --epochs\?", id="flag_typo"),
-    pytest.param(["train", "--train.epoch=5"], r"unknown key\(s\) \['epoch'\] \(did you mean 'epochs'\?\)", id="key_typo"),
-    pytest.param(["eval", "RUN", "--kk", "5"], r"No such option '--kk'\. Did you mean '--k'\?", id="eval_flag_typo"),
-])
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        pytest.param(
+            ["train", "--epoch", "5"], r"unexpected argument '--epoch'; did you mean --epochs\?", id="flag_typo"
+        ),
+        pytest.param(
+            ["train", "--train.epoch=5"], r"unknown key\(s\) \['epoch'\] \(did you mean 'epochs'\?\)", id="key_typo"
+        ),
+        pytest.param(
+            ["eval", "RUN", "--kk", "5"], r"No such option '--kk'\. Did you mean '--k'\?", id="eval_flag_typo"
+        ),
+    ],
+)
 def test_typos_get_the_close_match(args, pattern, run_copy, cli_error):
     cli_error([a.replace("RUN", str(run_copy)) for a in args], pattern)
 
@@ -610,11 +778,15 @@ def test_typos_get_the_close_match(args, pattern, run_copy, cli_error):
 def test_a_garbage_npz_is_named_as_not_a_zip_file(tmp_path, cli_error):
     bad = tmp_path / "g.npz"
     bad.write_bytes(b"x")
-    cli_error(["train", "--preset", "tiny", "--dataset", bad, "--out", tmp_path / "run"],
-              r"g\.npz: not a valid \.npz \(zip\) file \(it starts with b'x', not PK\)")
+    cli_error(
+        ["train", "--preset", "tiny", "--dataset", bad, "--out", tmp_path / "run"],
+        r"g\.npz: not a valid \.npz \(zip\) file \(it starts with b'x', not PK\)",
+    )
     assert not (tmp_path / "run").exists()
 
 
 def test_a_dataset_typo_gets_the_close_match(tmp_path, cli_error):
-    cli_error(["train", "--preset", "tiny", "--dataset", "minst", "--out", tmp_path / "run"],
-              r"--dataset minst: no such file or folder; did you mean mnist\?")
+    cli_error(
+        ["train", "--preset", "tiny", "--dataset", "minst", "--out", tmp_path / "run"],
+        r"--dataset minst: no such file or folder; did you mean mnist\?",
+    )

@@ -22,8 +22,15 @@ import numpy as np
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 IN_CI = os.environ.get("CI") == "true"
 LATENCY_MOVES = 20
 TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]  # the page's first class colours (matplotlib's tab10)
@@ -45,6 +52,7 @@ def _require_browser() -> None:
 
 
 # -- a real server in a thread ---------------------------------------------------------------------
+
 
 class Server:
     """uvicorn serving `app` on a free loopback port, in a daemon thread."""
@@ -75,6 +83,7 @@ class Server:
 
 
 # -- what the user does, step by step --------------------------------------------------------------
+
 
 def wait_until(page: Any, expression: str, timeout: float = 10.0) -> None:
     """Poll a JS expression until it is truthy. (Playwright's wait_for_function evaluates strings,
@@ -114,14 +123,17 @@ def open_page(browser: Any, url: str) -> tuple[Any, list[str], list[str]]:
 
 def empty_spot(page: Any) -> tuple[float, float]:
     """Client coordinates of a plane position far (> 12 px) from every scatter point."""
-    return tuple(page.evaluate(
-        """() => { const s = window.vaelab.state;
+    return tuple(
+        page.evaluate(
+            """() => { const s = window.vaelab.state;
             for (let py = 40; py < 540; py += 7) for (let px = 70; px < 580; px += 7) {
               let ok = true;
               for (let i = 0; i < s.px.length && ok; i++) ok = Math.hypot(s.px[i] - px, s.py[i] - py) > 12;
               if (ok) { const c = window.vaelab.planeClient(px, py, true); return [c.x, c.y]; }
             }
-            return null; }"""))
+            return null; }"""
+        )
+    )
 
 
 def drag_cursor(page: Any, start: tuple[float, float], points: list[tuple[float, float]]) -> list[float]:
@@ -187,6 +199,7 @@ def launch(playwright: Any) -> Any:
 
 # -- the test --------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     """A tiny VAE (784-32-2) trained for 2 epochs on 600 synthetic 28x28 images of 4 classes. Without
@@ -237,22 +250,32 @@ def test_page_in_chromium(trained_run, tmp_path, record_property):
             x0, y0 = empty_spot(page)
             box = page.locator("#overlay").bounding_box()
             first = canvas_pixels(page, "decoded")
-            path = [(box["x"] + box["width"] * (0.15 + 0.7 * i / (LATENCY_MOVES - 1)),
-                     box["y"] + box["height"] * (0.8 - 0.6 * i / (LATENCY_MOVES - 1))) for i in range(LATENCY_MOVES)]
+            path = [
+                (
+                    box["x"] + box["width"] * (0.15 + 0.7 * i / (LATENCY_MOVES - 1)),
+                    box["y"] + box["height"] * (0.8 - 0.6 * i / (LATENCY_MOVES - 1)),
+                )
+                for i in range(LATENCY_MOVES)
+            ]
             latencies = drag_cursor(page, (x0, y0), path)
             last = canvas_pixels(page, "decoded")
             assert len(latencies) == LATENCY_MOVES and all(0 < t < 60_000 for t in latencies)
             assert np.abs(last[..., 0].astype(int) - first[..., 0].astype(int)).max() > 30
             z = page.evaluate("Array.from(window.vaelab.state.z)")
-            want = page.evaluate("(z) => fetch('/api/decode', {method: 'POST', headers: {'content-type': "
-                                 "'application/json'}, body: JSON.stringify({z: [z]})}).then(r => r.json())", z)
+            want = page.evaluate(
+                "(z) => fetch('/api/decode', {method: 'POST', headers: {'content-type': "
+                "'application/json'}, body: JSON.stringify({z: [z]})}).then(r => r.json())",
+                z,
+            )
             img = np.array(want["images"][0]).reshape(28, 28)
             centres = last[4::9, 4::9, 0].astype(int)  # 9x nearest-neighbour: the middle of each pixel
             np.testing.assert_allclose(centres, np.round(255 * (1 - img)), atol=1)
             median = statistics.median(latencies)
             record_property("decode_latency_median_ms", round(median, 2))
-            print(f"\nmouse-move -> decoded image: median {median:.1f} ms over {len(latencies)} moves "
-                  f"(min {min(latencies):.1f}, max {max(latencies):.1f})")
+            print(
+                f"\nmouse-move -> decoded image: median {median:.1f} ms over {len(latencies)} moves "
+                f"(min {min(latencies):.1f}, max {max(latencies):.1f})"
+            )
 
             # Interpolation between two clicked test images: 10 images, the path starts at A's mean.
             ka, kb = pick_two(page, labels=(0, 3))
@@ -287,6 +310,7 @@ def test_page_in_chromium(trained_run, tmp_path, record_property):
 
 # -- the documentation screenshot ------------------------------------------------------------------
 
+
 def main(run_dir: str, out: str) -> None:
     """Serve RUN_DIR, do what a user does, save a screenshot and print the decode latency."""
     from playwright.sync_api import sync_playwright
@@ -298,8 +322,13 @@ def main(run_dir: str, out: str) -> None:
         try:
             page, requests, errors = open_page(browser, srv.url)
             box = page.locator("#overlay").bounding_box()
-            path = [(box["x"] + box["width"] * (0.2 + 0.5 * i / (LATENCY_MOVES - 1)),
-                     box["y"] + box["height"] * (0.75 - 0.35 * i / (LATENCY_MOVES - 1))) for i in range(LATENCY_MOVES)]
+            path = [
+                (
+                    box["x"] + box["width"] * (0.2 + 0.5 * i / (LATENCY_MOVES - 1)),
+                    box["y"] + box["height"] * (0.75 - 0.35 * i / (LATENCY_MOVES - 1)),
+                )
+                for i in range(LATENCY_MOVES)
+            ]
             latencies = drag_cursor(page, empty_spot(page), path)
             top = max(page.evaluate("window.vaelab.state.pts.labels") or [1])
             pick_two(page, labels=(0, min(7, top)))
@@ -313,11 +342,16 @@ def main(run_dir: str, out: str) -> None:
 
             with Image.open(out) as im:
                 im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
-                    out, optimize=True)
-            report = {"median_ms": statistics.median(latencies), "min_ms": min(latencies),
-                      "max_ms": max(latencies), "moves": len(latencies),
-                      "external_requests": [u for u in requests if not u.startswith(srv.url)],
-                      "errors": errors + page.evaluate("window.vaelab.errors")}
+                    out, optimize=True
+                )
+            report = {
+                "median_ms": statistics.median(latencies),
+                "min_ms": min(latencies),
+                "max_ms": max(latencies),
+                "moves": len(latencies),
+                "external_requests": [u for u in requests if not u.startswith(srv.url)],
+                "errors": errors + page.evaluate("window.vaelab.errors"),
+            }
             print(json.dumps(report, indent=2))
         finally:
             browser.close()

@@ -63,7 +63,10 @@ def test_weights_of_another_architecture_are_named(tmp_path):
     _run(tmp_path)
     other = VAE(ModelConfig(input_shape=(1, 4, 4), hidden=(9,), latent_dim=3))
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, tmp_path / ckpt.MODEL)
-    with pytest.raises(CheckpointError, match=r"tensor 'encoder.body.0.weight' is torch.float32 \(9, 16\) but config.json builds torch.float32 \(8, 16\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"tensor 'encoder.body.0.weight' is torch.float32 \(9, 16\) but config.json builds torch.float32 \(8, 16\)",
+    ):
         vaelab.load(tmp_path)
 
 

@@ -22,8 +22,27 @@ def trained(tmp_path_factory, npz_dataset):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     code = None
     with pytest.raises(SystemExit) as e:
-        main(["train", "--preset", "tiny", "--dataset", str(npz_dataset), "--hidden", "16", "--epochs", "2",
-              "--batch-size", "40", "--out", str(run_dir), "--quiet", "--threads", "1", "--no-plots"])
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--dataset",
+                str(npz_dataset),
+                "--hidden",
+                "16",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "40",
+                "--out",
+                str(run_dir),
+                "--quiet",
+                "--threads",
+                "1",
+                "--no-plots",
+            ]
+        )
         raise SystemExit(0)
     code = e.value.code
     assert code == 0
@@ -32,8 +51,23 @@ def trained(tmp_path_factory, npz_dataset):
 
 def test_train_writes_a_complete_run_with_pictures(tmp_path, npz_dataset, capsys):
     out = tmp_path / "run"
-    code, stdout, _ = run(["train", "--preset", "tiny", "--dataset", str(npz_dataset), "--epochs", "1",
-                           "--out", str(out), "-q", "--threads", "1"], capsys)
+    code, stdout, _ = run(
+        [
+            "train",
+            "--preset",
+            "tiny",
+            "--dataset",
+            str(npz_dataset),
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "-q",
+            "--threads",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0
     assert "test ELBO" in stdout and "nats per image" in stdout
     for name in (*PICTURES.values(), ckpt.CONFIG, ckpt.MODEL, ckpt.CHECKPOINT, ckpt.METRICS):
@@ -44,8 +78,9 @@ def test_train_writes_a_complete_run_with_pictures(tmp_path, npz_dataset, capsys
 
 def test_mnist_tiny_preset_end_to_end(tmp_path, capsys):
     out = tmp_path / "mnist"
-    code, stdout, _ = run(["train", "--preset", "tiny", "--epochs", "1", "--limit", "500", "--out", str(out),
-                           "-q", "--no-plots"], capsys)
+    code, stdout, _ = run(
+        ["train", "--preset", "tiny", "--epochs", "1", "--limit", "500", "--out", str(out), "-q", "--no-plots"], capsys
+    )
     assert code == 0 and "over 100 images" in stdout
     code, stdout, _ = run(["eval", str(out), "--k", "20", "--limit", "50"], capsys)
     assert code == 0
@@ -114,6 +149,7 @@ def test_help_of_every_command(capsys):
 
 # -- issue 14, items 5-7: output and help texts that must be true --------------------------------
 
+
 def test_eval_says_when_k_is_not_used(trained, capsys):
     code, stdout, _ = run(["eval", str(trained), "--k", "1000", "--threads", "1"], capsys)
     assert code == 0 and "NLL" not in stdout.split("note:")[0]
@@ -139,8 +175,7 @@ def test_help_texts_are_true(capsys):
 
 
 def _subprocess_train(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vaelab", "train", *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "vaelab", "train", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_quiet_hides_the_header_and_epochs_and_one_epoch_is_singular(tmp_path, npz_dataset):
@@ -154,8 +189,19 @@ def test_quiet_hides_the_header_and_epochs_and_one_epoch_is_singular(tmp_path, n
 
 def test_log_lines_are_written_above_the_live_progress_bar_not_into_it(tmp_path, npz_dataset):
     """tqdm's logging redirect clears the bar (a carriage return) before each epoch line."""
-    proc = _subprocess_train("--preset", "tiny", "--dataset", str(npz_dataset), "--epochs", "2", "--no-plots",
-                             "--threads", "1", "--out", str(tmp_path / "run"))
+    proc = _subprocess_train(
+        "--preset",
+        "tiny",
+        "--dataset",
+        str(npz_dataset),
+        "--epochs",
+        "2",
+        "--no-plots",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert proc.returncode == 0, proc.stderr
     for epoch in (1, 2):
         i = proc.stderr.index(f"epoch {epoch}: train ELBO")
@@ -171,9 +217,28 @@ def test_a_partial_last_epoch_is_marked_in_the_log_and_metrics(tmp_path, npz_dat
     monkeypatch.setattr(vaelab.train.time, "monotonic", lambda: float(next(clock)))  # after a few steps
     caplog.set_level(logging.INFO)
     out = tmp_path / "run"
-    code, stdout, err = run(["train", "--preset", "tiny", "--dataset", str(npz_dataset), "--epochs", "3",
-                             "--batch-size", "40", "--max-minutes", "0.2", "--out", str(out), "--no-plots",
-                             "--threads", "1", "-q"], capsys)
+    code, stdout, err = run(
+        [
+            "train",
+            "--preset",
+            "tiny",
+            "--dataset",
+            str(npz_dataset),
+            "--epochs",
+            "3",
+            "--batch-size",
+            "40",
+            "--max-minutes",
+            "0.2",
+            "--out",
+            str(out),
+            "--no-plots",
+            "--threads",
+            "1",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     rows = ckpt.read_metrics(out)
     assert rows[-1]["epoch_fraction"] < 1 and all(r["epoch_fraction"] == 1 for r in rows[:-1])

@@ -41,10 +41,32 @@ def cvae_run(tmp_path_factory):
     np.savez(root / "ten.npz", x=x, y=y)
     run_dir = root / "run"
     with pytest.raises(SystemExit) as e:
-        main(["train", "--preset", "tiny", "--dataset", str(root / "ten.npz"), "--conditional", "--binarize", "dynamic",
-              "--hidden", "32",
-              "--epochs", "30", "--batch-size", "50", "--lr", "3e-3", "--out", str(run_dir), "--quiet",
-              "--threads", "1", "--no-plots"])
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--dataset",
+                str(root / "ten.npz"),
+                "--conditional",
+                "--binarize",
+                "dynamic",
+                "--hidden",
+                "32",
+                "--epochs",
+                "30",
+                "--batch-size",
+                "50",
+                "--lr",
+                "3e-3",
+                "--out",
+                str(run_dir),
+                "--quiet",
+                "--threads",
+                "1",
+                "--no-plots",
+            ]
+        )
         raise SystemExit(0)
     assert e.value.code == 0
     return run_dir
@@ -58,8 +80,23 @@ def test_conditional_run_records_its_classes(cvae_run):
 @pytest.mark.parametrize("label", [7, 0, 9])
 def test_sample_label_draws_the_chosen_class(cvae_run, tmp_path, capsys, label):
     npy = tmp_path / "s.npy"
-    code, out, _ = _run(["sample", str(cvae_run), "--label", str(label), "-n", "32", "--seed", "1",
-                         "-o", str(tmp_path / "s.png"), "--npy", str(npy)], capsys)
+    code, out, _ = _run(
+        [
+            "sample",
+            str(cvae_run),
+            "--label",
+            str(label),
+            "-n",
+            "32",
+            "--seed",
+            "1",
+            "-o",
+            str(tmp_path / "s.png"),
+            "--npy",
+            str(npy),
+        ],
+        capsys,
+    )
     assert code == 0 and (tmp_path / "s.png").is_file()
     blocks = block_means(np.load(npy))  # (32, 16)
     assert (blocks.argmax(1) == label).mean() >= 0.9  # nearly every sample lights block `label`
@@ -68,16 +105,35 @@ def test_sample_label_draws_the_chosen_class(cvae_run, tmp_path, capsys, label):
 
 
 def test_sample_label_errors(cvae_run, tmp_path, capsys):
-    for args, msg in ((["-n", "4"], "pass --label in 0..9"), (["--label", "10"], "out of range"),
-                      (["--label", "-1"], "out of range")):
+    for args, msg in (
+        (["-n", "4"], "pass --label in 0..9"),
+        (["--label", "10"], "out of range"),
+        (["--label", "-1"], "out of range"),
+    ):
         code, _, err = _run(["sample", str(cvae_run), "-o", str(tmp_path / "s.png"), *args], capsys)
         assert code == 2 and msg in err and err.count("\n") == 1, err
 
 
 def test_label_on_an_unconditional_model_is_an_error(tmp_path, npz_dataset, capsys):
     run_dir = tmp_path / "plain"
-    code, _, _ = _run(["train", "--preset", "tiny", "--dataset", str(npz_dataset), "--epochs", "1", "--out",
-                       str(run_dir), "-q", "--threads", "1", "--no-plots"], capsys)
+    code, _, _ = _run(
+        [
+            "train",
+            "--preset",
+            "tiny",
+            "--dataset",
+            str(npz_dataset),
+            "--epochs",
+            "1",
+            "--out",
+            str(run_dir),
+            "-q",
+            "--threads",
+            "1",
+            "--no-plots",
+        ],
+        capsys,
+    )
     assert code == 0
     code, _, err = _run(["sample", str(run_dir), "--label", "3", "-o", str(tmp_path / "s.png")], capsys)
     assert code == 2 and "not conditional" in err

@@ -37,9 +37,33 @@ TIMING = {"epoch_seconds", "samples_per_s"}  # wall-clock columns: the only ones
 
 
 def train_args(dataset: Path, out: Path) -> list[str]:
-    return ["train", "--preset", "tiny", "--dataset", str(dataset), "--hidden", "16", "--latent-dim", "2",
-            "--epochs", "3", "--batch-size", "40", "--seed", "0", "--device", "cpu", "--threads", "1",
-            "--checkpoint-every", "5", "--out", str(out), "--no-plots", "-q"]
+    return [
+        "train",
+        "--preset",
+        "tiny",
+        "--dataset",
+        str(dataset),
+        "--hidden",
+        "16",
+        "--latent-dim",
+        "2",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "40",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--checkpoint-every",
+        "5",
+        "--out",
+        str(out),
+        "--no-plots",
+        "-q",
+    ]
 
 
 def resume_args(out: Path) -> list[str]:
@@ -59,8 +83,7 @@ def subprocess_cli(args: list[str], crash_at: str | None = None) -> subprocess.C
     env.pop(CRASH_HOOK_ENV, None)
     if crash_at:
         env[CRASH_HOOK_ENV] = crash_at
-    return subprocess.run([sys.executable, "-m", "vaelab", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "vaelab", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 def checkpoint_contents(run: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -96,8 +119,9 @@ def assert_identical_run(run: Path, ref: Path, steps: int) -> None:
     assert strip(s_run["metrics"]) == strip(s_ref["metrics"])
     assert s_run["step"] == s_ref["step"] == steps
     assert s_run["test"] == s_ref["test"]
-    assert {k: v for k, v in s_run.items() if k not in ("metrics", "elapsed")} == \
-        {k: v for k, v in s_ref.items() if k not in ("metrics", "elapsed")}
+    assert {k: v for k, v in s_run.items() if k not in ("metrics", "elapsed")} == {
+        k: v for k, v in s_ref.items() if k not in ("metrics", "elapsed")
+    }
     assert not list(run.glob(".*.tmp")), "a stale temporary file was left behind"
 
 
@@ -150,7 +174,8 @@ def test_sigkill_before_the_first_checkpoint_restarts_from_step_0(dataset, refer
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_a_checkpoint_exits_128_plus_signum_and_resumes(
-        signum, dataset, reference, tmp_path, capsys, monkeypatch):
+    signum, dataset, reference, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "run"
     real = vaelab.train.kl_weight
 
@@ -177,7 +202,8 @@ def test_signal_saves_a_checkpoint_exits_128_plus_signum_and_resumes(
 
 
 def test_disk_full_during_a_checkpoint_keeps_the_previous_one_and_resumes(
-        dataset, reference, tmp_path, capsys, monkeypatch):
+    dataset, reference, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "run"
     real_replace = os.replace
     writes = []
@@ -191,8 +217,10 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one_and_resumes(
     monkeypatch.setattr(os, "replace", replace_until_full)
     code, err = cli(train_args(dataset, out), capsys)
     assert code == 2
-    assert err == f"vaelab: error: cannot write {out / ckpt.CHECKPOINT} (No space left on device); nothing was " \
-                  f"changed there: free disk space or choose a writable folder\n"
+    assert (
+        err == f"vaelab: error: cannot write {out / ckpt.CHECKPOINT} (No space left on device); nothing was "
+        f"changed there: free disk space or choose a writable folder\n"
+    )
     assert not list(out.glob(".*.tmp"))
     _, state = checkpoint_contents(out)
     assert state["step"] == 12 and state["epoch"] == 1
@@ -231,7 +259,8 @@ def test_atomic_writes_get_normal_permissions(tmp_path):
 
 
 def test_nan_loss_names_the_step_and_the_cause_and_keeps_the_last_good_checkpoint(
-        dataset, tmp_path, capsys, monkeypatch):
+    dataset, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "run"
     real = vaelab.objectives.training_objective
 
@@ -263,15 +292,19 @@ def test_nan_weights_are_never_written_over_a_good_file(tmp_path):
     model = VAE(ModelConfig(input_shape=(1, 4, 4), hidden=(8,), latent_dim=2))
     opt = torch.optim.Adam(model.parameters())
     ckpt.save_weights(tmp_path / ckpt.MODEL, model)
-    ckpt.save_checkpoint(tmp_path, model, opt, {"noise": torch.Generator().get_state()},
-                         {"sums": torch.zeros(4)}, {"step": 7})
+    ckpt.save_checkpoint(
+        tmp_path, model, opt, {"noise": torch.Generator().get_state()}, {"sums": torch.zeros(4)}, {"step": 7}
+    )
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with torch.no_grad():
         model.decoder.out.bias[3] = float("nan")
     with pytest.raises(TrainingDiverged, match=r"training diverged at step 8: model.decoder.out.bias holds NaN/inf"):
-        ckpt.save_checkpoint(tmp_path, model, opt, {"noise": torch.Generator().get_state()},
-                             {"sums": torch.zeros(4)}, {"step": 8})
-    with pytest.raises(TrainingDiverged, match=r"decoder.out.bias holds NaN/inf, so .*model.safetensors was not written"):
+        ckpt.save_checkpoint(
+            tmp_path, model, opt, {"noise": torch.Generator().get_state()}, {"sums": torch.zeros(4)}, {"step": 8}
+        )
+    with pytest.raises(
+        TrainingDiverged, match=r"decoder.out.bias holds NaN/inf, so .*model.safetensors was not written"
+    ):
         ckpt.save_weights(tmp_path / ckpt.MODEL, model)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
@@ -288,10 +321,20 @@ def test_a_huge_learning_rate_stops_training_without_writing_non_finite_tensors(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,n", [
-    (ckpt.CONFIG, 1), (ckpt.CHECKPOINT, 1), (ckpt.MODEL, 1), (ckpt.CHECKPOINT, 2), (ckpt.METRICS, 1),
-    (ckpt.BEST, 2), (ckpt.CHECKPOINT, 6), (ckpt.MODEL, 9), (ckpt.CHECKPOINT, 11),
-])
+@pytest.mark.parametrize(
+    "name,n",
+    [
+        (ckpt.CONFIG, 1),
+        (ckpt.CHECKPOINT, 1),
+        (ckpt.MODEL, 1),
+        (ckpt.CHECKPOINT, 2),
+        (ckpt.METRICS, 1),
+        (ckpt.BEST, 2),
+        (ckpt.CHECKPOINT, 6),
+        (ckpt.MODEL, 9),
+        (ckpt.CHECKPOINT, 11),
+    ],
+)
 def test_sigkill_inside_any_write_then_resume_is_bit_identical(name, n, dataset, reference, tmp_path, capsys):
     """Die inside the n-th write of `name`, just before its rename; resume; compare with the reference."""
     out = tmp_path / "run"
@@ -321,6 +364,7 @@ def test_a_run_killed_again_during_each_resume_still_ends_bit_identical(dataset,
 @pytest.mark.slow
 def test_sigkill_at_random_moments_until_done_is_bit_identical(dataset, tmp_path, capsys):
     """SIGKILL from outside at seeded random delays (most land in the training loop), resume, repeat."""
+
     def args(out: Path) -> list[str]:  # 20 epochs (240 steps), so that the loop takes a while
         a = train_args(dataset, out)
         a[a.index("--epochs") + 1] = "20"
@@ -345,8 +389,9 @@ def test_sigkill_at_random_moments_until_done_is_bit_identical(dataset, tmp_path
 
     for _ in range(8):
         before = checkpoint_id()
-        p = subprocess.Popen([sys.executable, "-m", "vaelab", *command], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=env)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "vaelab", *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        )
         deadline = time.monotonic() + 120
         while checkpoint_id() == before and p.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)  # wait until the loop is running: it has written a new checkpoint
@@ -381,8 +426,11 @@ def test_a_run_stopped_by_its_time_budget_continues_when_resumed_with_more_time(
     again = _fit(more, tiny_splits, tmp_path, resume=True)
     assert again.stopped == "completed" and again.epochs == tiny_cfg.train.epochs
     # a finished run has nothing more to do: resuming it is reported, not redone
-    with pytest.raises(ConfigError, match=r"already complete \(2 of 2 epochs\); to train further, pass --epochs N "
-                                          r"with N above 2"):
+    with pytest.raises(
+        ConfigError,
+        match=r"already complete \(2 of 2 epochs\); to train further, pass --epochs N "
+        r"with N above 2",
+    ):
         _fit(spent, tiny_splits, tmp_path, resume=True)
 
 
@@ -391,7 +439,9 @@ def test_resuming_a_spent_time_budget_says_to_give_more_minutes(tiny_cfg, tiny_s
 
     spent = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, max_minutes=1e-9))
     _fit(spent, tiny_splits, tmp_path)
-    with pytest.raises(ConfigError, match="already used its time budget of 1e-09 minutes .*give a larger --max-minutes"):
+    with pytest.raises(
+        ConfigError, match="already used its time budget of 1e-09 minutes .*give a larger --max-minutes"
+    ):
         _fit(spent, tiny_splits, tmp_path, resume=True)
 
 
@@ -404,8 +454,11 @@ def test_resuming_a_gpu_checkpoint_on_a_cpu_names_the_device(tiny_cfg, tiny_spli
     rng, extra, state = ckpt.load_checkpoint(tmp_path, model, opt)
     rng["noise"] = torch.zeros(16, dtype=torch.uint8)  # the size of a CUDA (Philox) generator state
     ckpt.save_checkpoint(tmp_path, model, opt, rng, extra, state)
-    with pytest.raises(CheckpointError, match="random-number state was saved on another device type than cpu; "
-                                              "resume with the --device the run was trained on"):
+    with pytest.raises(
+        CheckpointError,
+        match="random-number state was saved on another device type than cpu; "
+        "resume with the --device the run was trained on",
+    ):
         _fit(tiny_cfg, tiny_splits, tmp_path, resume=True)
 
 
@@ -416,8 +469,26 @@ LOAD_STEPS = 3 * 13  # 640 training images of 800 / batch 50, 3 epochs
 
 
 def load_args(dataset: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--preset", "seed", "--dataset", str(dataset), "--hidden", "256", "--epochs", "3",
-            "--seed", "7", "--device", "cpu", "--out", str(out), "--no-plots", "-q", *extra]
+    return [
+        "train",
+        "--preset",
+        "seed",
+        "--dataset",
+        str(dataset),
+        "--hidden",
+        "256",
+        "--epochs",
+        "3",
+        "--seed",
+        "7",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--no-plots",
+        "-q",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -222,8 +222,8 @@ def test_image_folder_with_classes(tmp_path):
     assert len(s.train) + len(s.val) + len(s.test) == 20
 
 
-
 # -- image folders keep their colour -------------------------------------------------------------
+
 
 def _all_images(s) -> list[np.ndarray]:
     return [im.numpy() for part in (s.train, s.val, s.test) for im in part.images]
@@ -274,8 +274,9 @@ def test_grey_folders_stay_one_channel(tmp_path):
     _save_png(tmp_path / "la.png", la, "LA")
     s = D.load_splits(DataConfig(dataset=str(tmp_path)))
     assert s.shape == (1, 5, 4)
-    _same_images(_all_images(s), [a[None] for a in grey] + [bits[None].astype(np.uint8) * 255, (10 * idx)[None],
-                                                             la_grey[None]])
+    _same_images(
+        _all_images(s), [a[None] for a in grey] + [bits[None].astype(np.uint8) * 255, (10 * idx)[None], la_grey[None]]
+    )
 
 
 def test_palette_rgba_and_colour_palettes_become_rgb(tmp_path):
@@ -295,8 +296,10 @@ def test_palette_rgba_and_colour_palettes_become_rgb(tmp_path):
     _save_png(tmp_path / "rgb.png", rgb)
     s = D.load_splits(DataConfig(dataset=str(tmp_path)))
     assert s.shape == (3, 5, 4)
-    _same_images(_all_images(s), [rgba[..., :3].transpose(2, 0, 1), np.array(colours, np.uint8)[idx].transpose(2, 0, 1),
-                                  rgb.transpose(2, 0, 1)])
+    _same_images(
+        _all_images(s),
+        [rgba[..., :3].transpose(2, 0, 1), np.array(colours, np.uint8)[idx].transpose(2, 0, 1), rgb.transpose(2, 0, 1)],
+    )
 
 
 def test_mixed_grey_and_colour_folder_becomes_rgb_with_a_warning(tmp_path, caplog):
@@ -329,6 +332,7 @@ def test_single_kind_folders_log_nothing_and_sizes_must_still_match(tmp_path, ca
     _save_png(tmp_path / "bad" / "b.png", np.zeros((8, 10), np.uint8), "L")  # other size and other kind
     with pytest.raises(DataError, match=r"b\.png: size 10x8 differs from 8x8 of the first image"):
         D.load_image_folder(tmp_path / "bad")
+
 
 def test_binarization_modes(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (50, 6, 6), dtype=np.uint8)

@@ -25,8 +25,23 @@ from vaelab.train import _first_line, _is_peer_failure, dist_timeout
 
 # 480 training images (the .npz fixture's 80%): batch 50 leaves a last batch of 30, which 2
 # processes split 15/15; a conditional model with dynamic binarization uses every per-rank slice.
-ARGS = ["--hidden", "16", "--latent-dim", "2", "--batch-size", "50", "--device", "cpu", "--threads", "1",
-        "--binarize", "dynamic", "--conditional", "--no-plots", "-q"]
+ARGS = [
+    "--hidden",
+    "16",
+    "--latent-dim",
+    "2",
+    "--batch-size",
+    "50",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--binarize",
+    "dynamic",
+    "--conditional",
+    "--no-plots",
+    "-q",
+]
 TIMEOUT_S = 120  # wall clock of one launch; a hang fails the test instead of blocking the suite
 
 
@@ -37,8 +52,11 @@ def free_port() -> int:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    }
     env.update({"OMP_NUM_THREADS": "1", "VAELAB_DIST_TIMEOUT": "30", "PYTHONUNBUFFERED": "1", **extra})
     return env
 
@@ -91,10 +109,12 @@ def test_two_processes_match_one_process(npz_dataset, tmp_path):
     """torchrun with 2 processes on 127.0.0.1 ends with the weights and metrics of 1 process."""
     one_process(npz_dataset, tmp_path / "one", "--epochs", "2")
     log = tmp_path / "two.log"
-    cmd = torchrun("--nnodes", "1", "--nproc-per-node", "2", "--rdzv-backend", "c10d",
-                   "--rdzv-endpoint", "127.0.0.1:0")  # port 0: torchrun picks a free one
-    proc = start([*cmd, "--dataset", str(npz_dataset), *ARGS, "--epochs", "2", "--out", str(tmp_path / "two")],
-                 clean_env(), log)
+    cmd = torchrun(
+        "--nnodes", "1", "--nproc-per-node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0"
+    )  # port 0: torchrun picks a free one
+    proc = start(
+        [*cmd, "--dataset", str(npz_dataset), *ARGS, "--epochs", "2", "--out", str(tmp_path / "two")], clean_env(), log
+    )
     assert finish([proc]) == [0], log.read_text()[-3000:]
     assert_same_run(tmp_path / "one", tmp_path / "two")
     assert log.read_text().count("test ELBO") == 1  # only rank 0 reports (and writes)
@@ -108,10 +128,28 @@ def test_a_dead_or_silent_rank_stops_the_others_with_a_clear_error(npz_dataset, 
     port, run = free_port(), tmp_path / "run"
     procs = []
     for rank in (0, 1):
-        env = clean_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
-                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), VAELAB_DIST_TIMEOUT="4")
-        cmd = [sys.executable, "-m", "vaelab", "train", "--dataset", str(npz_dataset), *ARGS,
-               "--epochs", "5000", "--out", str(run)]
+        env = clean_env(
+            RANK=str(rank),
+            WORLD_SIZE="2",
+            LOCAL_RANK=str(rank),
+            LOCAL_WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            VAELAB_DIST_TIMEOUT="4",
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "vaelab",
+            "train",
+            "--dataset",
+            str(npz_dataset),
+            *ARGS,
+            "--epochs",
+            "5000",
+            "--out",
+            str(run),
+        ]
         procs.append(start(cmd, env, tmp_path / f"rank{rank}.log"))
     try:
         deadline = time.monotonic() + TIMEOUT_S
@@ -134,11 +172,20 @@ def test_a_dead_or_silent_rank_stops_the_others_with_a_clear_error(npz_dataset, 
 
 def test_a_missing_peer_fails_the_start_with_a_clear_error(npz_dataset, tmp_path):
     """Rank 0 of 2 whose peer never comes: DistributedError after VAELAB_DIST_TIMEOUT, exit 2."""
-    env = clean_env(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                    MASTER_PORT=str(free_port()), VAELAB_DIST_TIMEOUT="2")
+    env = clean_env(
+        RANK="0",
+        WORLD_SIZE="2",
+        LOCAL_RANK="0",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+        VAELAB_DIST_TIMEOUT="2",
+    )
     log = tmp_path / "rank0.log"
-    proc = start([sys.executable, "-m", "vaelab", "train", "--dataset", str(npz_dataset), *ARGS,
-                  "--out", str(tmp_path / "run")], env, log)
+    proc = start(
+        [sys.executable, "-m", "vaelab", "train", "--dataset", str(npz_dataset), *ARGS, "--out", str(tmp_path / "run")],
+        env,
+        log,
+    )
     assert finish([proc]) == [2]
     last = log.read_text().strip().splitlines()[-1]
     assert last.startswith("vaelab: error: process 0 of 2 could not join the process group at 127.0.0.1:"), last
@@ -151,10 +198,34 @@ def test_two_torchrun_nodes_match_one_process(npz_dataset, tmp_path):
     at a c10d rendezvous on 127.0.0.1, train as one process does."""
     one_process(npz_dataset, tmp_path / "one", "--epochs", "2")
     port = free_port()
-    procs = [start([*torchrun("--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-                              "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "vaelab-test"),
-                    "--dataset", str(npz_dataset), *ARGS, "--epochs", "2", "--out", str(tmp_path / "two")],
-                   clean_env(), tmp_path / f"node{node}.log") for node in (0, 1)]
+    procs = [
+        start(
+            [
+                *torchrun(
+                    "--nnodes",
+                    "2",
+                    "--nproc-per-node",
+                    "1",
+                    "--rdzv-backend",
+                    "c10d",
+                    "--rdzv-endpoint",
+                    f"127.0.0.1:{port}",
+                    "--rdzv-id",
+                    "vaelab-test",
+                ),
+                "--dataset",
+                str(npz_dataset),
+                *ARGS,
+                "--epochs",
+                "2",
+                "--out",
+                str(tmp_path / "two"),
+            ],
+            clean_env(),
+            tmp_path / f"node{node}.log",
+        )
+        for node in (0, 1)
+    ]
     codes = finish(procs)
     assert codes == [0, 0], "\n".join((tmp_path / f"node{i}.log").read_text()[-2000:] for i in (0, 1))
     assert_same_run(tmp_path / "one", tmp_path / "two")
@@ -167,16 +238,21 @@ def test_nproc_shortcut_and_resume(npz_dataset, tmp_path):
     one_process(npz_dataset, tmp_path / "one", "--epochs", "2")
     run = tmp_path / "two"
     base = [sys.executable, "-m", "vaelab", "train", "--nproc", "2"]
-    first = start([*base, "--dataset", str(npz_dataset), *ARGS, "--epochs", "1", "--out", str(run)],
-                  clean_env(), tmp_path / "first.log")
+    first = start(
+        [*base, "--dataset", str(npz_dataset), *ARGS, "--epochs", "1", "--out", str(run)],
+        clean_env(),
+        tmp_path / "first.log",
+    )
     assert finish([first]) == [0], (tmp_path / "first.log").read_text()[-3000:]
-    second = start([*base, "--resume", str(run), "--epochs", "2", "-q", "--no-plots"], clean_env(),
-                   tmp_path / "second.log")
+    second = start(
+        [*base, "--resume", str(run), "--epochs", "2", "-q", "--no-plots"], clean_env(), tmp_path / "second.log"
+    )
     assert finish([second]) == [0], (tmp_path / "second.log").read_text()[-3000:]
     assert_same_run(tmp_path / "one", run)
 
 
 # -- no processes ----------------------------------------------------------------------------
+
 
 def test_dist_timeout_reads_the_environment(monkeypatch):
     monkeypatch.setenv("VAELAB_DIST_TIMEOUT", "7.5")
@@ -190,8 +266,10 @@ def test_dist_timeout_reads_the_environment(monkeypatch):
 
 
 def test_peer_failures_are_recognised():
-    gloo = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:1: "
-                        "Connection reset by peer. This is typically caused by a remote worker hanging")
+    gloo = RuntimeError(
+        "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:1: "
+        "Connection reset by peer. This is typically caused by a remote worker hanging"
+    )
     assert _is_peer_failure(gloo)
     assert _first_line(gloo).startswith("Read error [127.0.0.1]:1: Connection reset by peer")
     assert _is_peer_failure(torch.distributed.DistError("store"))

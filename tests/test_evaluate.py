@@ -80,8 +80,9 @@ def _fit_a_little(model: VAE, x: torch.Tensor, steps: int = 300, seed: int = 0) 
 
 def _model(latent_dim: int, likelihood: str = "bernoulli", hw: int = 4, seed: int = 0, **kw) -> VAE:
     torch.manual_seed(seed)
-    return VAE(ModelConfig(input_shape=(1, hw, hw), hidden=(16,), latent_dim=latent_dim, likelihood=likelihood,
-                           **kw)).double()
+    return VAE(
+        ModelConfig(input_shape=(1, hw, hw), hidden=(16,), latent_dim=latent_dim, likelihood=likelihood, **kw)
+    ).double()
 
 
 def _mismatched_model() -> VAE:
@@ -209,6 +210,7 @@ def test_log_likelihood_reports_mean_nll_and_its_standard_error():
 
 # -- evaluate(): what is reported, and when an NLL is withheld -----------------------------------
 
+
 def _tiny(likelihood: str) -> VAE:
     torch.manual_seed(0)
     return VAE(ModelConfig(input_shape=(1, 8, 8), hidden=(16,), latent_dim=2, likelihood=likelihood)).eval()
@@ -238,8 +240,10 @@ def test_report_for_bernoulli_on_binary_pixels(binary):
     json.dumps(doc)  # serialisable as it is
 
 
-@pytest.mark.parametrize("likelihood, data_kind", [("bernoulli", "grey"), ("continuous-bernoulli", "binary"),
-                                                   ("gaussian", "binary"), ("gaussian-fixed", "binary")])
+@pytest.mark.parametrize(
+    "likelihood, data_kind",
+    [("bernoulli", "grey"), ("continuous-bernoulli", "binary"), ("gaussian", "binary"), ("gaussian-fixed", "binary")],
+)
 def test_no_nll_when_the_likelihood_is_not_a_density_of_the_pixels(likelihood, data_kind, grey, binary):
     data = grey if data_kind == "grey" else binary
     rep = evaluate(_tiny(likelihood), data, EvalConfig(k=10), pixels="none")
@@ -286,8 +290,27 @@ _run = run_cli  # tests/conftest.py
 def binarized_run(tmp_path_factory, npz_dataset):
     run_dir = tmp_path_factory.mktemp("runs") / "bin"
     with pytest.raises(SystemExit) as e:
-        main(["train", "--preset", "tiny", "--dataset", str(npz_dataset), "--binarize", "dynamic", "--epochs", "2",
-              "--batch-size", "40", "--out", str(run_dir), "--quiet", "--threads", "1", "--no-plots"])
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--dataset",
+                str(npz_dataset),
+                "--binarize",
+                "dynamic",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "40",
+                "--out",
+                str(run_dir),
+                "--quiet",
+                "--threads",
+                "1",
+                "--no-plots",
+            ]
+        )
         raise SystemExit(0)
     assert e.value.code == 0
     return run_dir
@@ -297,8 +320,10 @@ def test_eval_command_writes_eval_json_and_per_image_values(binarized_run, tmp_p
     import numpy as np
 
     per_image = tmp_path / "lp.npy"
-    code, out, _ = _run(["eval", str(binarized_run), "--k", "64", "--chunk", "16", "--threads", "1",
-                         "--per-image", str(per_image)], capsys)
+    code, out, _ = _run(
+        ["eval", str(binarized_run), "--k", "64", "--chunk", "16", "--threads", "1", "--per-image", str(per_image)],
+        capsys,
+    )
     assert code == 0
     doc = json.loads((binarized_run / "eval.json").read_text())
     assert doc["k"] == 64 and doc["pixels"] == "dynamic" and doc["is_density"] and doc["binary_pixels"]
@@ -310,8 +335,11 @@ def test_eval_command_writes_eval_json_and_per_image_values(binarized_run, tmp_p
 
 
 def test_eval_command_rejects_bad_numbers(binarized_run, capsys):
-    for args, msg in ((["--k", "0"], "k must be a positive integer"), (["--chunk", "-1"], "chunk"),
-                      (["--limit", "0"], "--limit")):
+    for args, msg in (
+        (["--k", "0"], "k must be a positive integer"),
+        (["--chunk", "-1"], "chunk"),
+        (["--limit", "0"], "--limit"),
+    ):
         code, _, err = _run(["eval", str(binarized_run), *args], capsys)
         assert code == 2 and msg in err and err.count("\n") == 1, err
 

@@ -31,15 +31,24 @@ CONFIGS = {  # (arch, likelihood, num_classes)
 
 def make_model(arch: str, likelihood: str, k: int) -> VAE:
     torch.manual_seed(0)
-    cfg = ModelConfig(input_shape=(1, 8, 8), hidden=(16, 12), latent_dim=3, arch=arch, channels=(4, 8),
-                      likelihood=likelihood, num_classes=k)  # type: ignore[arg-type]
+    cfg = ModelConfig(
+        input_shape=(1, 8, 8),
+        hidden=(16, 12),
+        latent_dim=3,
+        arch=arch,
+        channels=(4, 8),
+        likelihood=likelihood,
+        num_classes=k,
+    )  # type: ignore[arg-type]
     return VAE(cfg).eval()
 
 
 def inputs(model: VAE, batch: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(batch)
-    out = {"x": torch.rand(batch, *model.cfg.input_shape, generator=g),
-           "z": 2 * torch.randn(batch, model.cfg.latent_dim, generator=g)}
+    out = {
+        "x": torch.rand(batch, *model.cfg.input_shape, generator=g),
+        "z": 2 * torch.randn(batch, model.cfg.latent_dim, generator=g),
+    }
     if model.cfg.num_classes:
         out["y"] = torch.arange(batch) % model.cfg.num_classes
     return out
@@ -124,8 +133,28 @@ def test_manifest_describes_the_graphs(tmp_path):
 
 def test_cli_export_of_a_trained_conditional_run(npz_dataset, tmp_path, capsys):
     run = tmp_path / "run"
-    main(["train", "--dataset", str(npz_dataset), "--hidden", "16", "--epochs", "1", "--batch-size", "40",
-          "--device", "cpu", "--threads", "1", "--conditional", "--no-plots", "-q", "--out", str(run)])
+    main(
+        [
+            "train",
+            "--dataset",
+            str(npz_dataset),
+            "--hidden",
+            "16",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "40",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--conditional",
+            "--no-plots",
+            "-q",
+            "--out",
+            str(run),
+        ]
+    )
     main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "onnx"), "--weights", "best"])
     assert "wrote encoder.onnx, decoder.onnx, export.json" in capsys.readouterr().out
     from vaelab import load
@@ -154,6 +183,7 @@ def test_export_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"--format 'tflite': choose one of onnx, pt2"):
         export_model(model, tmp_path / "b", "tflite")  # type: ignore[arg-type]
 
+
 def test_cli_export_of_a_missing_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["export", str(tmp_path / "missing")])
@@ -163,21 +193,47 @@ def test_cli_export_of_a_missing_run(tmp_path, capsys):
 
 # -- TensorBoard ---------------------------------------------------------------------------------
 
+
 def test_tensorboard_logs_the_metrics_and_image_grids_of_each_epoch(npz_dataset, tmp_path):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     run = tmp_path / "run"
-    main(["train", "--dataset", str(npz_dataset), "--hidden", "16", "--epochs", "2", "--batch-size", "40",
-          "--device", "cpu", "--threads", "1", "--conditional", "--no-plots", "-q", "--tensorboard",
-          "--out", str(run)])
+    main(
+        [
+            "train",
+            "--dataset",
+            str(npz_dataset),
+            "--hidden",
+            "16",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "40",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--conditional",
+            "--no-plots",
+            "-q",
+            "--tensorboard",
+            "--out",
+            str(run),
+        ]
+    )
     acc = event_accumulator.EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     steps = [int(r["step"]) for r in rows]
     assert steps == [12, 24]  # 480 images / 40
     tags = acc.Tags()
-    for key, tag in {"train_elbo": "train/elbo_nats", "val_elbo": "val/elbo_nats", "train_kl": "train/kl_nats",
-                     "val_log_px_z": "val/log_px_z_nats", "lr": "train/lr",
-                     "samples_per_s": "train/samples_per_s"}.items():
+    for key, tag in {
+        "train_elbo": "train/elbo_nats",
+        "val_elbo": "val/elbo_nats",
+        "train_kl": "train/kl_nats",
+        "val_log_px_z": "val/log_px_z_nats",
+        "lr": "train/lr",
+        "samples_per_s": "train/samples_per_s",
+    }.items():
         assert tag in tags["scalars"]
         events = acc.Scalars(tag)
         assert [e.step for e in events] == steps
@@ -194,8 +250,23 @@ def test_tensorboard_is_optional(npz_dataset, tmp_path, monkeypatch, capsys):
     assert out.strip() == "False"  # imported only when --tensorboard asks for it
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if it were not installed
     with pytest.raises(SystemExit) as e:
-        main(["train", "--dataset", str(npz_dataset), "--hidden", "16", "--epochs", "1", "--device", "cpu",
-              "-q", "--tensorboard", "--out", str(tmp_path / "run")])
+        main(
+            [
+                "train",
+                "--dataset",
+                str(npz_dataset),
+                "--hidden",
+                "16",
+                "--epochs",
+                "1",
+                "--device",
+                "cpu",
+                "-q",
+                "--tensorboard",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
     assert e.value.code == 2
     assert "--tensorboard needs the tensorboard package: pip install 'vaelab[tensorboard]'" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoint.safetensors").exists()

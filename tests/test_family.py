@@ -57,8 +57,9 @@ def prior_distribution(model) -> torch.distributions.Distribution:
 
 
 @torch.no_grad()
-def exact_log_px_2d(model: VAE, x: torch.Tensor, n: int = 400, half: float = 14.0,
-                    prior: torch.distributions.Distribution | None = None) -> torch.Tensor:
+def exact_log_px_2d(
+    model: VAE, x: torch.Tensor, n: int = 400, half: float = 14.0, prior: torch.distributions.Distribution | None = None
+) -> torch.Tensor:
     """log int p(z) p(x|z) dz over a 2-D latent on an n x n grid (rectangle rule, spectrally accurate
     for these smooth, fast-decaying integrands), with the model's prior unless `prior` is given.
     Returns (B,) nats."""
@@ -69,8 +70,9 @@ def exact_log_px_2d(model: VAE, x: torch.Tensor, n: int = 400, half: float = 14.
 
 
 @torch.no_grad()
-def exact_log_px_hierarchy(model: HierarchicalVAE, x: torch.Tensor, n2: int = 300, half2: float = 8.0,
-                           n1: int = 800, half1: float = 20.0) -> torch.Tensor:
+def exact_log_px_hierarchy(
+    model: HierarchicalVAE, x: torch.Tensor, n2: int = 300, half2: float = 8.0, n1: int = 800, half1: float = 20.0
+) -> torch.Tensor:
     """log int int p(z2) p(z1|z2) p(x|z1) dz1 dz2 for 1-D z1 and z2, on an n2 x n1 grid (z1 needs the wider
     one: p(z1|z2) has standard deviations up to ~3.3 here). Returns (B,) nats."""
     g2, log_h2 = grid_1d(n2, half2)
@@ -98,8 +100,14 @@ def chunked_log_weights(model, x: torch.Tensor, k: int, chunk: int, seed: int) -
 # -- models -------------------------------------------------------------------------------------
 def hierarchy(prior: str = "normal", seed: int = 0) -> HierarchicalVAE:
     torch.manual_seed(seed)
-    cfg = ModelConfig(input_shape=(1, 2, 2), likelihood="bernoulli", activation="tanh", prior=prior,
-                      prior_components=3, layers=[{"hidden": [8], "latent_dim": 1}, {"hidden": [8], "latent_dim": 1}])
+    cfg = ModelConfig(
+        input_shape=(1, 2, 2),
+        likelihood="bernoulli",
+        activation="tanh",
+        prior=prior,
+        prior_components=3,
+        layers=[{"hidden": [8], "latent_dim": 1}, {"hidden": [8], "latent_dim": 1}],
+    )
     model = build_model(cfg).double()
     assert isinstance(model, HierarchicalVAE)
     with torch.no_grad():
@@ -123,8 +131,17 @@ def hierarchy(prior: str = "normal", seed: int = 0) -> HierarchicalVAE:
 def single_layer(prior: str = "normal", posterior: str = "gaussian", seed: int = 0) -> VAE:
     """A 2-D latent VAE with 4 pixels, its prior and flow moved far from their (near-trivial) inits."""
     torch.manual_seed(seed)
-    cfg = ModelConfig(input_shape=(1, 2, 2), hidden=(8,), latent_dim=2, activation="tanh", prior=prior,
-                      prior_components=3, posterior=posterior, flow_steps=2, flow_hidden=16)
+    cfg = ModelConfig(
+        input_shape=(1, 2, 2),
+        hidden=(8,),
+        latent_dim=2,
+        activation="tanh",
+        prior=prior,
+        prior_components=3,
+        posterior=posterior,
+        flow_steps=2,
+        flow_hidden=16,
+    )
     model = VAE(cfg).double()
     with torch.no_grad():
         for p in model.decoder.parameters():
@@ -289,8 +306,11 @@ X_GRAD = ALL_IMAGES[[1, 4, 7, 10, 11, 13, 14, 15]]  # (8, 1, 2, 2)
 def grad_model(prior: str = "normal", seed: int = 0) -> VAE:
     """Gaussian q(z|x), N(0, I) prior (or another), 4 pixels, hidden (4,), latent 2, a sharper decoder."""
     torch.manual_seed(seed)
-    model = VAE(ModelConfig(input_shape=(1, 2, 2), hidden=(4,), latent_dim=2, activation="tanh", prior=prior,
-                            prior_components=3)).double()
+    model = VAE(
+        ModelConfig(
+            input_shape=(1, 2, 2), hidden=(4,), latent_dim=2, activation="tanh", prior=prior, prior_components=3
+        )
+    ).double()
     with torch.no_grad():
         for p in model.decoder.parameters():
             p.mul_(2.0)
@@ -304,7 +324,7 @@ def gradients(model: VAE, eps: torch.Tensor, objective: str, estimator: str, m: 
     enc, dec = list(model.inference_parameters()), list(model.generative_parameters())
     gs = torch.autograd.grad(-surrogate.mean(), enc + dec, allow_unused=True)
     flat = [torch.zeros_like(p).flatten() if g is None else g.flatten() for p, g in zip(enc + dec, gs)]
-    return torch.cat(flat[: len(enc)]), torch.cat(flat[len(enc):])
+    return torch.cat(flat[: len(enc)]), torch.cat(flat[len(enc) :])
 
 
 def replicate(model: VAE, rows: int, reps: int, objective: str, estimators: tuple[str, ...], m: int = 1, seed: int = 0):
@@ -327,8 +347,9 @@ def t_statistics(diff: torch.Tensor) -> torch.Tensor:
 
 
 # vamp: the encoder is in log p(z) too (the pseudo-inputs' posteriors), a path the z hook must leave alone
-@pytest.mark.parametrize("objective,m,k,prior", [("iwae", 1, 5, "normal"), ("miwae", 2, 3, "normal"),
-                                                 ("iwae", 1, 5, "vamp")])
+@pytest.mark.parametrize(
+    "objective,m,k,prior", [("iwae", 1, 5, "normal"), ("miwae", 2, 3, "normal"), ("iwae", 1, 5, "vamp")]
+)
 def test_dreg_is_unbiased_for_the_iwae_gradient(objective, m, k, prior):
     model = grad_model(prior)
     g = replicate(model, m * k, 400, objective, ("reparam", "dreg"), m, seed=6)
@@ -404,17 +425,24 @@ def test_miwae_and_ciwae_at_their_limits():
 def test_miwae_is_the_mean_of_iwae_over_contiguous_groups(m):
     lw = _log_w(12)
     k = 12 // m
-    ref = torch.tensor([
-        sum(_log_mean_exp_by_hand(lw[j * k:(j + 1) * k, b].tolist()) for j in range(m)) / m for b in range(3)
-    ], dtype=F64)
+    ref = torch.tensor(
+        [sum(_log_mean_exp_by_hand(lw[j * k : (j + 1) * k, b].tolist()) for j in range(m)) / m for b in range(3)],
+        dtype=F64,
+    )
     assert_close(miwae_bound(lw, m), ref, atol=1e-12, rtol=0)
 
 
 def _fixed_draws(rows: int, b: int = 3) -> Draws:
     g = torch.Generator().manual_seed(11)
     px, pz, qz = (torch.randn(rows, b, generator=g, dtype=F64) for _ in range(3))
-    return Draws(torch.zeros(rows, b, 2, dtype=F64), torch.zeros(rows, b, 1, 1, 2, 2, dtype=F64),
-                 px - 5.0, lambda: pz - 2.0, lambda: qz, None)
+    return Draws(
+        torch.zeros(rows, b, 2, dtype=F64),
+        torch.zeros(rows, b, 1, 1, 2, 2, dtype=F64),
+        px - 5.0,
+        lambda: pz - 2.0,
+        lambda: qz,
+        None,
+    )
 
 
 def test_piwae_returns_iwae_over_all_draws_and_miwae_of_the_groups():
@@ -422,8 +450,10 @@ def test_piwae_returns_iwae_over_all_draws_and_miwae_of_the_groups():
     lw = d.log_px_z + d.log_pz - d.log_qz_x
     (generative, inference), bound, elbo, rec, kl = training_objective(d, "piwae", "reparam", 3, 1.0, 0.5)
     assert_close(generative, iwae_bound(lw), atol=1e-12, rtol=0)
-    ref = torch.tensor([sum(_log_mean_exp_by_hand(lw[4 * j:4 * j + 4, b].tolist()) for j in range(3)) / 3
-                        for b in range(3)], dtype=F64)
+    ref = torch.tensor(
+        [sum(_log_mean_exp_by_hand(lw[4 * j : 4 * j + 4, b].tolist()) for j in range(3)) / 3 for b in range(3)],
+        dtype=F64,
+    )
     assert_close(inference, ref, atol=1e-12, rtol=0)
     assert_close(bound, iwae_bound(lw), atol=1e-12, rtol=0)
     assert_close(elbo, lw.mean(0), atol=1e-12, rtol=0)  # no closed-form KL: the mean of log w
@@ -481,8 +511,12 @@ def test_gaussian_draws_carry_torch_distributions_densities_and_the_kl_is_their_
         assert_close(d.log_qz_x, q.log_prob(d.z), atol=1e-12, rtol=0)
         assert_close(d.log_qz_x, model.posterior(x).log_prob(d.z), atol=1e-12, rtol=0)
         assert_close(d.log_pz, Dist.Normal(0.0, 1.0).log_prob(d.z).sum(-1), atol=1e-12, rtol=0)
-        assert_close(d.log_px_z, bernoulli_log_px(d.params.reshape(-1, 4), x).view(4, 16, 16).diagonal(0, 1, 2),
-                     atol=1e-12, rtol=0)
+        assert_close(
+            d.log_px_z,
+            bernoulli_log_px(d.params.reshape(-1, 4), x).view(4, 16, 16).diagonal(0, 1, 2),
+            atol=1e-12,
+            rtol=0,
+        )
         # the stop-gradient answer has the same values and no closed-form KL
         s = model(x, None, eps, stop_gradient=True)
         assert s.kl is None
@@ -492,6 +526,12 @@ def test_gaussian_draws_carry_torch_distributions_densities_and_the_kl_is_their_
         big = model(x, None, torch.randn(n, 16, 2, generator=torch.Generator().manual_seed(15), dtype=F64))
         diff = big.log_qz_x - big.log_pz  # (n, 16)
         mc, se = diff.mean(0), diff.std(0) / math.sqrt(n)
-    assert ((d.kl - mc).abs() < 4 * se).all(), ((d.kl - mc) / se)
-    assert_close(d.kl, torch.distributions.kl_divergence(q, Dist.Independent(Dist.Normal(
-        torch.zeros_like(loc), torch.ones_like(loc)), 1)), atol=1e-12, rtol=0)
+    assert ((d.kl - mc).abs() < 4 * se).all(), (d.kl - mc) / se
+    assert_close(
+        d.kl,
+        torch.distributions.kl_divergence(
+            q, Dist.Independent(Dist.Normal(torch.zeros_like(loc), torch.ones_like(loc)), 1)
+        ),
+        atol=1e-12,
+        rtol=0,
+    )

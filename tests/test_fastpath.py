@@ -111,8 +111,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("preset,overrides", CASES, ids=[f"{p}-{'-'.join(map(str, o.values())) or 'elbo'}"
-                                                         for p, o in CASES])
+@pytest.mark.parametrize(
+    "preset,overrides", CASES, ids=[f"{p}-{'-'.join(map(str, o.values())) or 'elbo'}" for p, o in CASES]
+)
 def test_fit_step_matches_reference(preset: str, overrides: dict) -> None:
     cfg = load_preset(preset)
     # Adam's first steps are about lr * g / (|g| + eps): for a gradient that is a cancelled sum near
@@ -120,8 +121,19 @@ def test_fit_step_matches_reference(preset: str, overrides: dict) -> None:
     # turns rounding into a visible part of the step (an error d in g moves it by up to lr * d / eps).
     # eps = 1e-3 keeps this end-to-end check well conditioned; test_fused_adam_matches_formula
     # checks the optimizer alone at the presets' eps.
-    cfg = replace(cfg, {"train.epochs": 1, "train.seed": 3, "train.device": "cpu", "train.threads": 1,
-                        "train.adam_eps": 1e-3, "data.dataset": "synthetic", "data.limit": None, **overrides})
+    cfg = replace(
+        cfg,
+        {
+            "train.epochs": 1,
+            "train.seed": 3,
+            "train.device": "cpu",
+            "train.threads": 1,
+            "train.adam_eps": 1e-3,
+            "data.dataset": "synthetic",
+            "data.limit": None,
+            **overrides,
+        },
+    )
     assert_fit_matches_reference(cfg)
 
 
@@ -142,11 +154,14 @@ def assert_fit_matches_reference(cfg) -> None:
     # fit leaves the last step's gradients on the parameters (they are dropped at the next step)
     scale = max(float(g.abs().max()) for g in ref_grads)
     for (name, p), g in zip(model.named_parameters(), ref_grads):
-        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-5 * scale, msg=lambda s, name=name: f"grad {name}: {s}")
+        torch.testing.assert_close(
+            p.grad, g, rtol=1e-4, atol=1e-5 * scale, msg=lambda s, name=name: f"grad {name}: {s}"
+        )
     # a wrong Adam formula moves most parameters by about a step (lr); allow 1% of a step
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
-        torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=1e-2 * cfg.train.lr,
-                                   msg=lambda s, name=name: f"param {name}: {s}")
+        torch.testing.assert_close(
+            p.detach(), q.detach(), rtol=0, atol=1e-2 * cfg.train.lr, msg=lambda s, name=name: f"param {name}: {s}"
+        )
 
 
 @pytest.mark.parametrize("adam_eps", [1e-8, 1e-4])
@@ -182,8 +197,9 @@ def test_reference_kl_is_the_library_kl() -> None:
     loc = torch.tensor([[0.0, 0.0], [1.0, -2.0], [0.5, 0.25]])
     logvar = torch.tensor([[0.0, 0.0], [0.0, math.log(4.0)], [-1.0, 1.0]])
     # KL(N(1, 1) || N(0, 1)) = 0.5; KL(N(-2, 4) || N(0, 1)) = 0.5 (4 + 4 - 1 - ln 4)
-    expected = torch.tensor([0.0, 0.5 + 0.5 * (7 - math.log(4.0)),
-                             0.5 * (math.exp(-1) + 0.25 - 1 + 1) + 0.5 * (math.e + 0.0625 - 1 - 1)])
+    expected = torch.tensor(
+        [0.0, 0.5 + 0.5 * (7 - math.log(4.0)), 0.5 * (math.exp(-1) + 0.25 - 1 + 1) + 0.5 * (math.e + 0.0625 - 1 - 1)]
+    )
     torch.testing.assert_close(obj.gaussian_kl(loc, logvar), expected)
     x = torch.tensor([0.0, 1.0, 0.3]).reshape(3, 1, 1, 1)
     logits = torch.tensor([2.0, -1.0, 0.0]).reshape(3, 1, 1, 1)
@@ -196,7 +212,17 @@ def test_reference_kl_is_the_library_kl() -> None:
 def test_compiled_step_matches_reference() -> None:
     """train.compile: torch.compile of the networks and loss terms (inductor on CPU, ~1 min to
     compile) trains the same two steps as the reference."""
-    cfg = replace(load_preset("tiny"), {"train.epochs": 1, "train.seed": 3, "train.device": "cpu",
-                                        "train.threads": 1, "train.adam_eps": 1e-3, "train.compile": True,
-                                        "data.dataset": "synthetic", "data.limit": None})
+    cfg = replace(
+        load_preset("tiny"),
+        {
+            "train.epochs": 1,
+            "train.seed": 3,
+            "train.device": "cpu",
+            "train.threads": 1,
+            "train.adam_eps": 1e-3,
+            "train.compile": True,
+            "data.dataset": "synthetic",
+            "data.limit": None,
+        },
+    )
     assert_fit_matches_reference(cfg)

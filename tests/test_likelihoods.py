@@ -16,8 +16,29 @@ from vaelab.config import ModelConfig
 from vaelab.models import MIN_PIXEL_LOGVAR, make_likelihood
 
 # Both sides of the switches to series expansions (|l| = 1e-2 in log_norm, 1e-3 in mean) included.
-LOGITS = [-80.0, -30.0, -5.0, -0.7, -1.5e-2, -1.001e-2, -0.999e-2, -1.001e-3, -0.999e-3, -1e-6, 0.0, 1e-6,
-          0.999e-3, 1.001e-3, 0.999e-2, 1.001e-2, 1.5e-2, 0.7, 5.0, 30.0, 80.0]
+LOGITS = [
+    -80.0,
+    -30.0,
+    -5.0,
+    -0.7,
+    -1.5e-2,
+    -1.001e-2,
+    -0.999e-2,
+    -1.001e-3,
+    -0.999e-3,
+    -1e-6,
+    0.0,
+    1e-6,
+    0.999e-3,
+    1.001e-3,
+    0.999e-2,
+    1.001e-2,
+    1.5e-2,
+    0.7,
+    5.0,
+    30.0,
+    80.0,
+]
 
 
 def _simpson(f: torch.Tensor, a: float, b: float) -> torch.Tensor:
@@ -56,7 +77,9 @@ def test_continuous_bernoulli_normaliser_matches_numerical_integration(dtype):
     got = obj.continuous_bernoulli_log_norm(lg.to(dtype)).double()
     tol = 1e-9 if dtype == torch.float64 else 2e-6
     assert_close(got, want, atol=tol, rtol=tol)
-    assert_close(obj.continuous_bernoulli_log_norm(torch.zeros(1, dtype=dtype)), torch.full((1,), math.log(2.0), dtype=dtype))
+    assert_close(
+        obj.continuous_bernoulli_log_norm(torch.zeros(1, dtype=dtype)), torch.full((1,), math.log(2.0), dtype=dtype)
+    )
 
 
 def test_continuous_bernoulli_density_integrates_to_one_and_mean_matches():
@@ -95,8 +118,10 @@ def test_gaussian_fixed_uses_the_configured_scale_and_learned_variance_has_a_flo
     learned = make_likelihood(ModelConfig(input_shape=(1, 1, 1), likelihood="gaussian"))
     p2 = torch.tensor([0.0, -50.0]).view(1, 2, 1, 1, 1)  # logvar -50 is clamped to the floor
     sd = math.exp(MIN_PIXEL_LOGVAR / 2)
-    assert_close(learned.log_prob(torch.full((1, 1, 1, 1), 0.5), p2),
-                 torch.distributions.Normal(0.5, sd).log_prob(torch.tensor(0.5)).view(1))
+    assert_close(
+        learned.log_prob(torch.full((1, 1, 1, 1), 0.5), p2),
+        torch.distributions.Normal(0.5, sd).log_prob(torch.tensor(0.5)).view(1),
+    )
 
 
 def test_bernoulli_evaluation_path_equals_the_training_path():
@@ -116,9 +141,12 @@ def test_bernoulli_evaluation_path_equals_the_training_path():
     assert_close(with_grad.detach(), ref)
     grey = torch.rand(6, 1, 5, 5, generator=g, dtype=torch.float64)  # grey targets: same cross-entropy
     with torch.no_grad():
-        assert_close(obj.bernoulli_log_prob(grey, logits),
-                     -F.binary_cross_entropy_with_logits(logits, grey.expand_as(logits), reduction="none")
-                     .flatten(-3).sum(-1), atol=1e-8, rtol=0)
+        assert_close(
+            obj.bernoulli_log_prob(grey, logits),
+            -F.binary_cross_entropy_with_logits(logits, grey.expand_as(logits), reduction="none").flatten(-3).sum(-1),
+            atol=1e-8,
+            rtol=0,
+        )
 
 
 @pytest.mark.parametrize("name", ["bernoulli", "continuous-bernoulli", "gaussian", "gaussian-fixed"])

@@ -106,8 +106,29 @@ def test_memory_mapped_training_equals_in_memory_training(npy_folder, tiny_cfg):
 def test_cli_trains_evaluates_and_plots_from_a_npy_folder(npy_folder, tmp_path, capsys):
     folder, _, _ = npy_folder
     run = tmp_path / "run"
-    main(["train", "--dataset", str(folder), "--hidden", "16", "--latent-dim", "2", "--epochs", "1",
-          "--batch-size", "40", "--device", "cpu", "--threads", "1", "--conditional", "-q", "--out", str(run)])
+    main(
+        [
+            "train",
+            "--dataset",
+            str(folder),
+            "--hidden",
+            "16",
+            "--latent-dim",
+            "2",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "40",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--conditional",
+            "-q",
+            "--out",
+            str(run),
+        ]
+    )
     assert "over 20 images" in capsys.readouterr().out
     assert load_file(run / "model.safetensors")
     assert any(p.suffix == ".png" for p in run.iterdir())
@@ -137,19 +158,38 @@ def _folder(tmp_path, **arrays):
     return folder
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"images": np.zeros((10, 8, 8), np.float32)}, r"must be uint8 in \[0, 255\], got float32"),
-    ({"images": np.zeros((10, 8, 8, 1), np.uint8)}, r"looks channels-last \(N, H, W, C\)"),
-    ({"images": np.zeros((10, 64), np.uint8)}, r"expected images of shape \(N, H, W\) or \(N, C, H, W\), got \(10, 64\)"),
-    ({"images": np.zeros((2, 8, 8), np.uint8)}, r"2 image\(s\) are too few"),
-    ({"images": np.zeros((10, 8, 8), np.uint8), "labels": np.zeros(9, np.int64)}, r"x has 10 images but y has 9 labels"),
-    ({"images": np.zeros((10, 8, 8), np.uint8), "labels": np.array([None] * 10, dtype=object)},
-     r"labels.npy: cannot read it as labels"),
-    ({"images": np.zeros((10, 8, 8), np.uint8), "test_images": np.zeros((4, 9, 9), np.uint8)},
-     r"test_images.npy: images \(1, 9, 9\) differ from images.npy's \(1, 8, 8\)"),
-    ({"images": np.zeros((10, 8, 8), np.uint8), "labels": np.zeros(10, np.int64),
-      "test_images": np.zeros((4, 8, 8), np.uint8)}, r"labels.npy is there but test_labels.npy is not"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"images": np.zeros((10, 8, 8), np.float32)}, r"must be uint8 in \[0, 255\], got float32"),
+        ({"images": np.zeros((10, 8, 8, 1), np.uint8)}, r"looks channels-last \(N, H, W, C\)"),
+        (
+            {"images": np.zeros((10, 64), np.uint8)},
+            r"expected images of shape \(N, H, W\) or \(N, C, H, W\), got \(10, 64\)",
+        ),
+        ({"images": np.zeros((2, 8, 8), np.uint8)}, r"2 image\(s\) are too few"),
+        (
+            {"images": np.zeros((10, 8, 8), np.uint8), "labels": np.zeros(9, np.int64)},
+            r"x has 10 images but y has 9 labels",
+        ),
+        (
+            {"images": np.zeros((10, 8, 8), np.uint8), "labels": np.array([None] * 10, dtype=object)},
+            r"labels.npy: cannot read it as labels",
+        ),
+        (
+            {"images": np.zeros((10, 8, 8), np.uint8), "test_images": np.zeros((4, 9, 9), np.uint8)},
+            r"test_images.npy: images \(1, 9, 9\) differ from images.npy's \(1, 8, 8\)",
+        ),
+        (
+            {
+                "images": np.zeros((10, 8, 8), np.uint8),
+                "labels": np.zeros(10, np.int64),
+                "test_images": np.zeros((4, 8, 8), np.uint8),
+            },
+            r"labels.npy is there but test_labels.npy is not",
+        ),
+    ],
+)
 def test_bad_npy_folders_name_the_problem(tmp_path, arrays, message):
     with pytest.raises(DataError, match=message):
         load_splits(DataConfig(dataset=str(_folder(tmp_path, **arrays))))

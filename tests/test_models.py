@@ -43,10 +43,14 @@ def test_seed_architecture_is_the_tutorials():
     model = VAE(ModelConfig())
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes == {
-        "encoder.body.0.weight": (512, 784), "encoder.body.0.bias": (512,),
-        "encoder.head.weight": (4, 512), "encoder.head.bias": (4,),  # mu (2) and logvar (2) heads
-        "decoder.body.0.weight": (512, 2), "decoder.body.0.bias": (512,),
-        "decoder.out.weight": (784, 512), "decoder.out.bias": (784,),
+        "encoder.body.0.weight": (512, 784),
+        "encoder.body.0.bias": (512,),
+        "encoder.head.weight": (4, 512),
+        "encoder.head.bias": (4,),  # mu (2) and logvar (2) heads
+        "decoder.body.0.weight": (512, 2),
+        "decoder.body.0.bias": (512,),
+        "decoder.out.weight": (784, 512),
+        "decoder.out.bias": (784,),
     }
 
 

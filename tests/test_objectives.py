@@ -30,8 +30,10 @@ def test_gaussian_kl_is_zero_at_the_prior_and_positive_elsewhere():
     assert (obj.gaussian_kl(torch.full((1, 2), 0.3), torch.zeros(1, 2)) > 0).all()
     # closed form for one dimension: 0.5 * (s^2 + m^2 - 1 - log s^2)
     m, s2 = 1.5, 0.25
-    assert_close(obj.gaussian_kl(torch.tensor([[m]]), torch.tensor([[math.log(s2)]])),
-                 torch.tensor([0.5 * (s2 + m * m - 1 - math.log(s2))]))
+    assert_close(
+        obj.gaussian_kl(torch.tensor([[m]]), torch.tensor([[math.log(s2)]])),
+        torch.tensor([0.5 * (s2 + m * m - 1 - math.log(s2))]),
+    )
 
 
 def test_gaussian_log_prob_matches_torch_distributions():

@@ -28,6 +28,7 @@ def test_image_grid_layout():
 
 # -- colours: pixels are drawn as they are; invert is the caller's choice ------------------------
 
+
 def _render(fig) -> np.ndarray:
     """(H, W, 3) uint8 pixels of the figure as saved at its dpi."""
     FigureCanvasAgg(fig)
@@ -70,8 +71,11 @@ def test_every_image_figure_uses_the_one_colour_path():
     rng = np.random.default_rng(0)
     x = rng.random((4, 1, 5, 5))
     for invert in (False, True):
-        figs = [plots.plot_reconstructions(x, x, invert=invert), plots.plot_samples(x, invert=invert),
-                plots.plot_manifold(x, 2, (-1.0, 1.0), invert=invert)]
+        figs = [
+            plots.plot_reconstructions(x, x, invert=invert),
+            plots.plot_samples(x, invert=invert),
+            plots.plot_manifold(x, 2, (-1.0, 1.0), invert=invert),
+        ]
         for fig in figs:
             for ax in fig.axes:
                 for im in ax.images:
@@ -83,6 +87,7 @@ def test_every_image_figure_uses_the_one_colour_path():
 
 # -- layout: titles fit and image cells stay readable --------------------------------------------
 
+
 def _check_layout(fig, min_cell_px: float = 40) -> None:
     """Every title lies inside the figure; every image cell is >= min_cell_px wide as saved."""
     FigureCanvasAgg(fig)
@@ -93,7 +98,10 @@ def _check_layout(fig, min_cell_px: float = 40) -> None:
     for t in titles:
         b = t.get_window_extent(r)
         assert fig.bbox.x0 <= b.x0 and b.x1 <= fig.bbox.x1 and fig.bbox.y0 <= b.y0 and b.y1 <= fig.bbox.y1, (
-            t.get_text(), b, fig.bbox)
+            t.get_text(),
+            b,
+            fig.bbox,
+        )
     for ax in fig.axes:
         for im in ax.images:
             grid_w = im.get_array().shape[1]
@@ -115,8 +123,9 @@ def test_small_and_large_grids_keep_titles_inside_and_cells_readable(n):
 @pytest.mark.parametrize("n", [1, 3, 20])
 def test_manifold_title_fits_and_cells_are_readable(n):
     x = np.random.default_rng(n).random((n * n, 1, 28, 28))
-    _check_layout(plots.plot_manifold(x, n, (-1.5, 1.5), label=9, class_names=[f"class {i}" for i in range(9)]
-                                      + ["Ankle boot"]))
+    _check_layout(
+        plots.plot_manifold(x, n, (-1.5, 1.5), label=9, class_names=[f"class {i}" for i in range(9)] + ["Ankle boot"])
+    )
 
 
 def test_saved_one_image_grid_is_not_tiny():
@@ -154,8 +163,9 @@ def test_figures_render_to_png():
         plots.plot_reconstructions(rng.random((8, 1, 5, 5)), rng.random((8, 1, 5, 5))),
         plots.plot_samples(rng.random((16, 1, 5, 5))),
         plots.plot_manifold(rng.random((9, 1, 5, 5)), 3, (-1.0, 1.0)),
-        plots.plot_learning_curves([{"epoch": 1, "train_elbo": -200, "val_elbo": -190},
-                                    {"epoch": 2, "train_elbo": -150, "val_elbo": -160}]),
+        plots.plot_learning_curves(
+            [{"epoch": 1, "train_elbo": -200, "val_elbo": -190}, {"epoch": 2, "train_elbo": -150, "val_elbo": -160}]
+        ),
     ]
     for f in figs:
         buf = io.BytesIO()
@@ -165,6 +175,7 @@ def test_figures_render_to_png():
 
 # -- the manifold of a conditional model names its label -----------------------------------------
 
+
 @pytest.fixture
 def tiny_cvae():
     import vaelab
@@ -173,8 +184,7 @@ def tiny_cvae():
     torch.manual_seed(0)
     model = vaelab.VAE(vaelab.ModelConfig(input_shape=(1, 6, 6), hidden=(8,), latent_dim=2, num_classes=3))
     g = torch.Generator().manual_seed(0)
-    test = ImageData(torch.randint(0, 256, (12, 1, 6, 6), dtype=torch.uint8, generator=g),
-                     torch.arange(12) % 3)
+    test = ImageData(torch.randint(0, 256, (12, 1, 6, 6), dtype=torch.uint8, generator=g), torch.arange(12) % 3)
     return model, test
 
 

@@ -42,8 +42,11 @@ def test_iwae_paper_is_burda_et_al_one_stochastic_layer():
     model = VAE(cfg.model)
     assert _linear_sizes(model.encoder) == [(784, 200), (200, 200), (200, 2 * 50)]  # loc and logvar heads
     assert _linear_sizes(model.decoder) == [(50, 200), (200, 200), (200, 784)]
-    acts = [type(m) for m in [*model.encoder.modules(), *model.decoder.modules()]
-            if not list(m.children()) and not isinstance(m, nn.Linear)]
+    acts = [
+        type(m)
+        for m in [*model.encoder.modules(), *model.decoder.modules()]
+        if not list(m.children()) and not isinstance(m, nn.Linear)
+    ]
     assert acts == [nn.Tanh] * 4
     assert sum(p.numel() for p in model.parameters()) == 425_284
     assert cfg.model.likelihood == "bernoulli" and cfg.data.binarize == "dynamic"
@@ -64,19 +67,34 @@ def test_seed_preset_is_the_tutorials_vae():
 def _splits_28(n: int) -> DataSplits:
     x, y = make_images(n + 40, hw=28)
     t = torch.from_numpy
-    return DataSplits("synthetic28", ImageData(t(x[:n]), t(y[:n])), ImageData(t(x[n : n + 20]), t(y[n : n + 20])),
-                      ImageData(t(x[n + 20 :]), t(y[n + 20 :])), num_classes=4)
+    return DataSplits(
+        "synthetic28",
+        ImageData(t(x[:n]), t(y[:n])),
+        ImageData(t(x[n : n + 20]), t(y[n : n + 20])),
+        ImageData(t(x[n + 20 :]), t(y[n + 20 :])),
+        num_classes=4,
+    )
 
 
-@pytest.mark.parametrize("name, objective, k", [("seed", "elbo", 1), ("tiny", "elbo", 1), ("iwae-paper", "elbo", 1),
-                                               ("iwae-paper", "iwae", 5), ("conv", "elbo", 1),
-                                               ("latent2d", "elbo", 1)])
+@pytest.mark.parametrize(
+    "name, objective, k",
+    [
+        ("seed", "elbo", 1),
+        ("tiny", "elbo", 1),
+        ("iwae-paper", "elbo", 1),
+        ("iwae-paper", "iwae", 5),
+        ("conv", "elbo", 1),
+        ("latent2d", "elbo", 1),
+    ],
+)
 def test_preset_takes_a_training_step(name, objective, k):
     cfg = load_preset(name)
     splits = _splits_28(cfg.train.batch_size)  # exactly one step per epoch
     cfg = dataclasses.replace(
-        cfg, data=DataConfig(dataset="synthetic28", binarize=cfg.data.binarize),
-        train=dataclasses.replace(cfg.train, epochs=1, device="cpu", threads=1, objective=objective, k=k))
+        cfg,
+        data=DataConfig(dataset="synthetic28", binarize=cfg.data.binarize),
+        train=dataclasses.replace(cfg.train, epochs=1, device="cpu", threads=1, objective=objective, k=k),
+    )
     torch.manual_seed(0)
     model = VAE(cfg.model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -25,12 +25,12 @@ from vaelab.data import IDX_DTYPES, load_image_folder, load_npz, parse_idx, read
 from vaelab.errors import DataError
 from vaelab.models import make_likelihood
 
-PARSERS = settings(derandomize=True, max_examples=150, deadline=None,
-                   suppress_health_check=[HealthCheck.too_slow])
+PARSERS = settings(derandomize=True, max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MATHS = settings(derandomize=True, max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # -- parsers ----------------------------------------------------------------------------------------
+
 
 def parse_or_data_error(fn, *args):
     """Call fn; a DataError is a fine answer, any other exception fails the test."""
@@ -78,7 +78,10 @@ def test_idx_parser_on_valid_headers(case):
             assert 0 in dims and "is not a valid array shape" in str(e)
             return
         assert out.shape == dims and out.dtype == np.dtype(IDX_DTYPES[type_code]).newbyteorder("=")
-        assert out.tobytes() == np.frombuffer(data, np.dtype(IDX_DTYPES[type_code]), offset=header).astype(out.dtype).tobytes()
+        assert (
+            out.tobytes()
+            == np.frombuffer(data, np.dtype(IDX_DTYPES[type_code]), offset=header).astype(out.dtype).tobytes()
+        )
     else:
         with pytest.raises(DataError, match="IDX header says shape"):
             parse_idx(data)
@@ -121,11 +124,13 @@ def npy_bytes(draw):
 
 
 @PARSERS
-@given(st.one_of(
-    st.binary(max_size=300),  # anything
-    st.builds(lambda d: _zip({"x.npy": d}), st.binary(max_size=200)),  # a zip with a random member
-    st.builds(lambda x, y: _zip({"x.npy": x, "y.npy": y}), npy_bytes(), npy_bytes()),  # random headers
-))
+@given(
+    st.one_of(
+        st.binary(max_size=300),  # anything
+        st.builds(lambda d: _zip({"x.npy": d}), st.binary(max_size=200)),  # a zip with a random member
+        st.builds(lambda x, y: _zip({"x.npy": x, "y.npy": y}), npy_bytes(), npy_bytes()),  # random headers
+    )
+)
 def test_npz_reader_on_random_bytes(data):
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "data.npz"
@@ -144,10 +149,18 @@ def _png(h: int, w: int) -> bytes:
 
 
 @settings(derandomize=True, max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(
-    st.binary(max_size=200),
-    st.builds(lambda b, cut: b[:cut], st.builds(_png, st.integers(1, 6), st.integers(1, 6)), st.integers(0, 120)),
-), min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=200),
+            st.builds(
+                lambda b, cut: b[:cut], st.builds(_png, st.integers(1, 6), st.integers(1, 6)), st.integers(0, 120)
+            ),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_image_folder_reader_on_random_files(files):
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d) / "images"
@@ -164,8 +177,11 @@ logvars64 = st.floats(-30.0, 30.0, allow_nan=False)
 
 
 @MATHS
-@given(st.integers(1, 8).flatmap(lambda d: st.tuples(st.lists(finite64, min_size=d, max_size=d),
-                                                      st.lists(logvars64, min_size=d, max_size=d))))
+@given(
+    st.integers(1, 8).flatmap(
+        lambda d: st.tuples(st.lists(finite64, min_size=d, max_size=d), st.lists(logvars64, min_size=d, max_size=d))
+    )
+)
 def test_gaussian_kl_is_non_negative(case):
     loc, logvar = (torch.tensor(v, dtype=torch.float64) for v in case)
     kl = obj.gaussian_kl(loc, logvar)
@@ -196,7 +212,11 @@ def linear_gaussian(draw):
     w = q * scales  # W^T W = diag(scales^2)
     b = torch.randn(p, generator=g, dtype=torch.float64)
     s2 = draw(st.floats(0.05, 2.0))
-    x = b + w @ torch.randn(d, generator=g, dtype=torch.float64) + math.sqrt(s2) * torch.randn(p, generator=g, dtype=torch.float64)
+    x = (
+        b
+        + w @ torch.randn(d, generator=g, dtype=torch.float64)
+        + math.sqrt(s2) * torch.randn(p, generator=g, dtype=torch.float64)
+    )
     q_loc = torch.tensor(draw(st.lists(st.floats(-3, 3), min_size=d, max_size=d)), dtype=torch.float64)
     q_logvar = torch.tensor(draw(st.lists(st.floats(-4, 2), min_size=d, max_size=d)), dtype=torch.float64)
     return w, b, s2, x, q_loc, q_logvar
@@ -246,8 +266,10 @@ def test_elbo_is_below_log_px_by_exactly_the_kl_to_the_posterior(model):
     elbo = obj.elbo(e_log_px_z, obj.gaussian_kl(loc, logvar))
     log_px = exact_log_px(w, b, s2, x)
     post_loc, post_logvar = exact_posterior(w, b, s2, x)
-    kl_to_post = 0.5 * ((logvar - post_logvar).exp() + (loc - post_loc) ** 2 / post_logvar.exp() - 1
-                        - (logvar - post_logvar)).sum()
+    kl_to_post = (
+        0.5
+        * ((logvar - post_logvar).exp() + (loc - post_loc) ** 2 / post_logvar.exp() - 1 - (logvar - post_logvar)).sum()
+    )
     assert float(elbo) <= float(log_px) + 1e-9
     torch.testing.assert_close(log_px - elbo, kl_to_post, rtol=1e-9, atol=1e-9)
 
@@ -294,8 +316,11 @@ def test_bernoulli_log_prob_of_saturated_pixels():
 
 
 @MATHS
-@given(st.lists(extreme_logits, min_size=16, max_size=16), st.lists(st.floats(0, 1, width=32), min_size=16, max_size=16),
-       st.sampled_from(["bernoulli", "continuous-bernoulli", "gaussian", "gaussian-fixed"]))
+@given(
+    st.lists(extreme_logits, min_size=16, max_size=16),
+    st.lists(st.floats(0, 1, width=32), min_size=16, max_size=16),
+    st.sampled_from(["bernoulli", "continuous-bernoulli", "gaussian", "gaussian-fixed"]),
+)
 def test_elbo_is_finite_for_extreme_decoder_outputs(logits, pixels, likelihood):
     cfg = ModelConfig(input_shape=(1, 4, 4), hidden=(4,), latent_dim=2, likelihood=likelihood)
     lik = make_likelihood(cfg)

@@ -37,15 +37,25 @@ def TestClient(app, **kw) -> _TestClient:
     """Starlette's test client, addressed as the explorer's page is (its default Host, `testserver`,
     is not an allowed host: see test_a_foreign_host_header_is_refused)."""
     return _TestClient(app, **{"base_url": "http://localhost", **kw})
+
+
 ATOL = 6e-5  # images travel rounded to 4 decimals
 
 
-def make_explorer(latent_dim: int = 2, num_classes: int = 0, cfg: ServeConfig = ServeConfig(), n: int = N_TEST) -> Explorer:
+def make_explorer(
+    latent_dim: int = 2, num_classes: int = 0, cfg: ServeConfig = ServeConfig(), n: int = N_TEST
+) -> Explorer:
     torch.manual_seed(0)
     x, y = make_images(n, seed=1)
     model = VAE(ModelConfig(input_shape=(1, 8, 8), hidden=(16,), latent_dim=latent_dim, num_classes=num_classes))
-    return Explorer(model, ImageData(torch.from_numpy(x), torch.from_numpy(y)), ("a", "b", "c", "d"), cfg,
-                    name="test-run", dataset="quadrants")
+    return Explorer(
+        model,
+        ImageData(torch.from_numpy(x), torch.from_numpy(y)),
+        ("a", "b", "c", "d"),
+        cfg,
+        name="test-run",
+        dataset="quadrants",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +88,33 @@ def float_images(plain) -> torch.Tensor:
 
 # -- every endpoint gives what the library gives ---------------------------------------------------
 
+
 def test_info(client):
     doc = client.get("/api/info").json()
     assert doc == {
-        "name": "test-run", "dataset": "quadrants", "latent_dim": 2, "input_shape": [1, 8, 8], "num_classes": 0,
-        "class_names": ["a", "b", "c", "d"], "likelihood": "bernoulli", "prior": "normal", "posterior": "gaussian",
-        "layers": [], "arch": "mlp", "hidden": [16],
+        "name": "test-run",
+        "dataset": "quadrants",
+        "latent_dim": 2,
+        "input_shape": [1, 8, 8],
+        "num_classes": 0,
+        "class_names": ["a", "b", "c", "d"],
+        "likelihood": "bernoulli",
+        "prior": "normal",
+        "posterior": "gaussian",
+        "layers": [],
+        "arch": "mlp",
+        "hidden": [16],
         "num_parameters": (64 * 16 + 16) + (16 * 4 + 4) + (2 * 16 + 16) + (16 * 64 + 64),
-        "test_images": N_TEST, "points": N_TEST, "has_labels": True,
-        "limits": {"max_batch": 256, "max_abs_latent": 1000.0, "max_steps": 32, "max_samples": 64,
-                   "max_png_bytes": 256 * 1024},
+        "test_images": N_TEST,
+        "points": N_TEST,
+        "has_labels": True,
+        "limits": {
+            "max_batch": 256,
+            "max_abs_latent": 1000.0,
+            "max_steps": 32,
+            "max_samples": 64,
+            "max_png_bytes": 256 * 1024,
+        },
     }
 
 
@@ -113,7 +140,10 @@ def test_points_subsample_and_pca_plane():
         z = ex.model.encode_mean(to_float(ex.test.images[want])).double().numpy()
     pts, xl, yl = latent_axes(z)
     np.testing.assert_allclose(np.stack([doc["x"], doc["y"]], 1), pts, atol=1e-9)
-    assert (doc["x_label"], doc["y_label"]) == (xl.replace("$", "").replace("_", ""), yl.replace("$", "").replace("_", ""))
+    assert (doc["x_label"], doc["y_label"]) == (
+        xl.replace("$", "").replace("_", ""),
+        yl.replace("$", "").replace("_", ""),
+    )
     assert doc["x_label"].startswith("PC 1 of z")
     # The page moves the cursor with this map: it reproduces the library's projection exactly,
     # and its rows are orthonormal (principal directions), so moving in the plane is exact too.
@@ -211,7 +241,8 @@ def test_conditional_model_uses_the_label(cond_client, cond):
     doc = cond_client.post("/api/sample", json={"n": 3, "seed": 1, "label": 2}).json()
     with torch.no_grad():
         np.testing.assert_allclose(
-            images_of(doc), cond.model.sample(3, 2, generator=torch.Generator().manual_seed(1)).numpy(), atol=ATOL)
+            images_of(doc), cond.model.sample(3, 2, generator=torch.Generator().manual_seed(1)).numpy(), atol=ATOL
+        )
     x = to_float(cond.test.images[:1])
     doc = cond_client.post("/api/encode", json={"pixels": x[0, 0].tolist(), "label": 1}).json()
     with torch.no_grad():
@@ -232,6 +263,7 @@ def test_conditional_model_uses_the_label(cond_client, cond):
 
 
 # -- every validation error is a 422 with a clear message ------------------------------------------
+
 
 def png_b64(w: int, h: int, mode: str = "L") -> str:
     from PIL import Image
@@ -254,7 +286,7 @@ BAD_PLAIN = [
     ("post", "/api/decode", '{"z": [[0, -Infinity]]}', ["body.z.0.1", "finite number"]),
     ("post", "/api/decode", {"z": [[1e4, 0.0]]}, ["body.z.0.0", "less than or equal to 1000"]),
     ("post", "/api/decode", '{"z": [[1e400, 0]]}', ["body.z.0.0", "finite number"]),  # parses as inf
-    ("post", "/api/decode", '{"z": [[' + "9" * 5000 + ', 0]]}', ["body", "not valid JSON"]),  # too many digits
+    ("post", "/api/decode", '{"z": [[' + "9" * 5000 + ", 0]]}", ["body", "not valid JSON"]),  # too many digits
     ("post", "/api/decode", {"z": [[0.0, -1e30]]}, ["body.z.0.1", "greater than or equal to -1000"]),
     ("post", "/api/decode", {"z": [["1", 0.0]]}, ["body.z.0.0", "valid number"]),
     ("post", "/api/decode", {"z": [[True, 0.0]]}, ["body.z.0.0", "valid number"]),
@@ -266,11 +298,26 @@ BAD_PLAIN = [
     ("post", "/api/decode", "[1, 2]", ["body", "valid dictionary"]),
     ("post", "/api/decode", "{bad json", ["body", "JSON"]),
     ("post", "/api/decode", b"\xff\xfe{}", ["body", "JSON decode error"]),
-    ("post", "/api/encode", {"pixels": GOOD_PIXELS[:7]}, ["body.pixels", "at least 8 items", "8 rows of 8 grey values"]),
+    (
+        "post",
+        "/api/encode",
+        {"pixels": GOOD_PIXELS[:7]},
+        ["body.pixels", "at least 8 items", "8 rows of 8 grey values"],
+    ),
     ("post", "/api/encode", {"pixels": [[0.5] * 9] + GOOD_PIXELS[1:]}, ["body.pixels.0", "at most 8 items"]),
     ("post", "/api/encode", {"pixels": [[0.5] * 8 for _ in range(2000)]}, ["body.pixels", "at most 8 items"]),
-    ("post", "/api/encode", {"pixels": [[2.0] + [0.5] * 7] + GOOD_PIXELS[1:]}, ["body.pixels.0.0", "less than or equal to 1", "divide 0-255"]),
-    ("post", "/api/encode", {"pixels": [[-0.1] + [0.5] * 7] + GOOD_PIXELS[1:]}, ["body.pixels.0.0", "greater than or equal to 0"]),
+    (
+        "post",
+        "/api/encode",
+        {"pixels": [[2.0] + [0.5] * 7] + GOOD_PIXELS[1:]},
+        ["body.pixels.0.0", "less than or equal to 1", "divide 0-255"],
+    ),
+    (
+        "post",
+        "/api/encode",
+        {"pixels": [[-0.1] + [0.5] * 7] + GOOD_PIXELS[1:]},
+        ["body.pixels.0.0", "greater than or equal to 0"],
+    ),
     ("post", "/api/encode", '{"pixels": [[NaN, 0, 0, 0, 0, 0, 0, 0]]}', ["body.pixels.0.0", "finite"]),
     ("post", "/api/encode", {}, ["body.pixels", "Field required"]),
     ("post", "/api/encode", {"pixels": GOOD_PIXELS, "label": 0}, ["body.label", "not conditional"]),
@@ -282,7 +329,12 @@ BAD_PLAIN = [
     ("post", "/api/encode/png", {"png": "A" * 400_000}, ["body.png", "at most"]),
     ("post", "/api/encode/png", {"png": ""}, ["body.png", "at least 1 character"]),
     ("post", "/api/encode/png", {}, ["body.png", "Field required"]),
-    ("post", "/api/interpolate", {"a": 0, "b": N_TEST}, ["body.b", f"less than or equal to {N_TEST - 1}", "test-set index"]),
+    (
+        "post",
+        "/api/interpolate",
+        {"a": 0, "b": N_TEST},
+        ["body.b", f"less than or equal to {N_TEST - 1}", "test-set index"],
+    ),
     ("post", "/api/interpolate", {"a": -1, "b": 0}, ["body.a", "greater than or equal to 0"]),
     ("post", "/api/interpolate", {"a": 0, "b": 1, "steps": 1}, ["body.steps", "greater than or equal to 2"]),
     ("post", "/api/interpolate", {"a": 0, "b": 1, "steps": 33}, ["body.steps", "less than or equal to 32"]),
@@ -324,7 +376,9 @@ def _send(c: TestClient, method: str, path: str, body):
     return c.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
 
 
-@pytest.mark.parametrize("method,path,body,words", BAD_PLAIN, ids=[f"{p}-{i}" for i, (_, p, _, _) in enumerate(BAD_PLAIN)])
+@pytest.mark.parametrize(
+    "method,path,body,words", BAD_PLAIN, ids=[f"{p}-{i}" for i, (_, p, _, _) in enumerate(BAD_PLAIN)]
+)
 def test_bad_requests_are_422_with_a_message(client, method, path, body, words):
     r = _send(client, method, path, body)
     assert r.status_code == 422, r.text
@@ -334,7 +388,9 @@ def test_bad_requests_are_422_with_a_message(client, method, path, body, words):
         assert w in doc["message"], (w, doc["message"])
 
 
-@pytest.mark.parametrize("method,path,body,words", BAD_COND, ids=[f"{p}-{i}" for i, (_, p, _, _) in enumerate(BAD_COND)])
+@pytest.mark.parametrize(
+    "method,path,body,words", BAD_COND, ids=[f"{p}-{i}" for i, (_, p, _, _) in enumerate(BAD_COND)]
+)
 def test_bad_labels_of_a_conditional_model(cond_client, method, path, body, words):
     r = _send(cond_client, method, path, body)
     assert r.status_code == 422, r.text
@@ -366,7 +422,9 @@ def test_png_size_limits_and_colour_pngs():
     # An RGB PNG of the right size is read as its grey values (L = luma), like the page's canvas.
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (255, 255, 255)).save(buf, format="PNG")
-    r = TestClient(create_app(make_explorer())).post("/api/encode/png", json={"png": base64.b64encode(buf.getvalue()).decode()})
+    r = TestClient(create_app(make_explorer())).post(
+        "/api/encode/png", json={"png": base64.b64encode(buf.getvalue()).decode()}
+    )
     assert r.status_code == 200
 
 
@@ -416,14 +474,24 @@ def test_explorer_checks_its_inputs():
     assert doc["label"] is None
 
 
-@pytest.mark.parametrize("kw", [{"max_points": 0}, {"max_batch": -1}, {"max_steps": 1}, {"max_abs_latent": float("inf")},
-                                {"max_samples": 1.5}, {"max_png_bytes": True}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"max_points": 0},
+        {"max_batch": -1},
+        {"max_steps": 1},
+        {"max_abs_latent": float("inf")},
+        {"max_samples": 1.5},
+        {"max_png_bytes": True},
+    ],
+)
 def test_serve_config_rejects_bad_limits(kw):
     with pytest.raises(ConfigError):
         ServeConfig(**kw)
 
 
 # -- who may call: the Host and Origin headers ------------------------------------------------------
+
 
 @pytest.mark.parametrize("host", ["localhost", "LOCALHOST:8000", "127.0.0.1:8000", "[::1]:8000"])
 def test_loopback_host_headers_are_answered(plain, host):
@@ -435,8 +503,11 @@ def test_loopback_host_headers_are_answered(plain, host):
 def test_a_foreign_host_header_is_refused(plain, host):
     """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 sends its own name."""
     c = TestClient(create_app(plain))
-    for r in (c.get("/api/info", headers={"host": host}), c.get("/", headers={"host": host}),
-              c.post("/api/decode", json={"z": [[0.0, 0.0]]}, headers={"host": host})):
+    for r in (
+        c.get("/api/info", headers={"host": host}),
+        c.get("/", headers={"host": host}),
+        c.post("/api/decode", json={"z": [[0.0, 0.0]]}, headers={"host": host}),
+    ):
         assert r.status_code == 421, (host, r.status_code)
         assert "--allow-host" in r.json()["message"]
 
@@ -448,10 +519,18 @@ def test_allow_host_adds_a_name(plain):
     assert c.get("/api/info", headers={"host": "otherbox.lan:8000"}).status_code == 421
 
 
-@pytest.mark.parametrize("origin, status", [
-    ("http://localhost:8000", 200), ("http://127.0.0.1:8000", 200), ("https://localhost", 200),
-    ("http://evil.example", 403), ("null", 403), ("file://", 403), ("http://localhost.evil.example", 403),
-])
+@pytest.mark.parametrize(
+    "origin, status",
+    [
+        ("http://localhost:8000", 200),
+        ("http://127.0.0.1:8000", 200),
+        ("https://localhost", 200),
+        ("http://evil.example", 403),
+        ("null", 403),
+        ("file://", 403),
+        ("http://localhost.evil.example", 403),
+    ],
+)
 def test_posts_check_the_origin_when_one_is_sent(plain, origin, status):
     c = TestClient(create_app(plain))
     r = c.post("/api/decode", json={"z": [[0.0, 0.0]]}, headers={"origin": origin})
@@ -468,6 +547,7 @@ def test_serve_config_rejects_bad_allowed_hosts(hosts):
 
 
 # -- concurrency -----------------------------------------------------------------------------------
+
 
 def test_concurrent_requests_get_their_own_answers(plain):
     app = create_app(plain)
@@ -498,6 +578,7 @@ def test_the_model_is_read_only(plain):
 
 # -- the page: served here, nothing from elsewhere -------------------------------------------------
 
+
 def test_page_and_static_files(client):
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
@@ -519,8 +600,16 @@ def test_no_external_links_in_the_page():
 def test_openapi_documents_every_endpoint(client):
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
-    assert {"/api/info", "/api/points", "/api/test/{index}", "/api/decode", "/api/encode", "/api/encode/png",
-            "/api/interpolate", "/api/sample"} == set(paths)
+    assert {
+        "/api/info",
+        "/api/points",
+        "/api/test/{index}",
+        "/api/decode",
+        "/api/encode",
+        "/api/encode/png",
+        "/api/interpolate",
+        "/api/sample",
+    } == set(paths)
     z = schema["components"]["schemas"]["DecodeRequest"]["properties"]["z"]
     assert z["maxItems"] == 256 and z["items"]["minItems"] == 2 and z["items"]["maxItems"] == 2
     assert z["items"]["items"]["maximum"] == 1000 and z["items"]["items"]["minimum"] == -1000
@@ -530,9 +619,21 @@ def test_openapi_documents_every_endpoint(client):
 
 # -- binding, and the command ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("host,loopback", [("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("::1", True),
-                                           ("[::1]", True), ("0.0.0.0", False), ("::", False), ("192.168.1.5", False),
-                                           ("example.org", False)])
+
+@pytest.mark.parametrize(
+    "host,loopback",
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.5", False),
+        ("example.org", False),
+    ],
+)
 def test_is_loopback(host, loopback):
     assert srv.is_loopback(host) is loopback
 
@@ -588,9 +689,11 @@ def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     x, y = make_images(200)
     np.savez(root / "tiny.npz", x=x[:, 0], y=y)
-    cfg = RunConfig(data=DataConfig(dataset=str(root / "tiny.npz")),
-                    model=ModelConfig(input_shape=(1, 8, 8), hidden=(16,), latent_dim=2),
-                    train=TrainConfig(epochs=1, batch_size=40, seed=0, device="cpu", threads=1))
+    cfg = RunConfig(
+        data=DataConfig(dataset=str(root / "tiny.npz")),
+        model=ModelConfig(input_shape=(1, 8, 8), hidden=(16,), latent_dim=2),
+        train=TrainConfig(epochs=1, batch_size=40, seed=0, device="cpu", threads=1),
+    )
     torch.manual_seed(0)
     fit(VAE(cfg.model), load_splits(cfg.data), cfg, root / "run", progress=False)
     return root / "run"
@@ -629,12 +732,32 @@ def test_serve_command_prints_the_url_and_warns_off_loopback(run_dir, capsys, mo
 def test_serve_command_answers_its_host_and_the_allowed_names_only(run_dir, capsys, monkeypatch):
     served = {}
     monkeypatch.setattr(srv, "run", lambda app, sock: served.update(app=app))
-    code, _, _ = _cli(["serve", str(run_dir), "--port", "0", "--threads", "1", "--host", "127.0.0.1",
-                       "--allow-host", "mybox.lan", "--allow-host", "vae.internal"], capsys)
+    code, _, _ = _cli(
+        [
+            "serve",
+            str(run_dir),
+            "--port",
+            "0",
+            "--threads",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--allow-host",
+            "mybox.lan",
+            "--allow-host",
+            "vae.internal",
+        ],
+        capsys,
+    )
     assert code == 0
     c = TestClient(served["app"])
-    for host, status in [("127.0.0.1:1", 200), ("localhost", 200), ("mybox.lan:8000", 200), ("vae.internal", 200),
-                         ("evil.example", 421)]:
+    for host, status in [
+        ("127.0.0.1:1", 200),
+        ("localhost", 200),
+        ("mybox.lan:8000", 200),
+        ("vae.internal", 200),
+        ("evil.example", 421),
+    ]:
         assert c.get("/api/info", headers={"host": host}).status_code == status, host
 
 
@@ -664,9 +787,16 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: 
 _AS_SCHEMATHESIS = ServeConfig(allowed_hosts=("testserver",))  # the Host its ASGI client sends
 _PLAIN_SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", create_app(make_explorer(cfg=_AS_SCHEMATHESIS)))
 _COND_SCHEMA = schemathesis.openapi.from_asgi(
-    "/openapi.json", create_app(make_explorer(latent_dim=3, num_classes=4, cfg=_AS_SCHEMATHESIS)))
+    "/openapi.json", create_app(make_explorer(latent_dim=3, num_classes=4, cfg=_AS_SCHEMATHESIS))
+)
 # VAELAB_FUZZ_EXAMPLES=1000 for a longer run (the default keeps the suite fast).
-_FUZZ = settings(max_examples=int(os.environ.get("VAELAB_FUZZ_EXAMPLES", "40")), deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+_FUZZ = settings(
+    max_examples=int(os.environ.get("VAELAB_FUZZ_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+    derandomize=True,
+)
 
 
 def _validate(case) -> None:

@@ -42,8 +42,11 @@ def test_same_seed_same_weights(tiny_cfg, tiny_splits):
 
 @pytest.mark.parametrize("binarize", ["none", "dynamic"])
 def test_resume_equals_uninterrupted(tiny_cfg, tiny_splits, tmp_path, binarize):
-    cfg = dataclasses.replace(tiny_cfg, data=dataclasses.replace(tiny_cfg.data, binarize=binarize),
-                              train=dataclasses.replace(tiny_cfg.train, epochs=3))
+    cfg = dataclasses.replace(
+        tiny_cfg,
+        data=dataclasses.replace(tiny_cfg.data, binarize=binarize),
+        train=dataclasses.replace(tiny_cfg.train, epochs=3),
+    )
     full = _fit(cfg, tiny_splits, tmp_path / "full")
     # stop after 1 epoch, then continue the same run to 3 epochs
     short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1))
@@ -72,7 +75,9 @@ def test_resume_mid_epoch_equals_uninterrupted(tiny_cfg, tiny_splits, tmp_path, 
     with pytest.raises(RuntimeError, match="simulated crash"):
         _fit(cfg, tiny_splits, tmp_path / "crashed")
     monkeypatch.setattr(T, "kl_weight", real)
-    _, _, state = ckpt.load_checkpoint(tmp_path / "crashed", VAE(cfg.model), torch.optim.Adam(VAE(cfg.model).parameters()))
+    _, _, state = ckpt.load_checkpoint(
+        tmp_path / "crashed", VAE(cfg.model), torch.optim.Adam(VAE(cfg.model).parameters())
+    )
     assert (state["epoch"], state["step_in_epoch"]) == (0, 3)
     torch.manual_seed(123)  # resuming must not depend on the global RNG
     resumed = _fit(cfg, tiny_splits, tmp_path / "crashed", resume=True)
@@ -86,8 +91,13 @@ def test_schedules_and_warmup():
     tc = TrainConfig(lr=1e-3, schedule="burda", epochs=20)
     # stage i lasts 3^i epochs: epochs 0 | 1-3 | 4-12 | 13-39
     assert [round(lr_at(tc, e) / 1e-3, 6) for e in (0, 1, 3, 4, 12, 13)] == [
-        1.0, round(10 ** (-1 / 7), 6), round(10 ** (-1 / 7), 6), round(10 ** (-2 / 7), 6), round(10 ** (-2 / 7), 6),
-        round(10 ** (-3 / 7), 6)]
+        1.0,
+        round(10 ** (-1 / 7), 6),
+        round(10 ** (-1 / 7), 6),
+        round(10 ** (-2 / 7), 6),
+        round(10 ** (-2 / 7), 6),
+        round(10 ** (-3 / 7), 6),
+    ]
     cos = TrainConfig(lr=1.0, schedule="cosine", epochs=4)
     assert [lr_at(cos, e) for e in range(4)] == pytest.approx([1.0, 0.8535534, 0.5, 0.1464466])
     wu = TrainConfig(warmup_epochs=2, beta=1.0)

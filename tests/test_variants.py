@@ -40,8 +40,28 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def train_args(dataset: Path, out: Path, flags: list[str], epochs: int) -> list[str]:
-    args = ["train", "--preset", "tiny", "--dataset", str(dataset), "--binarize", "dynamic", "--batch-size", "40",
-            "--epochs", str(epochs), "--seed", "1", "--threads", "1", "--out", str(out), "--no-plots", "-q", *flags]
+    args = [
+        "train",
+        "--preset",
+        "tiny",
+        "--dataset",
+        str(dataset),
+        "--binarize",
+        "dynamic",
+        "--batch-size",
+        "40",
+        "--epochs",
+        str(epochs),
+        "--seed",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--no-plots",
+        "-q",
+        *flags,
+    ]
     if "--model.layers" not in flags:
         args[3:3] = ["--hidden", "12"]
     return args
@@ -67,8 +87,9 @@ def test_variant_trains_resumes_evaluates_samples_serves_and_exports(variant, da
     assert report["nll"] > 0 and report["is_density"]
     assert -report["nll"] >= report["elbo"] - 3 * report["elbo_stderr"]  # log p(x) >= ELBO, up to noise
 
-    code, out, err = run_cli(["sample", str(whole), "-n", "4", "-o", str(tmp_path / "s.png"),
-                              "--npy", str(tmp_path / "s.npy")], capsys)
+    code, out, err = run_cli(
+        ["sample", str(whole), "-n", "4", "-o", str(tmp_path / "s.png"), "--npy", str(tmp_path / "s.npy")], capsys
+    )
     assert code == 0, err
     samples = np.load(tmp_path / "s.npy")
     assert samples.shape == (4, 1, 8, 8) and np.isfinite(samples).all()
@@ -99,15 +120,20 @@ def test_variant_trains_resumes_evaluates_samples_serves_and_exports(variant, da
         assert not (tmp_path / "exp").exists()
 
 
-@pytest.mark.parametrize("flags, pattern", [
-    (["--posterior", "iaf", "--estimator", "dreg", "--objective", "iwae", "--k", "2"],
-     r"estimator dreg needs log q\(z\|x\) at stopped posterior parameters, which this model \(posterior iaf\)"),
-    (["--estimator", "dreg"], r"estimator dreg \(doubly reparameterized\) is for the iwae and miwae objectives"),
-    (["--m", "3"], r"m 3 groups of samples belong to the miwae and piwae objectives"),
-    (["--prior", "vamp", "--conditional"], r"prior vamp: the pseudo-inputs carry no label"),
-    (["--schedule", "time"], r"schedule time follows the clock over --max-minutes"),
-    (["--objective", "piwae", "--m", "2", "--k", "2", "--estimator", "stl"], r"estimator stl with objective piwae"),
-])
+@pytest.mark.parametrize(
+    "flags, pattern",
+    [
+        (
+            ["--posterior", "iaf", "--estimator", "dreg", "--objective", "iwae", "--k", "2"],
+            r"estimator dreg needs log q\(z\|x\) at stopped posterior parameters, which this model \(posterior iaf\)",
+        ),
+        (["--estimator", "dreg"], r"estimator dreg \(doubly reparameterized\) is for the iwae and miwae objectives"),
+        (["--m", "3"], r"m 3 groups of samples belong to the miwae and piwae objectives"),
+        (["--prior", "vamp", "--conditional"], r"prior vamp: the pseudo-inputs carry no label"),
+        (["--schedule", "time"], r"schedule time follows the clock over --max-minutes"),
+        (["--objective", "piwae", "--m", "2", "--k", "2", "--estimator", "stl"], r"estimator stl with objective piwae"),
+    ],
+)
 def test_combinations_that_do_not_exist_are_refused(flags, pattern, dataset, tmp_path, capsys):
     import re
 

@@ -18,10 +18,22 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(["DataConfig", "EvalConfig", "ModelConfig", "RunConfig", "TrainConfig", "load_preset"],
-                    "vaelab.config"),
-    **dict.fromkeys(["VaelabError", "ConfigError", "DataError", "NotADensity", "StorageError", "CheckpointError",
-                     "TrainingDiverged", "TrainingInterrupted"], "vaelab.errors"),
+    **dict.fromkeys(
+        ["DataConfig", "EvalConfig", "ModelConfig", "RunConfig", "TrainConfig", "load_preset"], "vaelab.config"
+    ),
+    **dict.fromkeys(
+        [
+            "VaelabError",
+            "ConfigError",
+            "DataError",
+            "NotADensity",
+            "StorageError",
+            "CheckpointError",
+            "TrainingDiverged",
+            "TrainingInterrupted",
+        ],
+        "vaelab.errors",
+    ),
     **dict.fromkeys(["VAE", "BaseVAE", "Draws", "ElboTerms", "build_model", "interpolate_latents"], "vaelab.models"),
     "HierarchicalVAE": "vaelab.models.hierarchy",
     "load": "vaelab.checkpoint",
@@ -31,11 +43,38 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [  # the same names as _EXPORTS (tests/test_cli.py checks), written out for readers and linters
-    "__version__", "DataConfig", "EvalConfig", "ModelConfig", "RunConfig", "TrainConfig", "load_preset",
-    "VaelabError", "ConfigError", "DataError", "NotADensity", "StorageError", "CheckpointError", "TrainingDiverged",
-    "TrainingInterrupted", "VAE", "BaseVAE", "Draws", "ElboTerms", "build_model", "interpolate_latents",
-    "HierarchicalVAE", "load", "DataSplits", "ImageData", "load_splits", "EvalReport", "LikelihoodEstimate",
-    "evaluate", "log_likelihood", "TrainResult", "fit",
+    "__version__",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "load_preset",
+    "VaelabError",
+    "ConfigError",
+    "DataError",
+    "NotADensity",
+    "StorageError",
+    "CheckpointError",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "VAE",
+    "BaseVAE",
+    "Draws",
+    "ElboTerms",
+    "build_model",
+    "interpolate_latents",
+    "HierarchicalVAE",
+    "load",
+    "DataSplits",
+    "ImageData",
+    "load_splits",
+    "EvalReport",
+    "LikelihoodEstimate",
+    "evaluate",
+    "log_likelihood",
+    "TrainResult",
+    "fit",
 ]
 
 

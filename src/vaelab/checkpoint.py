@@ -45,7 +45,6 @@ FORMAT = "vaelab-run-1"
 logger = logging.getLogger(__name__)
 
 
-
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
     doc = {
         "format": FORMAT,
@@ -82,12 +81,18 @@ def read_config(run_dir: Path) -> RunConfig:
     if isinstance(fmt, str) and fmt.startswith("vaelab-run-") and fmt != FORMAT:
         raise CheckpointError(
             f"{path}: written by vaelab {written_by or '?'} in format {fmt!r}; this vaelab {__version__} reads "
-            f"{FORMAT!r}. Upgrade vaelab (pip install --upgrade vaelab) to read this run")
+            f"{FORMAT!r}. Upgrade vaelab (pip install --upgrade vaelab) to read this run"
+        )
     if fmt != FORMAT:
         raise CheckpointError(f"{path}: not a vaelab run config (format {fmt!r}, expected {FORMAT!r})")
     if isinstance(written_by, str) and _version_tuple(written_by) > _version_tuple(__version__):
-        logger.warning("%s was written by vaelab %s, newer than this vaelab %s: settings it added may be "
-                       "refused or ignored; upgrade vaelab to be sure", path, written_by, __version__)
+        logger.warning(
+            "%s was written by vaelab %s, newer than this vaelab %s: settings it added may be "
+            "refused or ignored; upgrade vaelab to be sure",
+            path,
+            written_by,
+            __version__,
+        )
     sections = {k: doc[k] for k in ("data", "model", "train") if k in doc}
     try:
         return RunConfig.from_dict(sections, source=str(path))
@@ -106,8 +111,10 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not a valid safetensors file ({e}); it was altered or truncated") from e
     if "sha256" in meta and meta["sha256"] != tensor_digest(tensors, meta):
-        raise CheckpointError(f"{path}: its contents do not match the SHA-256 recorded when it was written; "
-                              f"the file was altered or damaged: restore it or train again")
+        raise CheckpointError(
+            f"{path}: its contents do not match the SHA-256 recorded when it was written; "
+            f"the file was altered or damaged: restore it or train again"
+        )
     return tensors, meta
 
 
@@ -175,7 +182,9 @@ def load(run_dir: str | os.PathLike[str], weights: str = MODEL, device: str | to
     """
     run_dir = Path(run_dir)
     if weights in ("", ".", "..") or Path(weights).name != weights:
-        raise CheckpointError(f"weights={weights!r}: give a file name inside the run folder, such as {MODEL!r} or {BEST!r}")
+        raise CheckpointError(
+            f"weights={weights!r}: give a file name inside the run folder, such as {MODEL!r} or {BEST!r}"
+        )
     cfg = read_config(run_dir)
     model = build_model(cfg.model)
     tensors, _ = _read_safetensors(run_dir / weights)
@@ -185,6 +194,7 @@ def load(run_dir: str | os.PathLike[str], weights: str = MODEL, device: str | to
 
 
 # -- full training checkpoints ----------------------------------------------------------------
+
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
@@ -211,8 +221,12 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 
 
 def save_checkpoint(
-    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-    rng: dict[str, torch.Tensor], extra_tensors: dict[str, torch.Tensor], state: dict[str, Any],
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rng: dict[str, torch.Tensor],
+    extra_tensors: dict[str, torch.Tensor],
+    state: dict[str, Any],
 ) -> None:
     """Write checkpoint.safetensors atomically: weights, optimizer, RNG states and the training state (JSON)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -226,9 +240,9 @@ def save_checkpoint(
     atomic_write_bytes(run_dir / CHECKPOINT, st_save(tensors, metadata=meta))
 
 
-def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[
-    dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]
-]:
+def load_checkpoint(
+    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
     """Restore model and optimizer in place; return (rng states, extra tensors, training state)."""
     path = run_dir / CHECKPOINT
     tensors, meta = _read_safetensors(path)
@@ -239,7 +253,9 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: its training state is not valid JSON ({e}); the file was altered") from e
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: its training state is {type(state).__name__}, not a JSON object; the file was altered")
+        raise CheckpointError(
+            f"{path}: its training state is {type(state).__name__}, not a JSON object; the file was altered"
+        )
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     check_state_dict(model, weights, str(path))
     device = next(model.parameters()).device
@@ -267,8 +283,10 @@ def check_resumable(run_dir: Path, rng: dict[str, Any], extra: dict[str, Any], s
     missing = [k for k in STATE_KEYS if k not in state]
     missing += [f"rng.{k}" for k in ("noise",) if k not in rng] + [f"extra.{k}" for k in ("sums",) if k not in extra]
     if missing:
-        raise CheckpointError(f"{Path(run_dir) / CHECKPOINT}: the training state lacks {missing}; it was written "
-                              f"by another program or altered, and cannot be resumed")
+        raise CheckpointError(
+            f"{Path(run_dir) / CHECKPOINT}: the training state lacks {missing}; it was written "
+            f"by another program or altered, and cannot be resumed"
+        )
 
 
 def remove_stale_temps(run_dir: Path) -> list[Path]:
@@ -302,4 +320,6 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]
+        return [
+            {k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(f)
+        ]

@@ -26,15 +26,36 @@ logger = logging.getLogger("vaelab")
 
 # Flags of `vaelab train` that are shortcuts for SECTION.KEY overrides.
 TRAIN_FLAGS: dict[str, str] = {
-    "epochs": "train.epochs", "seed": "train.seed", "batch_size": "train.batch_size", "lr": "train.lr",
-    "latent_dim": "model.latent_dim", "dataset": "data.dataset", "data_dir": "data.data_dir",
-    "binarize": "data.binarize", "limit": "data.limit", "objective": "train.objective", "k": "train.k",
-    "beta": "train.beta", "warmup": "train.warmup_epochs", "schedule": "train.schedule",
-    "patience": "train.patience", "grad_clip": "train.grad_clip", "max_minutes": "train.max_minutes",
-    "device": "train.device", "threads": "train.threads", "checkpoint_every": "train.checkpoint_every",
-    "likelihood": "model.likelihood", "arch": "model.arch", "activation": "model.activation",
-    "compile": "train.compile", "amp": "train.amp", "prior": "model.prior", "posterior": "model.posterior",
-    "prior_components": "model.prior_components", "flow_steps": "model.flow_steps", "estimator": "train.estimator",
+    "epochs": "train.epochs",
+    "seed": "train.seed",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "latent_dim": "model.latent_dim",
+    "dataset": "data.dataset",
+    "data_dir": "data.data_dir",
+    "binarize": "data.binarize",
+    "limit": "data.limit",
+    "objective": "train.objective",
+    "k": "train.k",
+    "beta": "train.beta",
+    "warmup": "train.warmup_epochs",
+    "schedule": "train.schedule",
+    "patience": "train.patience",
+    "grad_clip": "train.grad_clip",
+    "max_minutes": "train.max_minutes",
+    "device": "train.device",
+    "threads": "train.threads",
+    "checkpoint_every": "train.checkpoint_every",
+    "likelihood": "model.likelihood",
+    "arch": "model.arch",
+    "activation": "model.activation",
+    "compile": "train.compile",
+    "amp": "train.amp",
+    "prior": "model.prior",
+    "posterior": "model.posterior",
+    "prior_components": "model.prior_components",
+    "flow_steps": "model.flow_steps",
+    "estimator": "train.estimator",
     "m": "train.m",
 }
 
@@ -90,8 +111,10 @@ class _Threads(click.ParamType):
         return n
 
 
-THREADS_HELP = ("CPU threads: N, or auto (leave out cores that other processes keep busy; the count "
-                "changes the last digits of the numbers) [default: the usable cores].")
+THREADS_HELP = (
+    "CPU threads: N, or auto (leave out cores that other processes keep busy; the count "
+    "changes the last digits of the numbers) [default: the usable cores]."
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -108,9 +131,16 @@ def cli() -> None:
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--preset", default="seed", show_default=True, help="Preset name (see vaelab/presets).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML file with [data]/[model]/[train] tables, read after the preset.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="A TOML file with [data]/[model]/[train] tables, read after the preset.",
+)
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder to write [default: runs/PRESET].")
-@click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this folder from its last checkpoint.")
+@click.option(
+    "--resume", type=click.Path(file_okay=False), help="Continue the run in this folder from its last checkpoint."
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @click.option("--epochs", type=int, help="Number of epochs.")
 @click.option("--seed", type=int, help="Seed of initialisation, shuffling and noise.")
@@ -126,22 +156,37 @@ def cli() -> None:
 @click.option("--arch", type=click.Choice(["mlp", "conv"]))
 @click.option("--activation", type=click.Choice(["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus"]))
 @click.option("--conditional", is_flag=True, help="Conditional VAE: encoder and decoder see the one-hot label.")
-@click.option("--prior", type=click.Choice(["normal", "mog", "vamp"]),
-              help="p(z): N(0, I), a learned mixture of Gaussians, or the VampPrior.")
+@click.option(
+    "--prior",
+    type=click.Choice(["normal", "mog", "vamp"]),
+    help="p(z): N(0, I), a learned mixture of Gaussians, or the VampPrior.",
+)
 @click.option("--prior-components", type=int, help="Mixture components (mog: 10) or pseudo-inputs (vamp: 500).")
-@click.option("--posterior", type=click.Choice(["gaussian", "planar", "iaf"]),
-              help="q(z|x): diagonal Gaussian, or pushed through planar / inverse autoregressive flow steps.")
+@click.option(
+    "--posterior",
+    type=click.Choice(["gaussian", "planar", "iaf"]),
+    help="q(z|x): diagonal Gaussian, or pushed through planar / inverse autoregressive flow steps.",
+)
 @click.option("--flow-steps", type=int, help="Steps of a planar or IAF posterior (default 4).")
-@click.option("--objective", type=click.Choice(["elbo", "iwae", "miwae", "piwae", "ciwae"]),
-              help="ELBO, IWAE (--k), MIWAE / PIWAE (--m groups of --k), CIWAE (--train.ciwae_beta).")
-@click.option("--estimator", type=click.Choice(["reparam", "stl", "dreg"]),
-              help="Gradient estimator: reparameterization, sticking the landing, doubly reparameterized (iwae, miwae).")
+@click.option(
+    "--objective",
+    type=click.Choice(["elbo", "iwae", "miwae", "piwae", "ciwae"]),
+    help="ELBO, IWAE (--k), MIWAE / PIWAE (--m groups of --k), CIWAE (--train.ciwae_beta).",
+)
+@click.option(
+    "--estimator",
+    type=click.Choice(["reparam", "stl", "dreg"]),
+    help="Gradient estimator: reparameterization, sticking the landing, doubly reparameterized (iwae, miwae).",
+)
 @click.option("--k", type=int, help="Importance samples per image (per group for miwae / piwae).")
 @click.option("--m", type=int, help="Groups of k samples of the miwae and piwae objectives.")
 @click.option("--beta", type=float, help="KL weight (beta-VAE).")
 @click.option("--warmup", type=int, help="KL warm-up epochs (linear from 0 to beta).")
-@click.option("--schedule", type=click.Choice(["constant", "cosine", "burda", "time"]),
-              help="Learning-rate schedule; time: lr * 10^(-train.lr_decay * t / --max-minutes).")
+@click.option(
+    "--schedule",
+    type=click.Choice(["constant", "cosine", "burda", "time"]),
+    help="Learning-rate schedule; time: lr * 10^(-train.lr_decay * t / --max-minutes).",
+)
 @click.option("--patience", type=int, help="Early stopping after N epochs without validation improvement.")
 @click.option("--grad-clip", type=float, help="Clip the global gradient norm to this value.")
 @click.option("--max-minutes", type=float, help="Wall-clock budget; training ends cleanly when it is spent.")
@@ -151,16 +196,38 @@ def cli() -> None:
 @click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
 @click.option("--amp", type=click.Choice(["none", "bf16"]), help="Autocast dtype (CUDA).")
 @click.option("--nproc", type=int, help="Launch N processes with torchrun (DistributedDataParallel).")
-@click.option("--tensorboard", is_flag=True,
-              help="Also log scalars and image grids each epoch to RUN/tensorboard/ (pip install 'vaelab[tensorboard]').")
+@click.option(
+    "--tensorboard",
+    is_flag=True,
+    help="Also log scalars and image grids each epoch to RUN/tensorboard/ (pip install 'vaelab[tensorboard]').",
+)
 @click.option("--no-plots", is_flag=True, help="Do not draw the pictures at the end.")
-@click.option("--invert", is_flag=True, help="Draw the pictures as 1 - pixel (dark on white); default: pixels as they are.")
-@click.option("--quiet", "-q", is_flag=True,
-              help="No progress bar, header or epoch lines; warnings, errors and the final line still print.")
+@click.option(
+    "--invert", is_flag=True, help="Draw the pictures as 1 - pixel (dark on white); default: pixels as they are."
+)
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No progress bar, header or epoch lines; warnings, errors and the final line still print.",
+)
 @click.pass_context
-def train(ctx: click.Context, preset: str, config_file: str | None, out: str | None, resume: str | None,
-          overwrite: bool, hidden: str | None, conditional: bool, nproc: int | None, no_plots: bool, invert: bool,
-          quiet: bool, tensorboard: bool, **flags: Any) -> None:
+def train(
+    ctx: click.Context,
+    preset: str,
+    config_file: str | None,
+    out: str | None,
+    resume: str | None,
+    overwrite: bool,
+    hidden: str | None,
+    conditional: bool,
+    nproc: int | None,
+    no_plots: bool,
+    invert: bool,
+    quiet: bool,
+    tensorboard: bool,
+    **flags: Any,
+) -> None:
     """Train a VAE and write a run folder (config, weights, checkpoint, metrics, pictures).
 
     Any setting can also be given as --SECTION.KEY=VALUE, e.g. --train.adam_eps=1e-4
@@ -184,15 +251,30 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
 
     from vaelab.runs import prepare_run, train_run
 
-    run = prepare_run(preset, config_file=config_file, overrides=overrides, resume=resume, conditional=conditional,
-                      out=out, overwrite=overwrite)
+    run = prepare_run(
+        preset,
+        config_file=config_file,
+        overrides=overrides,
+        resume=resume,
+        conditional=conditional,
+        out=out,
+        overwrite=overwrite,
+    )
     cfg, splits, model, run_dir, rank, world = run.cfg, run.splits, run.model, run.run_dir, run.rank, run.world
     n_params = sum(p.numel() for p in model.parameters())
     if rank == 0:
-        logger.info("vaelab %s: %s, %s (%d images), %d parameters, %d epochs, batch %d, %s -> %s",
-                    __version__, run.label, splits.name, len(splits.train), n_params,
-                    cfg.train.epochs, cfg.train.batch_size, world > 1 and f"{world} processes" or cfg.train.device,
-                    run_dir)
+        logger.info(
+            "vaelab %s: %s, %s (%d images), %d parameters, %d epochs, batch %d, %s -> %s",
+            __version__,
+            run.label,
+            splits.name,
+            len(splits.train),
+            n_params,
+            cfg.train.epochs,
+            cfg.train.batch_size,
+            world > 1 and f"{world} processes" or cfg.train.device,
+            run_dir,
+        )
     tb = None
     if tensorboard and rank == 0:  # before training: a missing package fails at once
         from vaelab.train import TensorBoardLog
@@ -201,8 +283,15 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
 
     def on_log(r: dict[str, float]) -> None:
         part = "" if r["epoch_fraction"] >= 1 else f" (partial: {r['epoch_fraction']:.2f} of an epoch)"
-        logger.info("epoch %d%s: train ELBO %.2f, val ELBO %.2f nats (%.1f s, %.0f samples/s)",
-                    r["epoch"], part, r["train_elbo"], r["val_elbo"], r["epoch_seconds"], r["samples_per_s"])
+        logger.info(
+            "epoch %d%s: train ELBO %.2f, val ELBO %.2f nats (%.1f s, %.0f samples/s)",
+            r["epoch"],
+            part,
+            r["train_elbo"],
+            r["val_elbo"],
+            r["epoch_seconds"],
+            r["samples_per_s"],
+        )
         if tb is not None:
             tb(r)
 
@@ -220,13 +309,16 @@ def train(ctx: click.Context, preset: str, config_file: str | None, out: str | N
     if not no_plots:
         from vaelab.plots import save_run_pictures
 
-        paths = save_run_pictures(result.model, splits.test, run_dir, result.metrics, splits.class_names,
-                                  seed=cfg.train.seed, invert=invert)
+        paths = save_run_pictures(
+            result.model, splits.test, run_dir, result.metrics, splits.class_names, seed=cfg.train.seed, invert=invert
+        )
         logger.info("pictures: %s", ", ".join(p.name for p in paths))
     t = result.test
     assert t is not None
-    click.echo(f"test ELBO {t.elbo:.2f} nats per image (log p(x|z) {t.log_px_z:.2f}, KL {t.kl:.2f}) over "
-               f"{t.n} images; {_epochs_done(result.metrics, result.epochs)} ({result.stopped}); run folder {run_dir}")
+    click.echo(
+        f"test ELBO {t.elbo:.2f} nats per image (log p(x|z) {t.log_px_z:.2f}, KL {t.kl:.2f}) over "
+        f"{t.n} images; {_epochs_done(result.metrics, result.epochs)} ({result.stopped}); run folder {run_dir}"
+    )
 
 
 def _epochs_done(metrics: list[dict[str, float]], epochs: int) -> str:
@@ -247,23 +339,40 @@ def _load_run(run: str, device: str = "cpu", weights: str = "model.safetensors")
 
 
 run_arg = click.argument("run", type=click.Path(file_okay=False))
-device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True)
+device_opt = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True
+)
 threads_opt = click.option("--threads", type=_Threads(), help=THREADS_HELP)
-weights_opt = click.option("--weights", type=click.Choice(["last", "best"]), default="last", show_default=True,
-                           help="Last weights or those with the best validation ELBO.")
+weights_opt = click.option(
+    "--weights",
+    type=click.Choice(["last", "best"]),
+    default="last",
+    show_default=True,
+    help="Last weights or those with the best validation ELBO.",
+)
 WEIGHTS = {"last": "model.safetensors", "best": "best.safetensors"}
-invert_opt = click.option("--invert", is_flag=True,
-                          help="Draw 1 - pixel (dark on white, the usual look of MNIST figures); default: pixels as they are.")
+invert_opt = click.option(
+    "--invert",
+    is_flag=True,
+    help="Draw 1 - pixel (dark on white, the usual look of MNIST figures); default: pixels as they are.",
+)
 PRIOR_NAMES = {"normal": "N(0, I)", "mog": "the learned mixture prior", "vamp": "the VampPrior"}
 
 
 @cli.command("eval")
 @run_arg
-@click.option("--k", type=int, default=1000, show_default=True, help="Importance samples per image (Burda et al.: 5000).")
+@click.option(
+    "--k", type=int, default=1000, show_default=True, help="Importance samples per image (Burda et al.: 5000)."
+)
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
 @click.option("--batch-size", type=int, default=100, show_default=True, help="Images per batch.")
-@click.option("--chunk", type=int, default=50, show_default=True,
-              help="Importance samples per pass: memory ~ 16 * batch * chunk * pixels bytes (~65 MB for MNIST).")
+@click.option(
+    "--chunk",
+    type=int,
+    default=50,
+    show_default=True,
+    help="Importance samples per pass: memory ~ 16 * batch * chunk * pixels bytes (~65 MB for MNIST).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=int, help="Evaluate only the first N images.")
 @click.option("--data-dir", type=click.Path(), help="Folder with the IDX files, if not where training found them.")
@@ -271,10 +380,24 @@ PRIOR_NAMES = {"normal": "N(0, I)", "mog": "the learned mixture prior", "vamp": 
 @threads_opt
 @weights_opt
 @click.option("--json", "as_json", is_flag=True, help="Print eval.json instead of the table.")
-@click.option("--per-image", type=click.Path(dir_okay=False), help="Also save each image's log p(x) estimate (N,) as .npy.")
-def eval_(run: str, k: int, split: str, batch_size: int, chunk: int, seed: int, limit: int | None,
-          data_dir: str | None, device: str, threads: int | str | None, weights: str, as_json: bool,
-          per_image: str | None) -> None:
+@click.option(
+    "--per-image", type=click.Path(dir_okay=False), help="Also save each image's log p(x) estimate (N,) as .npy."
+)
+def eval_(
+    run: str,
+    k: int,
+    split: str,
+    batch_size: int,
+    chunk: int,
+    seed: int,
+    limit: int | None,
+    data_dir: str | None,
+    device: str,
+    threads: int | str | None,
+    weights: str,
+    as_json: bool,
+    per_image: str | None,
+) -> None:
     """Test ELBO and its parts, importance-sampled NLL +- standard error, bits/dim, active units.
 
     Writes RUN/eval.json. NLL is positive, in nats per image; ELBO is higher-is-better.
@@ -323,10 +446,13 @@ def eval_(run: str, k: int, split: str, batch_size: int, chunk: int, seed: int, 
         rows.append((f"NLL (k={k})", f"{report.nll:.2f} +- {report.nll_stderr:.2f} nats"))
         if report.bpd is not None:
             rows.append(("bits/dim", f"{report.bpd:.4f}"))
-    rows += [("ELBO", f"{report.elbo:.2f} +- {report.elbo_stderr:.2f} nats"),
-             ("  log p(x|z)", f"{report.log_px_z:.2f} nats"), ("  KL", f"{report.kl:.2f} nats"),
-             ("active units", f"{report.active_units} / {report.latent_dim}"),
-             ("time", f"{report.seconds:.1f} s")]
+    rows += [
+        ("ELBO", f"{report.elbo:.2f} +- {report.elbo_stderr:.2f} nats"),
+        ("  log p(x|z)", f"{report.log_px_z:.2f} nats"),
+        ("  KL", f"{report.kl:.2f} nats"),
+        ("active units", f"{report.active_units} / {report.latent_dim}"),
+        ("time", f"{report.seconds:.1f} s"),
+    ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")
@@ -361,8 +487,17 @@ def _save_figure(fig: Any, path: Path) -> None:
 @invert_opt
 @device_opt
 @weights_opt
-def sample(run: str, n: int, out: str | None, label: int | None, seed: int, npy: str | None, invert: bool,
-           device: str, weights: str) -> None:
+def sample(
+    run: str,
+    n: int,
+    out: str | None,
+    label: int | None,
+    seed: int,
+    npy: str | None,
+    invert: bool,
+    device: str,
+    weights: str,
+) -> None:
     """Decode n draws z ~ p(z) of the model's own prior and save them as a grid image."""
     import numpy as np
     import torch
@@ -404,7 +539,9 @@ def sample(run: str, n: int, out: str | None, label: int | None, seed: int, npy:
 @cli.command()
 @run_arg
 @click.option("-n", "n", type=int, default=32, show_default=True, help="Number of test images.")
-@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), help="Image file [default: RUN/reconstructions.png].")
+@click.option(
+    "-o", "--out", "out", type=click.Path(dir_okay=False), help="Image file [default: RUN/reconstructions.png]."
+)
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @invert_opt
 @device_opt
@@ -496,8 +633,16 @@ def plot(run: str, label: int | None, invert: bool, device: str, weights: str) -
 
     model, cfg = _load_run(run, device, WEIGHTS[weights])
     splits = load_splits(cfg.data)
-    paths = save_run_pictures(model, splits.test, Path(run), read_metrics(Path(run)), splits.class_names,
-                              seed=cfg.train.seed, invert=invert, manifold_label=label)
+    paths = save_run_pictures(
+        model,
+        splits.test,
+        Path(run),
+        read_metrics(Path(run)),
+        splits.class_names,
+        seed=cfg.train.seed,
+        invert=invert,
+        manifold_label=label,
+    )
     for p in paths:
         click.echo(f"wrote {p}")
 
@@ -524,19 +669,37 @@ def prepare(dataset: str) -> None:
 
 @cli.command()
 @run_arg
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; anything but loopback exposes the page to the network (a warning is printed).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback exposes the page to the network (a warning is printed).",
+)
 @click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on (0: any free port).")
 @click.option("--max-points", type=int, default=5000, show_default=True, help="Test images shown in the scatter.")
-@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
-              help="Also answer requests addressed to this host name (repeatable); by default only to the "
-                   "--host address and localhost, so that other sites cannot reach the server by DNS rebinding.")
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests addressed to this host name (repeatable); by default only to the "
+    "--host address and localhost, so that other sites cannot reach the server by DNS rebinding.",
+)
 @click.option("--data-dir", type=click.Path(), help="Folder with the IDX files, if not where training found them.")
 @device_opt
 @threads_opt
 @weights_opt
-def serve(run: str, host: str, port: int, max_points: int, allow_hosts: tuple[str, ...], data_dir: str | None,
-          device: str, threads: int | str | None, weights: str) -> None:
+def serve(
+    run: str,
+    host: str,
+    port: int,
+    max_points: int,
+    allow_hosts: tuple[str, ...],
+    data_dir: str | None,
+    device: str,
+    threads: int | str | None,
+    weights: str,
+) -> None:
     """Explore the latent space in the browser: scatter, live decoding, interpolation, samples, drawing.
 
     The app serves the page, its scripts and a JSON API (schema at /openapi.json) itself;
@@ -558,19 +721,31 @@ def serve(run: str, host: str, port: int, max_points: int, allow_hosts: tuple[st
         sock.close()
         raise
     if not srv.is_loopback(host):
-        click.echo(f"warning: listening on {host}, not loopback: anyone who can reach this machine can use the "
-                   f"explorer (it has no authentication); use --host 127.0.0.1 to keep it local", err=True)
+        click.echo(
+            f"warning: listening on {host}, not loopback: anyone who can reach this machine can use the "
+            f"explorer (it has no authentication); use --host 127.0.0.1 to keep it local",
+            err=True,
+        )
         if host in ("0.0.0.0", "::") and not allow_hosts:
-            click.echo(f"note: requests must name this machine in their Host header; give the names clients use "
-                       f"with --allow-host NAME (e.g. --allow-host {socket.gethostname()})", err=True)
+            click.echo(
+                f"note: requests must name this machine in their Host header; give the names clients use "
+                f"with --allow-host NAME (e.g. --allow-host {socket.gethostname()})",
+                err=True,
+            )
     click.echo(f"vaelab serve: {srv.url_of(sock, host)} (Ctrl+C to stop)")
     srv.run(app, sock)
 
 
 @cli.command("export")
 @run_arg
-@click.option("--format", "fmt", type=click.Choice(["onnx", "pt2"]), default="onnx", show_default=True,
-              help="onnx: for onnxruntime (pip install 'vaelab[export]'); pt2: torch.export programs.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "pt2"]),
+    default="onnx",
+    show_default=True,
+    help="onnx: for onnxruntime (pip install 'vaelab[export]'); pt2: torch.export programs.",
+)
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Folder to write [default: RUN/export-FORMAT].")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version (>= 15).")
 @weights_opt
@@ -586,8 +761,13 @@ def export_(run: str, fmt: str, out: str | None, opset: int, weights: str) -> No
 
     model, _ = _load_run(run, "cpu", WEIGHTS[weights])
     folder = Path(out or Path(run) / f"export-{fmt}")
-    paths = export_model(model, folder, fmt, opset=opset,  # type: ignore[arg-type]
-                         extra={"run": str(run), "weights": WEIGHTS[weights]})
+    paths = export_model(
+        model,
+        folder,
+        fmt,
+        opset=opset,  # type: ignore[arg-type]
+        extra={"run": str(run), "weights": WEIGHTS[weights]},
+    )
     click.echo(f"wrote {', '.join(p.name for p in paths)} to {folder}")
 
 

@@ -113,9 +113,14 @@ class ModelConfig:
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
         object.__setattr__(self, "hidden", tuple(self.hidden))
         object.__setattr__(self, "channels", tuple(self.channels))
-        object.__setattr__(self, "layers", tuple(
-            layer if isinstance(layer, StochasticLayer) else _build(StochasticLayer, layer, "model.layers")
-            for layer in self.layers))
+        object.__setattr__(
+            self,
+            "layers",
+            tuple(
+                layer if isinstance(layer, StochasticLayer) else _build(StochasticLayer, layer, "model.layers")
+                for layer in self.layers
+            ),
+        )
         if self.layers:
             object.__setattr__(self, "latent_dim", self.layers[-1].latent_dim)
             object.__setattr__(self, "hidden", self.layers[0].hidden)
@@ -125,9 +130,7 @@ class ModelConfig:
             if not isinstance(h, int) or h <= 0:
                 raise ConfigError(f"hidden sizes must be positive integers, got {self.hidden!r}")
         if not isinstance(self.latent_dim, int) or self.latent_dim <= 0:
-            raise ConfigError(
-                f"latent_dim must be a positive integer, got {self.latent_dim!r} (try --latent-dim 2)"
-            )
+            raise ConfigError(f"latent_dim must be a positive integer, got {self.latent_dim!r} (try --latent-dim 2)")
         _choice("activation", self.activation, Activation)
         _choice("likelihood", self.likelihood, Likelihood)
         _choice("arch", self.arch, Architecture)
@@ -136,25 +139,40 @@ class ModelConfig:
         _positive("fixed_scale", self.fixed_scale)
         _choice("prior", self.prior, Prior)
         _choice("posterior", self.posterior, Posterior)
-        if self.prior_components is not None and (not isinstance(self.prior_components, int) or self.prior_components <= 0):
+        if self.prior_components is not None and (
+            not isinstance(self.prior_components, int) or self.prior_components <= 0
+        ):
             raise ConfigError(f"prior_components must be a positive integer, got {self.prior_components!r}")
         if not isinstance(self.flow_steps, int) or self.flow_steps <= 0:
             raise ConfigError(f"flow_steps must be a positive integer, got {self.flow_steps!r}")
         if self.flow_hidden is not None and (not isinstance(self.flow_hidden, int) or self.flow_hidden <= 0):
             raise ConfigError(f"flow_hidden must be a positive integer, got {self.flow_hidden!r}")
         if self.prior == "vamp" and self.num_classes:
-            raise ConfigError("prior vamp: the pseudo-inputs carry no label, so a conditional model cannot use it; "
-                              "use prior normal or mog with --conditional")
+            raise ConfigError(
+                "prior vamp: the pseudo-inputs carry no label, so a conditional model cannot use it; "
+                "use prior normal or mog with --conditional"
+            )
         if self.layers:
             if len(self.layers) < 2:
-                raise ConfigError(f"model.layers lists {len(self.layers)} layer; give two or more, or drop layers "
-                                  f"and set hidden and latent_dim for one stochastic layer")
-            clash = [f"{k} {getattr(self, k)!r}" for k, ok in (
-                ("arch", self.arch == "mlp"), ("posterior", self.posterior == "gaussian"),
-                ("prior", self.prior in ("normal", "mog")), ("num_classes", self.num_classes == 0)) if not ok]
+                raise ConfigError(
+                    f"model.layers lists {len(self.layers)} layer; give two or more, or drop layers "
+                    f"and set hidden and latent_dim for one stochastic layer"
+                )
+            clash = [
+                f"{k} {getattr(self, k)!r}"
+                for k, ok in (
+                    ("arch", self.arch == "mlp"),
+                    ("posterior", self.posterior == "gaussian"),
+                    ("prior", self.prior in ("normal", "mog")),
+                    ("num_classes", self.num_classes == 0),
+                )
+                if not ok
+            ]
             if clash:
-                raise ConfigError(f"a hierarchical model (model.layers) is an MLP with Gaussian layers, a normal or "
-                                  f"mog prior on the top layer and no labels; got {', '.join(clash)}")
+                raise ConfigError(
+                    f"a hierarchical model (model.layers) is an MLP with Gaussian layers, a normal or "
+                    f"mog prior on the top layer and no labels; got {', '.join(clash)}"
+                )
         if self.arch == "conv":
             c, h, w = self.input_shape
             factor = 2 ** len(self.channels)
@@ -221,14 +239,20 @@ class TrainConfig:
         if not (isinstance(self.ciwae_beta, (int, float)) and 0 <= self.ciwae_beta <= 1):
             raise ConfigError(f"ciwae_beta must lie in [0, 1], got {self.ciwae_beta!r}")
         if self.m > 1 and self.objective not in ("miwae", "piwae"):
-            raise ConfigError(f"m {self.m} groups of samples belong to the miwae and piwae objectives; "
-                              f"objective {self.objective} uses k alone (set m 1)")
+            raise ConfigError(
+                f"m {self.m} groups of samples belong to the miwae and piwae objectives; "
+                f"objective {self.objective} uses k alone (set m 1)"
+            )
         if self.estimator == "stl" and self.objective == "piwae":
-            raise ConfigError("estimator stl with objective piwae: piwae already takes a gradient per part of the "
-                              "model; use estimator reparam, or objective miwae with estimator stl or dreg")
+            raise ConfigError(
+                "estimator stl with objective piwae: piwae already takes a gradient per part of the "
+                "model; use estimator reparam, or objective miwae with estimator stl or dreg"
+            )
         if self.estimator == "dreg" and self.objective not in ("iwae", "miwae"):
-            raise ConfigError(f"estimator dreg (doubly reparameterized) is for the iwae and miwae objectives; "
-                              f"with {self.objective} use estimator stl or reparam")
+            raise ConfigError(
+                f"estimator dreg (doubly reparameterized) is for the iwae and miwae objectives; "
+                f"with {self.objective} use estimator stl or reparam"
+            )
         if self.schedule == "time" and self.max_minutes is None:
             raise ConfigError("schedule time follows the clock over --max-minutes: give --max-minutes too")
         _choice("schedule", self.schedule, Schedule)
@@ -239,15 +263,19 @@ class TrainConfig:
         if self.objective != "elbo" and (self.beta != 1.0 or self.warmup_epochs):
             raise ConfigError(
                 f"the {self.objective} objective is a bound on log p(x) with no KL weight: drop beta {self.beta!r} "
-                f"and warmup_epochs {self.warmup_epochs!r}, or use objective elbo")
+                f"and warmup_epochs {self.warmup_epochs!r}, or use objective elbo"
+            )
         if self.grad_clip is not None:
             _positive("grad_clip", self.grad_clip)
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience <= 0):
             raise ConfigError(f"patience must be a positive integer, got {self.patience!r}")
         if self.max_minutes is not None:
             _positive("max_minutes", self.max_minutes)
-        if self.threads is not None and self.threads != "auto" and (
-                not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads <= 0):
+        if (
+            self.threads is not None
+            and self.threads != "auto"
+            and (not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads <= 0)
+        ):
             raise ConfigError(f"threads must be a positive integer or auto, got {self.threads!r}")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
@@ -295,9 +323,7 @@ class RunConfig:
             raise ConfigError(f"{source}: expected a table of sections, got {type(d).__name__}")
         unknown = set(d) - {"data", "model", "train"}
         if unknown:
-            raise ConfigError(
-                f"{source}: unknown section(s) {sorted(unknown)}; allowed: data, model, train"
-            )
+            raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; allowed: data, model, train")
         return cls(
             data=_build(DataConfig, d.get("data", {}), f"{source} [data]"),
             model=_build(ModelConfig, d.get("model", {}), f"{source} [model]"),
@@ -376,9 +402,7 @@ def replace(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     for key, value in overrides.items():
         section, _, name = key.partition(".")
         if section not in SECTIONS or not name:
-            raise ConfigError(
-                f"override {key!r} must look like SECTION.KEY with SECTION one of data, model, train"
-            )
+            raise ConfigError(f"override {key!r} must look like SECTION.KEY with SECTION one of data, model, train")
         sections[section][name] = value
     return RunConfig.from_dict(sections, source="overrides")
 

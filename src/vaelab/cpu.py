@@ -135,7 +135,8 @@ def keep_freed_memory() -> bool:
     Returns whether the setting was applied.
     """
     if platform.libc_ver()[0] != "glibc" or any(
-            k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")):
+        k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+    ):
         return False
     try:
         libc = ctypes.CDLL(None)

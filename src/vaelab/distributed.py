@@ -91,8 +91,9 @@ def _is_peer_failure(e: BaseException) -> bool:
     if isinstance(e, dist.DistError):
         return True
     text = str(e).lower()
-    return isinstance(e, RuntimeError) and any(w in text for w in ("gloo", "nccl", "connection reset",
-                                                                   "connection closed", "timed out"))
+    return isinstance(e, RuntimeError) and any(
+        w in text for w in ("gloo", "nccl", "connection reset", "connection closed", "timed out")
+    )
 
 
 def peer_failures(fn: F) -> F:
@@ -110,7 +111,8 @@ def peer_failures(fn: F) -> F:
                 f"process {rank} of {world}: another process died or stopped answering ({_first_line(e)}); "
                 f"stopping too. The first error in the other processes' output says why; the last "
                 f"checkpoint is kept (continue with --resume RUN). Collectives wait "
-                f"VAELAB_DIST_TIMEOUT={dist_timeout():g} s for a silent peer") from e
+                f"VAELAB_DIST_TIMEOUT={dist_timeout():g} s for a silent peer"
+            ) from e
 
     return wrapper  # type: ignore[return-value]
 
@@ -136,7 +138,15 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
         if a.startswith("--nproc="):
             continue
         out.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "vaelab",
-           *out]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "vaelab",
+        *out,
+    ]
     logging.getLogger("vaelab").info("launching: %s", " ".join(cmd))
     return subprocess.call(cmd)

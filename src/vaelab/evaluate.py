@@ -72,7 +72,11 @@ class EvalReport:
 
 @torch.no_grad()
 def log_weights(
-    model: VAE, x: Tensor, k: int, generator: torch.Generator | None = None, y: Tensor | None = None,
+    model: VAE,
+    x: Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    y: Tensor | None = None,
 ) -> Tensor:
     """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for K draws z_k ~ q(z|x): the model's
     answer (vaelab.models.Draws), whatever its prior, posterior or layers.
@@ -120,8 +124,10 @@ def log_likelihood(model: VAE, data: ImageData, cfg: EvalConfig = EvalConfig()) 
     lik = model.likelihood
     if not (lik.density_of_binary if binary else lik.density_of_grey):
         fix = "grey pixels" if binary else "binary pixels (--binarize dynamic, DataConfig(binarize='dynamic'))"
-        raise NotADensity(f"log_likelihood: {_density_note(model.cfg.likelihood, binary, False)}. Evaluate "
-                          f"on {fix}, or use vaelab.evaluate(), which reports the ELBO and this reason")
+        raise NotADensity(
+            f"log_likelihood: {_density_note(model.cfg.likelihood, binary, False)}. Evaluate "
+            f"on {fix}, or use vaelab.evaluate(), which reports the ELBO and this reason"
+        )
     was_training = model.training
     model.eval()
     device = model.device
@@ -132,8 +138,9 @@ def log_likelihood(model: VAE, data: ImageData, cfg: EvalConfig = EvalConfig()) 
         out.append(log_likelihood_batch(model, x, cfg.k, cfg.chunk, g, _labels(model, yb)).double().cpu())
     model.train(was_training)
     lp = torch.cat(out)
-    return LikelihoodEstimate(nll=-float(lp.mean()), nll_stderr=_stderr(lp), num_samples=cfg.k,
-                              num_images=len(lp), per_image=lp)
+    return LikelihoodEstimate(
+        nll=-float(lp.mean()), nll_stderr=_stderr(lp), num_samples=cfg.k, num_images=len(lp), per_image=lp
+    )
 
 
 def _stderr(v: Tensor) -> float:
@@ -177,11 +184,15 @@ def elbo_terms(model: VAE, data: ImageData, batch_size: int = 100, seed: int = 0
 def _density_note(likelihood: str, binary: bool, is_density: bool) -> str:
     if not is_density:
         kind = "binary" if binary else "grey"
-        return (f"{likelihood} likelihood on {kind} pixels is not a density of the data: the ELBO is "
-                f"a score, not a bound on a log-likelihood, and no NLL is reported")
+        return (
+            f"{likelihood} likelihood on {kind} pixels is not a density of the data: the ELBO is "
+            f"a score, not a bound on a log-likelihood, and no NLL is reported"
+        )
     if not binary:
-        return (f"{likelihood} is a density of grey pixels in [0, 1] (no dequantisation): the NLL can be "
-                f"negative and is not comparable with discrete NLLs or bits/dim, so no bpd is reported")
+        return (
+            f"{likelihood} is a density of grey pixels in [0, 1] (no dequantisation): the NLL can be "
+            f"negative and is not comparable with discrete NLLs or bits/dim, so no bpd is reported"
+        )
     return ""
 
 
@@ -205,10 +216,23 @@ def evaluate(model: VAE, data: ImageData, cfg: EvalConfig, pixels: str) -> EvalR
         if binary:
             bpd = float(obj.bits_per_dim(nll, model.cfg.num_pixels))
     return EvalReport(
-        nll=nll, nll_stderr=se, elbo=float(elbo.mean()), elbo_stderr=_stderr(elbo),
-        log_px_z=float(rec.mean()), kl=float(kl.mean()), bpd=bpd,
-        active_units=active_units(model, data), latent_dim=model.cfg.latent_dim, k=cfg.k, pixels=pixels,
-        binary_pixels=binary, likelihood=model.cfg.likelihood, is_density=is_density, split=cfg.split,
-        num_images=len(elbo), seconds=time.monotonic() - t0,
-        note=_density_note(model.cfg.likelihood, binary, is_density), per_image=per_image,
+        nll=nll,
+        nll_stderr=se,
+        elbo=float(elbo.mean()),
+        elbo_stderr=_stderr(elbo),
+        log_px_z=float(rec.mean()),
+        kl=float(kl.mean()),
+        bpd=bpd,
+        active_units=active_units(model, data),
+        latent_dim=model.cfg.latent_dim,
+        k=cfg.k,
+        pixels=pixels,
+        binary_pixels=binary,
+        likelihood=model.cfg.likelihood,
+        is_density=is_density,
+        split=cfg.split,
+        num_images=len(elbo),
+        seconds=time.monotonic() - t0,
+        note=_density_note(model.cfg.likelihood, binary, is_density),
+        per_image=per_image,
     )

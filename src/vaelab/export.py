@@ -88,14 +88,21 @@ def signature(model: VAE) -> dict[str, dict[str, dict[str, list[int | str]]]]:
     c, h, w = cfg.input_shape
     label = {"y_onehot": ["B", cfg.num_classes]} if cfg.num_classes else {}
     return {
-        "encoder": {"inputs": {"x": ["B", c, h, w], **label},
-                    "outputs": {"loc": ["B", cfg.latent_dim], "logvar": ["B", cfg.latent_dim]}},
+        "encoder": {
+            "inputs": {"x": ["B", c, h, w], **label},
+            "outputs": {"loc": ["B", cfg.latent_dim], "logvar": ["B", cfg.latent_dim]},
+        },
         "decoder": {"inputs": {"z": ["B", cfg.latent_dim], **label}, "outputs": {"mean": ["B", c, h, w]}},
     }
 
 
-def export_model(model: VAE, out_dir: str | os.PathLike[str], fmt: Format = "onnx",
-                 opset: int = ONNX_OPSET, extra: dict | None = None) -> list[Path]:
+def export_model(
+    model: VAE,
+    out_dir: str | os.PathLike[str],
+    fmt: Format = "onnx",
+    opset: int = ONNX_OPSET,
+    extra: dict | None = None,
+) -> list[Path]:
     """Write the encoder and decoder graphs of `model` (on the CPU, eval mode) into `out_dir`.
 
     Returns the paths written: the two graphs and export.json. Each file is written under a
@@ -110,7 +117,8 @@ def export_model(model: VAE, out_dir: str | os.PathLike[str], fmt: Format = "onn
         raise ConfigError(
             f"export writes an encoder x -> (loc, logvar) of a Gaussian q(z|x) and a decoder z -> pixels; this "
             f"model has {what}, which those two graphs cannot express. Its weights are in model.safetensors "
-            f"(vaelab.load reads them)")
+            f"(vaelab.load reads them)"
+        )
     if fmt == "onnx" and opset < 15:
         raise ConfigError(f"--opset {opset}: use 15 or newer (expm1 is written with CastLike, opset 15)")
     out = Path(out_dir)
@@ -141,9 +149,12 @@ def export_model(model: VAE, out_dir: str | os.PathLike[str], fmt: Format = "onn
         "files": {name: f"{name}.{fmt}" for name in graphs},
         **sig,
         "pixels": "x and mean are float32 pixels in [0, 1]; y_onehot is float32 one-hot",
-        "latent": "z = loc + exp(logvar / 2) * eps, eps ~ N(0, I); " + (
-            "z ~ N(0, I) samples the prior" if mc.prior == "normal" else
-            f"the prior is {mc.prior} (learned): draw z with vaelab's model.sample_latents, not N(0, I)"),
+        "latent": "z = loc + exp(logvar / 2) * eps, eps ~ N(0, I); "
+        + (
+            "z ~ N(0, I) samples the prior"
+            if mc.prior == "normal"
+            else f"the prior is {mc.prior} (learned): draw z with vaelab's model.sample_latents, not N(0, I)"
+        ),
         "model": asdict(model.cfg),
         "versions": {"vaelab": __version__, "torch": torch.__version__},
         **(extra or {}),
@@ -172,8 +183,9 @@ class _atomic:
             self.tmp.unlink(missing_ok=True)
 
 
-def _to_onnx(graph: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: list[str], outputs: list[str],
-             opset: int) -> None:
+def _to_onnx(
+    graph: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: list[str], outputs: list[str], opset: int
+) -> None:
     try:
         import onnx
     except ImportError:
@@ -186,8 +198,17 @@ def _to_onnx(graph: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: lis
         # TODO(#7): move to dynamo=True when torch drops it.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(graph, args, str(path), dynamo=False, input_names=inputs, output_names=outputs,
-                          dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True)
+        torch.onnx.export(
+            graph,
+            args,
+            str(path),
+            dynamo=False,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            do_constant_folding=True,
+        )
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 

@@ -182,8 +182,9 @@ def dreg_surrogate(log_w: Tensor, z: Tensor, m: int = 1) -> Tensor:
     return (w * log_w).view(m, -1, b).sum(1).mean(0)
 
 
-def training_objective(d: object, objective: str, estimator: str, m: int = 1, klw: float = 1.0,
-                       ciwae_beta: float = 0.5) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+def training_objective(
+    d: object, objective: str, estimator: str, m: int = 1, klw: float = 1.0, ciwae_beta: float = 0.5
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
     """Every training objective, written once against a model's answer `d` (vaelab.models.Draws).
 
     Returns (surrogate, bound, elbo, log_px_z, kl), each (B,) nats except as noted:

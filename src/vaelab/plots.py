@@ -74,8 +74,7 @@ def _show(ax, grid: np.ndarray, invert: bool = False, extent: tuple[float, float
     grid = np.clip(grid, 0, 1)
     if invert:
         grid = 1 - grid
-    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest",
-              extent=extent)
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest", extent=extent)
     if extent is None:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -131,10 +130,19 @@ def plot_latent(z: np.ndarray, labels: np.ndarray | None, class_names: Sequence[
         classes = np.unique(labels)
         cmap = _class_colours(len(classes))
         order = np.random.default_rng(0).permutation(len(pts))  # no class painted over the others
-        ax.scatter(pts[order, 0], pts[order, 1], c=cmap[np.searchsorted(classes, labels[order])], s=2.5,
-                   alpha=0.6, linewidths=0, rasterized=True)
+        ax.scatter(
+            pts[order, 0],
+            pts[order, 1],
+            c=cmap[np.searchsorted(classes, labels[order])],
+            s=2.5,
+            alpha=0.6,
+            linewidths=0,
+            rasterized=True,
+        )
         names = [class_names[c] if c < len(class_names) else str(c) for c in classes]
-        handles = [Line2D([], [], marker="o", ls="", color=cmap[i], label=nm, markersize=6) for i, nm in enumerate(names)]
+        handles = [
+            Line2D([], [], marker="o", ls="", color=cmap[i], label=nm, markersize=6) for i, nm in enumerate(names)
+        ]
         ax.legend(handles=handles, title="class", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_xlabel(xl)
     ax.set_ylabel(yl)
@@ -151,8 +159,13 @@ def _class_colours(k: int) -> np.ndarray:
     return np.array([cmap(i % cmap.N) for i in range(k)])
 
 
-def plot_reconstructions(originals: np.ndarray, recons: np.ndarray, ncols: int = 16, invert: bool = False,
-                         title: str = "Reconstructions: inputs above, decoded posterior means below") -> Figure:
+def plot_reconstructions(
+    originals: np.ndarray,
+    recons: np.ndarray,
+    ncols: int = 16,
+    invert: bool = False,
+    title: str = "Reconstructions: inputs above, decoded posterior means below",
+) -> Figure:
     """Originals (top row of each pair) above their reconstructions (N, C, H, W) in [0, 1].
 
     The figure grows with the grid (min(N, ncols) cells across); `invert` draws 1 - x (dark on white).
@@ -176,8 +189,9 @@ def plot_reconstructions(originals: np.ndarray, recons: np.ndarray, ncols: int =
     return fig
 
 
-def plot_samples(images: np.ndarray, ncols: int = 8, title: str = "Samples: decoded z ~ p(z)",
-                 invert: bool = False) -> Figure:
+def plot_samples(
+    images: np.ndarray, ncols: int = 8, title: str = "Samples: decoded z ~ p(z)", invert: bool = False
+) -> Figure:
     """A grid of images (N, C, H, W) in [0, 1] (pixel means), min(N, ncols) across.
 
     The figure grows with the grid; `invert` draws 1 - x (dark on white).
@@ -209,8 +223,14 @@ def label_name(label: int, class_names: Sequence[str] = ()) -> str:
     return f"label {label}" + (f" ({class_names[label]})" if 0 <= label < len(class_names) else "")
 
 
-def plot_manifold(images: np.ndarray, n: int, span: tuple[float, float], invert: bool = False,
-                  label: int | None = None, class_names: Sequence[str] = ()) -> Figure:
+def plot_manifold(
+    images: np.ndarray,
+    n: int,
+    span: tuple[float, float],
+    invert: bool = False,
+    label: int | None = None,
+    class_names: Sequence[str] = (),
+) -> Figure:
     """The learned 2-D manifold: n*n decoded images (from manifold_grid) tiled without gaps.
 
     `label`: the class the (conditional) decoder was given, named in the title; None for an
@@ -249,9 +269,17 @@ def plot_learning_curves(rows: list[dict[str, float]]) -> Figure:
 
 
 @torch.no_grad()
-def save_run_pictures(model, test, run_dir: Path, metrics: list[dict[str, float]], class_names: Sequence[str] = (),
-                      seed: int = 0, max_points: int = 10_000, invert: bool = False,
-                      manifold_label: int | None = None) -> list[Path]:
+def save_run_pictures(
+    model,
+    test,
+    run_dir: Path,
+    metrics: list[dict[str, float]],
+    class_names: Sequence[str] = (),
+    seed: int = 0,
+    max_points: int = 10_000,
+    invert: bool = False,
+    manifold_label: int | None = None,
+) -> list[Path]:
     """Write the five pictures of a run: latent, reconstructions, samples, manifold (2-D latent), curves.
 
     invert: draw images as 1 - x (dark on white, the usual MNIST look) instead of as they are.
@@ -306,8 +334,10 @@ def save_run_pictures(model, test, run_dir: Path, metrics: list[dict[str, float]
     if cond:
         labels_s = torch.arange(k, device=device).repeat_interleave(8)
         imgs = model.decode(model.sample_latents(len(labels_s), g), labels_s)  # the model's own prior
-        save(plot_samples(imgs.cpu().numpy(), ncols=8, title="Samples per class (rows), z ~ p(z)", invert=invert),
-             "samples")
+        save(
+            plot_samples(imgs.cpu().numpy(), ncols=8, title="Samples per class (rows), z ~ p(z)", invert=invert),
+            "samples",
+        )
     else:
         save(plot_samples(model.sample(64, generator=g).cpu().numpy(), invert=invert), "samples")
 

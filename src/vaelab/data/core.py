@@ -131,8 +131,7 @@ def _check_images(x: np.ndarray, source: str) -> np.ndarray:
         lo, hi = float(x.min()), float(x.max())
         if lo < 0 or hi > 1:
             raise DataError(
-                f"{source}: float pixels must lie in [0, 1], found range [{lo:g}, {hi:g}]; divide by 255 "
-                f"or store uint8"
+                f"{source}: float pixels must lie in [0, 1], found range [{lo:g}, {hi:g}]; divide by 255 or store uint8"
             )
         return np.ascontiguousarray(np.rint(x * 255).astype(np.uint8))
     if np.issubdtype(x.dtype, np.integer):

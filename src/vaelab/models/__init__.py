@@ -62,8 +62,15 @@ class Draws:
     pays nothing for them.
     """
 
-    def __init__(self, z: Tensor, params: Tensor, log_px_z: Tensor, log_pz: Callable[[], Tensor],
-                 log_qz_x: Callable[[], Tensor], kl: Tensor | None):
+    def __init__(
+        self,
+        z: Tensor,
+        params: Tensor,
+        log_px_z: Tensor,
+        log_pz: Callable[[], Tensor],
+        log_qz_x: Callable[[], Tensor],
+        kl: Tensor | None,
+    ):
         self.z, self.params, self.log_px_z, self.kl = z, params, log_px_z, kl
         self._log_pz, self._log_qz_x = log_pz, log_qz_x
 
@@ -164,20 +171,27 @@ class BaseVAE(nn.Module):
         z = self.sample_latents(n, generator)
         return self.decode(z, None if y is None else torch.as_tensor(y))
 
-    def elbo(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None,
-             beta: float = 1.0) -> ElboTerms:
+    def elbo(
+        self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None, beta: float = 1.0
+    ) -> ElboTerms:
         """One-draw ELBO of each image: (B,) nats, higher is better. The KL is closed form where one
         exists, else the one-draw estimate log q(z|x) - log p(z)."""
-        eps = torch.randn((1, x.shape[0], self.noise_dim), generator=generator, device=x.device,
-                          dtype=next(self.parameters()).dtype)
+        eps = torch.randn(
+            (1, x.shape[0], self.noise_dim), generator=generator, device=x.device, dtype=next(self.parameters()).dtype
+        )
         d = self(x, y, eps)
         log_px_z = d.log_px_z[0]
         kl = d.kl if d.kl is not None else (d.log_qz_x - d.log_pz)[0]
         return ElboTerms(obj.elbo(log_px_z, kl, beta), log_px_z, kl)
 
     def interpolate(
-        self, x1: Tensor, x2: Tensor, steps: int = 10, spherical: bool = False,
-        y1: Tensor | None = None, y2: Tensor | None = None,
+        self,
+        x1: Tensor,
+        x2: Tensor,
+        steps: int = 10,
+        spherical: bool = False,
+        y1: Tensor | None = None,
+        y2: Tensor | None = None,
     ) -> Tensor:
         """Decode the path between the latent means of two images (C, H, W): (steps, C, H, W)."""
         z1 = self.encode_mean(x1[None], y1)[0]
@@ -211,8 +225,9 @@ class VAE(BaseVAE):
         self.supports_stop_gradient = not self.posterior_family.has_flow
         self._closed_form_kl = self.prior.standard_normal and not self.posterior_family.has_flow
 
-    def forward(self, x: Tensor, y: Tensor | None = None, eps: Tensor | None = None,
-                stop_gradient: bool = False) -> Draws:
+    def forward(
+        self, x: Tensor, y: Tensor | None = None, eps: Tensor | None = None, stop_gradient: bool = False
+    ) -> Draws:
         """Encode, draw z from q(z|x) with the noise eps (K, B, D) (None: one draw), decode.
 
         stop_gradient: log q(z|x) with the posterior's parameters detached (STL, DReG).
@@ -222,7 +237,9 @@ class VAE(BaseVAE):
         loc, logvar = (full(t) for t in self.encoder.params(h))  # (B, D) each
         if eps is None:
             eps = torch.randn_like(loc)[None]
-        z, log_qz_x = (full(t) for t in self.posterior_family.draw(loc, logvar, h, eps, stop_gradient))  # (K, B, D), (K, B)
+        z, log_qz_x = (
+            full(t) for t in self.posterior_family.draw(loc, logvar, h, eps, stop_gradient)
+        )  # (K, B, D), (K, B)
         params = full(self.decoder(z, y1h))  # (K, B, P, C, H, W)
         kl = obj.gaussian_kl(loc, logvar) if self._closed_form_kl and not stop_gradient else None
         return Draws(z, params, self.log_px_z(x, params), lambda: self.prior.log_prob(z), lambda: log_qz_x, kl)
@@ -246,8 +263,10 @@ class VAE(BaseVAE):
     def posterior(self, x: Tensor, y: Tensor | None = None) -> torch.distributions.Distribution:
         """q(z|x) as a torch.distributions object, Independent(Normal(loc, scale), 1)."""
         if self.posterior_family.has_flow:
-            raise ConfigError(f"posterior {self.cfg.posterior}: a flow posterior has no torch.distributions "
-                              f"form here; model(x).log_qz_x gives its log-density at the draws")
+            raise ConfigError(
+                f"posterior {self.cfg.posterior}: a flow posterior has no torch.distributions "
+                f"form here; model(x).log_qz_x gives its log-density at the draws"
+            )
         return gaussian_distribution(*self.encode(x, y))
 
     def decode_params(self, z: Tensor, y: Tensor | None = None) -> Tensor:

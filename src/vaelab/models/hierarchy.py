@@ -55,10 +55,12 @@ class HierarchicalVAE(BaseVAE):
         self.decoder = MLPDecoder(bottom, self.likelihood.num_params)  # p(x | z_1)
         sizes = [layer.latent_dim for layer in cfg.layers]
         self.up = nn.ModuleList(  # q(z_l | z_{l-1}), l = 2..L
-            GaussianMLP(sizes[i - 1], cfg.layers[i].hidden, sizes[i], cfg.activation) for i in range(1, len(sizes)))
+            GaussianMLP(sizes[i - 1], cfg.layers[i].hidden, sizes[i], cfg.activation) for i in range(1, len(sizes))
+        )
         self.down = nn.ModuleList(  # p(z_{l-1} | z_l), l = 2..L
             GaussianMLP(sizes[i], tuple(reversed(cfg.layers[i].hidden)), sizes[i - 1], cfg.activation)
-            for i in range(1, len(sizes)))
+            for i in range(1, len(sizes))
+        )
         self.prior = make_prior(cfg.prior, sizes[-1], cfg.components, cfg.input_shape)  # p(z_L)
         self.sizes = sizes
 
@@ -66,8 +68,9 @@ class HierarchicalVAE(BaseVAE):
     def noise_dim(self) -> int:
         return sum(self.sizes)
 
-    def forward(self, x: Tensor, y: Tensor | None = None, eps: Tensor | None = None,
-                stop_gradient: bool = False) -> Draws:
+    def forward(
+        self, x: Tensor, y: Tensor | None = None, eps: Tensor | None = None, stop_gradient: bool = False
+    ) -> Draws:
         """Bottom-up draws z_1..z_L with the noise eps (K, B, sum of D_l), then the top-down densities."""
         if stop_gradient:
             raise ValueError("a hierarchical model has no stop-gradient density (STL/DReG are refused in fit)")
@@ -121,6 +124,7 @@ class HierarchicalVAE(BaseVAE):
         z = self.prior.sample(n, generator)
         for net in reversed(self.down):
             loc, logvar = net(z)
-            z = obj.reparameterize(loc, logvar, torch.randn(loc.shape, generator=generator, device=loc.device,
-                                                            dtype=loc.dtype))
+            z = obj.reparameterize(
+                loc, logvar, torch.randn(loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
+            )
         return self.likelihood.mean(self.decoder(z))

@@ -22,6 +22,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "softplus": nn.Softplus,
 }
 
+
 def _mlp(sizes: list[int], act: type[nn.Module]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
@@ -124,8 +125,10 @@ class ConvDecoder(nn.Module):
         self.start = (cfg.channels[-1], h // factor, w // factor)
         width = cfg.hidden[0] if cfg.hidden else 256
         self.dense = nn.Sequential(
-            nn.Linear(cfg.latent_dim + cfg.num_classes, width), act(),
-            nn.Linear(width, math.prod(self.start)), act(),
+            nn.Linear(cfg.latent_dim + cfg.num_classes, width),
+            act(),
+            nn.Linear(width, math.prod(self.start)),
+            act(),
         )
         layers: list[nn.Module] = []
         chans = list(reversed(cfg.channels))

@@ -41,5 +41,17 @@ from vaelab.serve.app import LOOPBACK_NAMES, STATIC, app_from_run, bind, create_
 from vaelab.serve.explorer import Explorer, ServeConfig, plane_map
 from vaelab.serve.guards import CSP
 
-__all__ = ["Explorer", "ServeConfig", "create_app", "app_from_run", "bind", "url_of", "run", "is_loopback",
-           "plane_map", "STATIC", "CSP", "LOOPBACK_NAMES"]
+__all__ = [
+    "Explorer",
+    "ServeConfig",
+    "create_app",
+    "app_from_run",
+    "bind",
+    "url_of",
+    "run",
+    "is_loopback",
+    "plane_map",
+    "STATIC",
+    "CSP",
+    "LOOPBACK_NAMES",
+]

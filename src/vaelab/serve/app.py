@@ -51,12 +51,13 @@ def create_app(explorer: Explorer) -> FastAPI:
     InterpolateRequest, SampleRequest = models.interpolate, models.sample
 
     app = FastAPI(
-        docs_url=None, redoc_url=None,  # both load scripts from a CDN; the schema is at /openapi.json
+        docs_url=None,
+        redoc_url=None,  # both load scripts from a CDN; the schema is at /openapi.json
         title="vaelab latent explorer",
         version=_version(),
         description=f"Explore the latent space of the VAE in {explorer.name or 'this run'} "
-                    f"(D = {d}, images {c}x{h}x{w}{f', conditional on {k} classes' if k else ''}). "
-                    "Pixels are means of p(x|z) in [0, 1]. Every bad request is a 422 with a `message`.",
+        f"(D = {d}, images {c}x{h}x{w}{f', conditional on {k} classes' if k else ''}). "
+        "Pixels are means of p(x|z) in [0, 1]. Every bad request is a 422 with a `message`.",
     )
 
     install_error_handlers(app, hints)  # every bad request: a 422 with a one-line message
@@ -78,13 +79,22 @@ def create_app(explorer: Explorer) -> FastAPI:
     def info() -> dict[str, Any]:
         return explorer.info()
 
-    @app.get("/api/points", response_model=PointsResponse,
-             summary="Test-set latent means on the plane (subsampled, computed once)")
+    @app.get(
+        "/api/points",
+        response_model=PointsResponse,
+        summary="Test-set latent means on the plane (subsampled, computed once)",
+    )
     def points() -> dict[str, Any]:
         p = explorer.points()
-        return {**p, "x": p["x"].tolist(), "y": p["y"].tolist(), "index": p["index"].tolist(),
-                "labels": None if p["labels"] is None else p["labels"].tolist(),
-                "mean": p["mean"].tolist(), "basis": p["basis"].tolist()}
+        return {
+            **p,
+            "x": p["x"].tolist(),
+            "y": p["y"].tolist(),
+            "index": p["index"].tolist(),
+            "labels": None if p["labels"] is None else p["labels"].tolist(),
+            "mean": p["mean"].tolist(),
+            "basis": p["basis"].tolist(),
+        }
 
     @app.get("/api/test/{index}", response_model=TestItem, summary="One test image, its label and latent mean")
     def test_item(index: Annotated[int, PathParam(ge=0, le=n_test - 1, description=hints["index"])]) -> dict[str, Any]:
@@ -99,18 +109,27 @@ def create_app(explorer: Explorer) -> FastAPI:
         loc, logvar, recon = explorer.encode(x, label)
         return {**_images(recon), "loc": loc[0].tolist(), "logvar": logvar[0].tolist()}
 
-    @app.post("/api/encode", response_model=EncodeResponse,
-              summary="Encode one image given as numbers: q(z|x) and the reconstruction decode(loc)")
+    @app.post(
+        "/api/encode",
+        response_model=EncodeResponse,
+        summary="Encode one image given as numbers: q(z|x) and the reconstruction decode(loc)",
+    )
     def encode(req: EncodeRequest) -> dict[str, Any]:
         return _encode(np.asarray(req.pixels, dtype=np.float32).reshape(1, c, h, w), req.label)
 
-    @app.post("/api/encode/png", response_model=EncodeResponse,
-              summary="Encode one image given as a base64 PNG: q(z|x) and the reconstruction")
+    @app.post(
+        "/api/encode/png",
+        response_model=EncodeResponse,
+        summary="Encode one image given as a base64 PNG: q(z|x) and the reconstruction",
+    )
     def encode_png(req: EncodePngRequest) -> dict[str, Any]:
         return _encode(_read_png(req.png, c, h, w, cfg.max_png_bytes)[None], req.label)
 
-    @app.post("/api/interpolate", response_model=InterpolateResponse,
-              summary="Decode the path between the latent means of two test images")
+    @app.post(
+        "/api/interpolate",
+        response_model=InterpolateResponse,
+        summary="Decode the path between the latent means of two test images",
+    )
     def interpolate(req: InterpolateRequest) -> dict[str, Any]:
         z, images = explorer.interpolate(req.a, req.b, req.steps, req.spherical)
         return {**_images(images), "z": z.tolist()}
@@ -122,14 +141,20 @@ def create_app(explorer: Explorer) -> FastAPI:
 
     return app
 
+
 def _version() -> str:
     from vaelab import __version__
 
     return __version__
 
 
-def app_from_run(run_dir: str | Path, cfg: ServeConfig = ServeConfig(), device: str = "cpu",
-                 weights: str = "model.safetensors", data_dir: str | None = None) -> FastAPI:
+def app_from_run(
+    run_dir: str | Path,
+    cfg: ServeConfig = ServeConfig(),
+    device: str = "cpu",
+    weights: str = "model.safetensors",
+    data_dir: str | None = None,
+) -> FastAPI:
     """Load a run folder's model (read-only) and its dataset's test split, and build the app."""
     from dataclasses import replace as dc_replace
 
@@ -174,8 +199,9 @@ def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
         sock.listen(128)
     except OSError as e:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --port, "
-                          f"or --port 0 for any free one") from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({e.strerror}); pass another --port, or --port 0 for any free one"
+        ) from None
     sock.set_inheritable(True)
     return sock
 

@@ -47,8 +47,10 @@ class ServeConfig:
             raise ConfigError(f"max_abs_latent must be a positive finite number, got {self.max_abs_latent!r}")
         bad = [h for h in self.allowed_hosts if not isinstance(h, str) or not _host_name(h) or "/" in h]
         if not self.allowed_hosts or bad:
-            raise ConfigError(f"allowed_hosts must be host names or addresses (no scheme, no port), got "
-                              f"{bad or list(self.allowed_hosts)!r}; e.g. --allow-host mybox.local")
+            raise ConfigError(
+                f"allowed_hosts must be host names or addresses (no scheme, no port), got "
+                f"{bad or list(self.allowed_hosts)!r}; e.g. --allow-host mybox.local"
+            )
 
 
 class Explorer:
@@ -57,8 +59,15 @@ class Explorer:
     Every model call runs under one lock in inference mode; the scatter is computed once.
     """
 
-    def __init__(self, model: VAE, test: ImageData, class_names: Sequence[str] = (), cfg: ServeConfig = ServeConfig(),
-                 name: str = "", dataset: str = ""):
+    def __init__(
+        self,
+        model: VAE,
+        test: ImageData,
+        class_names: Sequence[str] = (),
+        cfg: ServeConfig = ServeConfig(),
+        name: str = "",
+        dataset: str = "",
+    ):
         if len(test) == 0:
             raise ConfigError("the test set is empty: the explorer needs test images for its scatter")
         if tuple(test.shape) != tuple(model.cfg.input_shape):
@@ -100,9 +109,14 @@ class Explorer:
         pts, x_label, y_label = latent_axes(z)
         mean, basis = plane_map(z, pts)
         return {
-            "x": pts[:, 0], "y": pts[:, 1], "index": index,
+            "x": pts[:, 0],
+            "y": pts[:, 1],
+            "index": index,
             "labels": None if sub.labels is None else sub.labels.numpy(),
-            "x_label": _plain(x_label), "y_label": _plain(y_label), "mean": mean, "basis": basis,
+            "x_label": _plain(x_label),
+            "y_label": _plain(y_label),
+            "mean": mean,
+            "basis": basis,
             "z_bound": float(max(4.0, np.ceil(np.abs(z).max()))),
         }
 
@@ -156,16 +170,29 @@ class Explorer:
     def info(self) -> dict[str, Any]:
         mc = self.model.cfg
         return {
-            "name": self.name, "dataset": self.dataset, "latent_dim": mc.latent_dim,
-            "input_shape": list(mc.input_shape), "num_classes": mc.num_classes, "prior": mc.prior,
-            "posterior": mc.posterior, "layers": [layer.latent_dim for layer in mc.layers],
-            "class_names": list(self.class_names), "likelihood": mc.likelihood, "arch": mc.arch,
-            "hidden": list(mc.hidden), "num_parameters": sum(p.numel() for p in self.model.parameters()),
-            "test_images": len(self.test), "points": len(self._points["index"]),
+            "name": self.name,
+            "dataset": self.dataset,
+            "latent_dim": mc.latent_dim,
+            "input_shape": list(mc.input_shape),
+            "num_classes": mc.num_classes,
+            "prior": mc.prior,
+            "posterior": mc.posterior,
+            "layers": [layer.latent_dim for layer in mc.layers],
+            "class_names": list(self.class_names),
+            "likelihood": mc.likelihood,
+            "arch": mc.arch,
+            "hidden": list(mc.hidden),
+            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "test_images": len(self.test),
+            "points": len(self._points["index"]),
             "has_labels": self.test.labels is not None,
-            "limits": {"max_batch": self.cfg.max_batch, "max_abs_latent": self.cfg.max_abs_latent,
-                       "max_steps": self.cfg.max_steps, "max_samples": self.cfg.max_samples,
-                       "max_png_bytes": self.cfg.max_png_bytes},
+            "limits": {
+                "max_batch": self.cfg.max_batch,
+                "max_abs_latent": self.cfg.max_abs_latent,
+                "max_steps": self.cfg.max_steps,
+                "max_samples": self.cfg.max_samples,
+                "max_png_bytes": self.cfg.max_png_bytes,
+            },
         }
 
 

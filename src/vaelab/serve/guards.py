@@ -12,8 +12,10 @@ from fastapi.responses import JSONResponse
 
 # Every script, style and request of the page stays on this server (no CDN, no third party).
 # Every script, style and request of the page stays on this server (no CDN, no third party).
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
+)
 
 
 class _BodyLimit:
@@ -28,8 +30,9 @@ class _BodyLimit:
             length = dict(scope.get("headers") or []).get(b"content-length", b"0")
             if not length.isdigit() or int(length) > self.limit:
                 msg = f"request body of {length.decode(errors='replace')} bytes; the limit is {self.limit}"
-                await JSONResponse({"detail": [{"loc": ["body"], "msg": msg, "type": "too_large"}], "message": msg},
-                                   status_code=422)(scope, receive, send)
+                await JSONResponse(
+                    {"detail": [{"loc": ["body"], "msg": msg, "type": "too_large"}], "message": msg}, status_code=422
+                )(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -65,16 +68,25 @@ class _HostCheck:
             headers = dict(scope.get("headers") or [])
             host = headers.get(b"host", b"").decode("latin-1")
             if _host_name(host) not in self.allowed:
-                msg = (f"Host {host!r} is not one this server answers to ({', '.join(sorted(self.allowed))}); "
-                       f"start it with --allow-host NAME to allow another name")
-                await JSONResponse({"detail": [{"loc": ["header", "host"], "msg": msg, "type": "host_not_allowed"}],
-                                    "message": msg}, status_code=421)(scope, receive, send)
+                msg = (
+                    f"Host {host!r} is not one this server answers to ({', '.join(sorted(self.allowed))}); "
+                    f"start it with --allow-host NAME to allow another name"
+                )
+                await JSONResponse(
+                    {"detail": [{"loc": ["header", "host"], "msg": msg, "type": "host_not_allowed"}], "message": msg},
+                    status_code=421,
+                )(scope, receive, send)
                 return
             origin = headers.get(b"origin")
             if origin is not None and scope.get("method") == "POST" and not self._same_site(origin.decode("latin-1")):
                 msg = f"Origin {origin.decode('latin-1')!r} may not call this API: only the explorer's own page may"
-                await JSONResponse({"detail": [{"loc": ["header", "origin"], "msg": msg, "type": "origin_not_allowed"}],
-                                    "message": msg}, status_code=403)(scope, receive, send)
+                await JSONResponse(
+                    {
+                        "detail": [{"loc": ["header", "origin"], "msg": msg, "type": "origin_not_allowed"}],
+                        "message": msg,
+                    },
+                    status_code=403,
+                )(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -122,24 +122,29 @@ def request_models(explorer: Explorer) -> RequestModels:
     Plane = Annotated[list[Row], Field(min_length=h, max_length=h)]
     Pixels: Any = Plane if c == 1 else Annotated[list[Plane], Field(min_length=c, max_length=c)]
     pixels_doc = f"{h} rows of {w} grey values in [0, 1]" if c == 1 else f"{c} x {h} x {w} values in [0, 1]"
-    label_doc = f"class label in 0..{k - 1} (required: the model is conditional)" if k else \
-        "omit: the model is not conditional"
+    label_doc = (
+        f"class label in 0..{k - 1} (required: the model is conditional)" if k else "omit: the model is not conditional"
+    )
     hints = {
         "z": f"each z row holds D = {d} finite numbers in [-{bound:g}, {bound:g}]; 1 to {cfg.max_batch} rows",
         "pixels": f"a {pixels_doc}; divide 0-255 values by 255",
         "png": f"a base64 PNG (data: URL allowed) of exactly {w}x{h} pixels, at most {cfg.max_png_bytes} bytes",
         "label": label_doc,
-        "a": f"a test-set index in 0..{n_test - 1}", "b": f"a test-set index in 0..{n_test - 1}",
+        "a": f"a test-set index in 0..{n_test - 1}",
+        "b": f"a test-set index in 0..{n_test - 1}",
         "index": f"a test-set index in 0..{n_test - 1}",
-        "steps": f"an integer in 2..{cfg.max_steps}", "n": f"an integer in 1..{cfg.max_samples}",
+        "steps": f"an integer in 2..{cfg.max_steps}",
+        "n": f"an integer in 1..{cfg.max_samples}",
         "seed": "an integer in 0..2147483647, or omit it for a fresh one",
     }
 
     if k:
+
         class Labelled(BaseModel):
             model_config = strict
             label: _int(0, k - 1) = Field(description=label_doc)
     else:
+
         class Labelled(BaseModel):  # type: ignore[no-redef]
             model_config = strict
             label: None = Field(None, description=label_doc)
@@ -158,8 +163,9 @@ def request_models(explorer: Explorer) -> RequestModels:
         pixels: Pixels = Field(description=pixels_doc)
 
     class EncodePngRequest(Labelled):
-        png: Annotated[str, Field(min_length=1, max_length=4 * (cfg.max_png_bytes // 3 + 1) + 32,
-                                  description=hints["png"])]
+        png: Annotated[
+            str, Field(min_length=1, max_length=4 * (cfg.max_png_bytes // 3 + 1) + 32, description=hints["png"])
+        ]
 
     TestIndex = _int(0, n_test - 1)
 
@@ -184,23 +190,27 @@ def install_error_handlers(app: FastAPI, hints: dict[str, str]) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-                  for e in exc.errors()]
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
         return JSONResponse({"detail": errors, "message": _message(errors, hints)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # a body that is not even JSON (e.g. not UTF-8): still a 422
             msg = f"body: the request body is not valid JSON ({exc.detail}); send UTF-8 JSON"
-            return JSONResponse({"detail": [{"loc": ["body"], "msg": msg, "type": "json_invalid"}], "message": msg},
-                                status_code=422)
+            return JSONResponse(
+                {"detail": [{"loc": ["body"], "msg": msg, "type": "json_invalid"}], "message": msg}, status_code=422
+            )
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(VaelabError)
     async def _vaelab(request: Request, exc: VaelabError) -> JSONResponse:
         msg = str(exc)
-        return JSONResponse({"detail": [{"loc": ["body"], "msg": msg, "type": "value_error"}], "message": msg},
-                            status_code=422)
+        return JSONResponse(
+            {"detail": [{"loc": ["body"], "msg": msg, "type": "value_error"}], "message": msg}, status_code=422
+        )
 
 
 def _images(a: np.ndarray) -> dict[str, Any]:
