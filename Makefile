@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 EPOCHS ?= 10
 
-.PHONY: setup demo test test-all serve bench clean
+.PHONY: setup demo test test-all lint serve bench clean
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,lint]'
 	$(BIN)/vaelab prepare mnist
 	touch $(STAMP)
 
@@ -26,6 +26,14 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# ruff (lint rules and the format of every file), mypy on src/, and vermin: the code must run on
+# the oldest Python that pyproject.toml claims (3.10).
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/vermin --no-tips --eval-annotations --violations -q -t=3.10- src tests benchmarks
 
 serve: setup
 	$(BIN)/vaelab serve runs/seed

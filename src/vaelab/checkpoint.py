@@ -240,6 +240,24 @@ def save_checkpoint(
     atomic_write_bytes(run_dir / CHECKPOINT, st_save(tensors, metadata=meta))
 
 
+def read_state(run_dir: Path) -> dict[str, Any]:
+    """The training state of a run's checkpoint (epoch, step, elapsed seconds, why it stopped, and
+    the final test ELBO under "test" once training ended), read from its metadata alone: no tensor
+    is loaded. {} when the run has no checkpoint yet."""
+    from safetensors import safe_open
+
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = json.loads(meta.get("state", "{}"))
+    except (SafetensorError, OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read its training state ({e}); the file is damaged") from e
+    return state if isinstance(state, dict) else {}
+
+
 def load_checkpoint(
     run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:

@@ -648,6 +648,44 @@ def plot(run: str, label: int | None, invert: bool, device: str, weights: str) -
 
 
 @cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    default="compare.png",
+    show_default=True,
+    help="Picture of the overlaid learning curves (.png, .pdf or .svg).",
+)
+@click.option(
+    "--x",
+    "x",
+    type=click.Choice(["epoch", "minutes"]),
+    default="epoch",
+    show_default=True,
+    help="Horizontal axis of the curves: epochs, or minutes of training.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON instead.")
+def compare(runs: tuple[str, ...], out: str, x: str, as_json: bool) -> None:
+    """Compare runs: a table (preset, model, objective, epochs, test ELBO, NLL where evaluated,
+    training minutes) and their learning curves overlaid in one PNG. Reads only the run folders."""
+    from vaelab import compare as cmp
+    from vaelab.plots import plot_compared_curves
+
+    summaries = [cmp.summarize(r) for r in runs]  # every folder is checked before anything is written
+    names = [s.name for s in summaries]
+    if len(set(names)) < len(names):  # runs/a/seed and runs/b/seed: tell them apart by their paths
+        summaries = [cmp.replace_name(s, str(s.path)) for s in summaries]
+    _save_figure(plot_compared_curves({s.name: s.metrics for s in summaries}, x=x), Path(out))
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in summaries], indent=2))
+    else:
+        click.echo(cmp.table(summaries))
+        click.echo(f"curves: {out}")
+
+
+@cli.command()
 @click.argument("dataset", type=click.Choice(["mnist"]), default="mnist")
 def prepare(dataset: str) -> None:
     """Fetch and verify a dataset into the cache ($VAELAB_DATA or ~/.cache/vaelab).

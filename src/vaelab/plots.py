@@ -268,6 +268,38 @@ def plot_learning_curves(rows: list[dict[str, float]]) -> Figure:
     return fig
 
 
+def plot_compared_curves(curves: dict[str, list[dict[str, float]]], x: str = "epoch") -> Figure:
+    """Validation ELBO (solid) and train ELBO (dotted) of several runs in one figure, one colour per
+    run; nats per image, higher is better. x: "epoch", or "minutes" of training time (the sum of the
+    epochs' seconds), which compares recipes whose epochs cost different times."""
+    if x not in ("epoch", "minutes"):
+        from vaelab.errors import ConfigError
+
+        raise ConfigError(f"x {x!r}: choose epoch or minutes")
+    fig = Figure(figsize=(7.2, 4.5), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    colours = _class_colours(max(1, len(curves)))
+    for (name, rows), colour in zip(curves.items(), colours):
+        if not rows:
+            continue
+        if x == "epoch":
+            xs = [r["epoch"] - 1 + r.get("epoch_fraction", 1.0) for r in rows]
+        else:
+            xs = np.cumsum([r["epoch_seconds"] for r in rows]) / 60
+        ax.plot(xs, [r["val_elbo"] for r in rows], "-", color=colour, lw=1.5, label=f"{name} (validation)")
+        ax.plot(xs, [r["train_elbo"] for r in rows], ":", color=colour, lw=1.2)
+    ax.set_xlabel("epoch" if x == "epoch" else "training minutes")
+    ax.set_ylabel("ELBO (nats per image, higher is better)")
+    ax.set_title("Learning curves: validation (solid), train (dotted)")
+    vals = [r["val_elbo"] for rows in curves.values() for r in rows if np.isfinite(r["val_elbo"])]
+    if vals:  # the first epochs are far below the rest: show the part where runs differ
+        lo, hi = np.percentile(vals, 5), max(vals)
+        ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
 @torch.no_grad()
 def save_run_pictures(
     model,

@@ -1,0 +1,103 @@
+"""`vaelab compare`: the table and the overlaid curves come from the run folders alone."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from conftest import run_cli
+from vaelab import compare as cmp
+from vaelab.config import load_preset, replace
+from vaelab.plots import plot_compared_curves
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two tiny runs on an .npz dataset: `a` with the tiny preset as it is and evaluated, `b` with
+    IWAE k=3 and 2 epochs, not evaluated."""
+    import numpy as np
+
+    from conftest import make_images
+    from vaelab.cli import main
+
+    root = tmp_path_factory.mktemp("compare")
+    x, y = make_images(300)
+    np.savez(root / "d.npz", x=x, y=y)
+    common = ["--dataset", str(root / "d.npz"), "--binarize", "static", "--no-plots", "-q", "--threads", "1"]
+    for args in (
+        ["train", "--preset", "tiny", "--epochs", "1", "--out", str(root / "a"), *common],
+        ["train", "--preset", "tiny", "--epochs", "2", "--objective", "iwae", "--k", "3", "--out", str(root / "b"), *common],
+        ["eval", str(root / "a"), "--k", "4", "--threads", "1"],
+    ):
+        try:
+            main(args)
+        except SystemExit as e:
+            assert e.code == 0, args
+    return root
+
+
+def _png_size(path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_compare_prints_each_run_and_draws_the_curves(two_runs, capsys, tmp_path):
+    out = tmp_path / "curves.png"
+    code, stdout, stderr = run_cli(["compare", str(two_runs / "a"), str(two_runs / "b"), "-o", str(out)], capsys)
+    assert code == 0, stderr
+    lines = stdout.strip().splitlines()
+    assert lines[0].startswith("| run | preset | model | objective | epochs | test ELBO | NLL (k) |")
+    row_a = next(r for r in lines if r.startswith("| a |"))
+    row_b = next(r for r in lines if r.startswith("| b |"))
+    ev = json.loads((two_runs / "a" / "eval.json").read_text())
+    assert f"{ev['nll']:.2f} ± {ev['nll_stderr']:.2f} (4)" in row_a  # the evaluated run shows its NLL and k
+    assert row_b.split("|")[7].strip() == "-"  # b was never evaluated: no NLL is made up
+    assert "| tiny (+" in row_a and "| elbo |" in row_a  # the tiny preset on another dataset
+    assert "| iwae k=3 |" in row_b and "train.k" in row_b and "train.objective" in row_b
+    assert "| 1 |" in row_a and "| 2 |" in row_b  # epochs
+    w, h = _png_size(out)
+    assert w > 500 and h > 300
+
+
+def test_compare_json_matches_the_run_folders(two_runs, capsys, tmp_path):
+    from vaelab import checkpoint as ckpt
+
+    code, stdout, _ = run_cli(["compare", str(two_runs / "a"), str(two_runs / "b"), "-o", str(tmp_path / "c.png"),
+                               "--json"], capsys)
+    assert code == 0
+    doc = {d["name"]: d for d in json.loads(stdout)}
+    state = ckpt.read_state(two_runs / "b")
+    assert doc["b"]["test_elbo"] == pytest.approx(state["test"]["elbo"])
+    assert doc["b"]["epochs"] == 2 and doc["b"]["stopped"] == "completed"
+    seconds = sum(r["epoch_seconds"] for r in ckpt.read_metrics(two_runs / "b"))
+    assert doc["b"]["train_minutes"] == pytest.approx(seconds / 60)
+    assert doc["a"]["nll_k"] == 4 and doc["b"]["nll"] is None
+
+
+def test_compare_refuses_a_folder_that_is_not_a_run_and_writes_nothing(two_runs, capsys, tmp_path):
+    out = tmp_path / "c.png"
+    code, _, stderr = run_cli(["compare", str(two_runs / "a"), str(tmp_path / "nope"), "-o", str(out)], capsys)
+    assert code == 2 and "nope" in stderr and "no such run folder" in stderr
+    assert not out.exists()
+
+
+def test_runs_with_one_name_are_told_apart_by_their_paths(two_runs, capsys, tmp_path):
+    code, stdout, _ = run_cli(["compare", str(two_runs / "a"), str(two_runs / "a"), "-o", str(tmp_path / "c.png")],
+                              capsys)
+    assert code == 0 and stdout.count(f"| {two_runs / 'a'} |") == 2
+
+
+def test_closest_preset_names_the_settings_that_differ():
+    assert cmp.closest_preset(load_preset("iwae-paper")) == "iwae-paper"
+    cfg = replace(load_preset("iwae-paper"), {"train.k": 50, "train.objective": "iwae"})
+    assert cmp.closest_preset(cfg) == "iwae-paper (+train.k, train.objective)"
+
+
+def test_compared_curves_refuse_an_unknown_axis():
+    from vaelab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="epoch or minutes"):
+        plot_compared_curves({}, x="steps")
