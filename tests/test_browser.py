@@ -4,7 +4,9 @@ Skipped only when /usr/bin/chromium is absent and CI is not "true"; in CI a miss
 Playwright's own browser download is never used.
 
 Also a script: `python tests/test_browser.py RUN_DIR OUT.png` serves RUN_DIR, exercises the page
-as the test does and saves the screenshot (this is how docs/img/serve.png was made).
+as the test does and saves the screenshot (this is how docs/img/serve.png was made), and
+`python tests/test_browser.py --layouts RUN_DIR FOLDER` checks the layout at every window size of
+WINDOWS and saves one screenshot per size (docs/img/explorer-WxH.png).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ CHROMIUM_ARGS = [
 ]
 IN_CI = os.environ.get("CI") == "true"
 LATENCY_MOVES = 20
+# The window sizes the page must lay out cleanly at: laptops, desktops and a phone.
+WINDOWS = [(1024, 768), (1280, 800), (1440, 900), (1920, 1080), (390, 844)]
 TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]  # the page's first class colours (matplotlib's tab10)
 
 
@@ -308,6 +312,142 @@ def test_page_in_chromium(trained_run, tmp_path, record_property):
             browser.close()
 
 
+# -- layout at every window size -------------------------------------------------------------------
+
+LAYOUT_PROBLEMS = """() => {
+  const problems = [];
+  const vw = document.documentElement.clientWidth;
+  if (document.documentElement.scrollWidth > vw + 0.5)
+    problems.push(`horizontal scrollbar: the page is ${document.documentElement.scrollWidth} px wide in ${vw}`);
+  const visible = (el) => { const r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0 && !el.closest('[hidden]'); };
+  const name = (el) => el.id ? '#' + el.id : el.className ? el.tagName.toLowerCase() + '.' + String(el.className).split(' ')[0] : el.tagName.toLowerCase();
+  const boxes = [document.querySelector('header'), ...document.querySelectorAll('.panel')].filter(visible);
+  const rects = boxes.map((el) => el.getBoundingClientRect());
+  for (let i = 0; i < boxes.length; i++) {
+    const a = rects[i];
+    if (a.left < -0.5 || a.right > vw + 0.5) problems.push(`${name(boxes[i])} is cut off: x ${a.left}..${a.right} in ${vw}`);
+    for (let j = i + 1; j < boxes.length; j++) {
+      const b = rects[j];
+      const w = Math.min(a.right, b.right) - Math.max(a.left, b.left), h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+      if (w > 0.5 && h > 0.5) problems.push(`${name(boxes[i])} and ${name(boxes[j])} overlap by ${w.toFixed(1)} x ${h.toFixed(1)} px`);
+    }
+  }
+  for (const panel of document.querySelectorAll('.panel')) {
+    if (!visible(panel)) continue;
+    const p = panel.getBoundingClientRect();
+    for (const el of panel.querySelectorAll('canvas, select, button, input, label, h2, figure, .legend, .sliders')) {
+      if (!visible(el) || el.closest('.tooltip')) continue;
+      const r = el.getBoundingClientRect();
+      if (r.left < p.left - 0.5 || r.right > p.right + 0.5 || r.top < p.top - 0.5 || r.bottom > p.bottom + 0.5)
+        problems.push(`${name(el)} sticks out of ${name(panel)}: ${r.left.toFixed(1)}..${r.right.toFixed(1)} x ${r.top.toFixed(1)}..${r.bottom.toFixed(1)} in ${p.left.toFixed(1)}..${p.right.toFixed(1)} x ${p.top.toFixed(1)}..${p.bottom.toFixed(1)}`);
+    }
+  }
+  return problems;
+}"""
+
+
+def check_layouts(browser: Any, url: str, folder: Path) -> dict[str, list[str]]:
+    """Open the page at each size of WINDOWS, interpolate (so every panel has content), and return
+    the layout problems found at each size; save a screenshot per size as FOLDER/explorer-WxH.png."""
+    found = {}
+    for w, h in WINDOWS:
+        page = browser.new_page(viewport={"width": w, "height": h}, device_scale_factor=1)
+        try:
+            page.goto(url)
+            wait_until(page, "window.vaelab && window.vaelab.ready", 30)
+            page.locator("#interp-panel, .interp-panel").first.scroll_into_view_if_needed()
+            page.evaluate("window.scrollTo(0, 0)")
+            pick_two(page)
+            page.evaluate("window.scrollTo(0, 0)")
+            found[f"{w}x{h}"] = page.evaluate(LAYOUT_PROBLEMS)
+            page.screenshot(path=str(folder / f"explorer-{w}x{h}.png"), full_page=True)
+        finally:
+            page.close()
+    return found
+
+
+@pytest.fixture(scope="module")
+def trained_run_5d(tmp_path_factory) -> Path:
+    """As trained_run, with a 5-dimensional latent: the page then offers its plane choice and 5 sliders."""
+    import torch
+
+    from conftest import make_images
+    from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from vaelab.data import load_splits
+    from vaelab.models import VAE
+    from vaelab.train import fit
+
+    root = tmp_path_factory.mktemp("browser5d")
+    x, y = make_images(600, hw=28)
+    np.savez(root / "quadrants.npz", x=x[:, 0], y=y)
+    cfg = RunConfig(
+        data=DataConfig(dataset=str(root / "quadrants.npz")),
+        model=ModelConfig(input_shape=(1, 28, 28), hidden=(32,), latent_dim=5),
+        train=TrainConfig(epochs=2, batch_size=50, seed=0, device="cpu", threads=1, init_output_bias=False),
+    )
+    torch.manual_seed(0)
+    fit(VAE(cfg.model), load_splits(cfg.data), cfg, root / "run", progress=False)
+    return root / "run"
+
+
+def test_layout_at_every_window_size(trained_run_5d, tmp_path):
+    """No two panels overlap, nothing sticks out of its panel or the window, no horizontal scrollbar,
+    at 1024x768, 1280x800, 1440x900, 1920x1080 and on a phone (390x844)."""
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    from vaelab.serve import app_from_run
+
+    with Server(app_from_run(trained_run_5d)) as srv, sync_playwright() as p:
+        browser = launch(p)
+        try:
+            found = check_layouts(browser, srv.url, tmp_path)
+        finally:
+            browser.close()
+    assert set(found) == {f"{w}x{h}" for w, h in WINDOWS}
+    assert all(not v for v in found.values()), found
+    for w, h in WINDOWS:
+        assert (tmp_path / f"explorer-{w}x{h}.png").stat().st_size > 10_000
+
+
+def test_plane_choice_and_a_slider_per_dimension(trained_run_5d):
+    """D = 5: a slider per dimension, and the plane can be two chosen dimensions: then the scatter's
+    coordinates are exactly those dimensions of the latent means, and the cursor moves only them."""
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    from vaelab.serve import app_from_run
+
+    with Server(app_from_run(trained_run_5d)) as srv, sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page, _, errors = open_page(browser, srv.url)
+            assert page.locator("#sliders input[type=range]").count() == 5
+            assert page.evaluate("window.vaelab.state.pts.plane") == "pca"
+            assert page.locator("#plane-controls").is_visible()
+            n = page.evaluate("window.vaelab.planes")
+            page.select_option("#plane-mode", "dims")
+            wait_until(page, f"window.vaelab.planes > {n}")
+            n = page.evaluate("window.vaelab.planes")
+            page.select_option("#dim-x", "3")
+            wait_until(page, f"window.vaelab.planes > {n}")
+            pts = page.evaluate("window.vaelab.state.pts")
+            assert pts["plane"] == "dims" and (pts["x_label"], pts["y_label"]) == ("z4", "z2")
+            k = 7
+            item = page.evaluate(f"fetch('/api/test/{pts['index'][k]}').then(r => r.json())")
+            np.testing.assert_allclose([pts["x"][k], pts["y"][k]], [item["z"][3], item["z"][1]], rtol=1e-5, atol=1e-5)
+            before = page.evaluate("Array.from(window.vaelab.state.z)")
+            box = page.locator("#overlay").bounding_box()
+            drag_cursor(page, empty_spot(page), [(box["x"] + 0.3 * box["width"], box["y"] + 0.6 * box["height"])])
+            after = page.evaluate("Array.from(window.vaelab.state.z)")
+            moved = [i for i in range(5) if abs(after[i] - before[i]) > 1e-9]
+            assert set(moved) <= {1, 3} and moved, (before, after)
+            assert abs(float(page.locator("#slider-3").input_value()) - after[3]) < 0.01  # the slider follows
+            assert page.evaluate("window.vaelab.errors") == [] and errors == []
+        finally:
+            browser.close()
+
+
 # -- the documentation screenshot ------------------------------------------------------------------
 
 
@@ -357,7 +497,27 @@ def main(run_dir: str, out: str) -> None:
             browser.close()
 
 
+def layouts(run_dir: str, folder: str) -> None:
+    """Serve RUN_DIR, check the layout at every size of WINDOWS and save the screenshots in FOLDER."""
+    from playwright.sync_api import sync_playwright
+
+    from vaelab.serve import app_from_run
+
+    with Server(app_from_run(run_dir)) as srv, sync_playwright() as p:
+        browser = launch(p)
+        try:
+            found = check_layouts(browser, srv.url, Path(folder))
+        finally:
+            browser.close()
+    print(json.dumps(found, indent=2))
+    if any(found.values()):
+        raise SystemExit("layout problems found")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        raise SystemExit("usage: python tests/test_browser.py RUN_DIR OUT.png")
-    main(sys.argv[1], sys.argv[2])
+    if len(sys.argv) == 4 and sys.argv[1] == "--layouts":
+        layouts(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 3:
+        main(sys.argv[1], sys.argv[2])
+    else:
+        raise SystemExit("usage: python tests/test_browser.py RUN_DIR OUT.png | --layouts RUN_DIR FOLDER")

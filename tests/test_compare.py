@@ -28,7 +28,20 @@ def two_runs(tmp_path_factory):
     common = ["--dataset", str(root / "d.npz"), "--binarize", "static", "--no-plots", "-q", "--threads", "1"]
     for args in (
         ["train", "--preset", "tiny", "--epochs", "1", "--out", str(root / "a"), *common],
-        ["train", "--preset", "tiny", "--epochs", "2", "--objective", "iwae", "--k", "3", "--out", str(root / "b"), *common],
+        [
+            "train",
+            "--preset",
+            "tiny",
+            "--epochs",
+            "2",
+            "--objective",
+            "iwae",
+            "--k",
+            "3",
+            "--out",
+            str(root / "b"),
+            *common,
+        ],
         ["eval", str(root / "a"), "--k", "4", "--threads", "1"],
     ):
         try:
@@ -65,8 +78,9 @@ def test_compare_prints_each_run_and_draws_the_curves(two_runs, capsys, tmp_path
 def test_compare_json_matches_the_run_folders(two_runs, capsys, tmp_path):
     from vaelab import checkpoint as ckpt
 
-    code, stdout, _ = run_cli(["compare", str(two_runs / "a"), str(two_runs / "b"), "-o", str(tmp_path / "c.png"),
-                               "--json"], capsys)
+    code, stdout, _ = run_cli(
+        ["compare", str(two_runs / "a"), str(two_runs / "b"), "-o", str(tmp_path / "c.png"), "--json"], capsys
+    )
     assert code == 0
     doc = {d["name"]: d for d in json.loads(stdout)}
     state = ckpt.read_state(two_runs / "b")
@@ -85,8 +99,9 @@ def test_compare_refuses_a_folder_that_is_not_a_run_and_writes_nothing(two_runs,
 
 
 def test_runs_with_one_name_are_told_apart_by_their_paths(two_runs, capsys, tmp_path):
-    code, stdout, _ = run_cli(["compare", str(two_runs / "a"), str(two_runs / "a"), "-o", str(tmp_path / "c.png")],
-                              capsys)
+    code, stdout, _ = run_cli(
+        ["compare", str(two_runs / "a"), str(two_runs / "a"), "-o", str(tmp_path / "c.png")], capsys
+    )
     assert code == 0 and stdout.count(f"| {two_runs / 'a'} |") == 2
 
 

@@ -118,6 +118,31 @@ def test_info(client):
     }
 
 
+def test_points_on_two_chosen_dimensions_are_those_coordinates():
+    ex = make_explorer(latent_dim=5)
+    c = TestClient(create_app(ex))
+    pca = c.get("/api/points").json()
+    doc = c.get("/api/points", params={"x_dim": 3, "y_dim": 1}).json()
+    assert pca["plane"] == "pca" and doc["plane"] == "dims" and (doc["x_label"], doc["y_label"]) == ("z4", "z2")
+    assert doc["index"] == pca["index"] and doc["labels"] == pca["labels"]  # the same points, in the same order
+    with torch.no_grad():
+        z = ex.model.encode_mean(float_images(ex)).numpy()
+    np.testing.assert_allclose(doc["x"], z[:, 3], atol=1e-6)
+    np.testing.assert_allclose(doc["y"], z[:, 1], atol=1e-6)
+    np.testing.assert_allclose(doc["basis"], np.eye(5)[[3, 1]])  # plane = basis (z - mean), mean 0
+    assert doc["mean"] == [0.0] * 5
+    assert TestClient(create_app(make_explorer())).get("/api/points").json()["plane"] == "latent"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"x_dim": 2}, {"y_dim": 0}, {"x_dim": 1, "y_dim": 1}, {"x_dim": 5, "y_dim": 0}, {"x_dim": -1, "y_dim": 0}],
+)
+def test_points_refuse_bad_dimensions(params):
+    r = TestClient(create_app(make_explorer(latent_dim=5))).get("/api/points", params=params)
+    assert r.status_code == 422 and r.json()["message"]
+
+
 def test_points_are_the_latent_means_of_the_test_set(client, plain):
     doc = client.get("/api/points").json()
     assert doc["index"] == list(range(N_TEST)) and doc["labels"] == plain.test.labels.tolist()
@@ -802,7 +827,8 @@ _FUZZ = settings(
 def _validate(case) -> None:
     # All of schemathesis's checks (server errors, status codes, response schemas, negative data
     # rejected, ...), except that a random base64 string that the schema allows is not a PNG.
-    excluded = [positive_data_acceptance] if case.path == "/api/encode/png" else []
+    # Nor can the schema say that /api/points takes both x_dim and y_dim, two different ones, or neither.
+    excluded = [positive_data_acceptance] if case.path in ("/api/encode/png", "/api/points") else []
     case.call_and_validate(excluded_checks=excluded)
 
 

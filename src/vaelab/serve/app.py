@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -30,6 +30,7 @@ from vaelab.serve.schemas import (
     TestItem,
     _images,
     _read_png,
+    _unprocessable,
     install_error_handlers,
     request_models,
 )
@@ -82,10 +83,18 @@ def create_app(explorer: Explorer) -> FastAPI:
     @app.get(
         "/api/points",
         response_model=PointsResponse,
-        summary="Test-set latent means on the plane (subsampled, computed once)",
+        summary="Test-set latent means on the plane (subsampled, computed once): the library's plane, "
+        "or two latent dimensions x_dim and y_dim",
     )
-    def points() -> dict[str, Any]:
-        p = explorer.points()
+    def points(
+        x_dim: Annotated[int | None, Query(ge=0, le=d - 1, description=f"latent dimension on x, 0..{d - 1}")] = None,
+        y_dim: Annotated[int | None, Query(ge=0, le=d - 1, description=f"latent dimension on y, 0..{d - 1}")] = None,
+    ) -> dict[str, Any]:
+        if (x_dim is None) != (y_dim is None) or (x_dim is not None and x_dim == y_dim):
+            raise _unprocessable(
+                ("query", "x_dim"), f"give both x_dim and y_dim, two different dimensions in 0..{d - 1}, or neither"
+            )
+        p = explorer.points(None if x_dim is None or y_dim is None else (x_dim, y_dim))
         return {
             **p,
             "x": p["x"].tolist(),

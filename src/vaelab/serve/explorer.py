@@ -106,9 +106,11 @@ class Explorer:
                 y = yb.to(self.model.device) if self.conditional and yb is not None else None
                 locs.append(self.model.encode_mean(to_float(xb.to(self.model.device)), y).cpu().numpy())
         z = np.concatenate(locs).astype(np.float64)  # (k, D)
+        self._z = z
         pts, x_label, y_label = latent_axes(z)
         mean, basis = plane_map(z, pts)
         return {
+            "plane": "latent" if z.shape[1] <= 2 else "pca",
             "x": pts[:, 0],
             "y": pts[:, 1],
             "index": index,
@@ -120,10 +122,31 @@ class Explorer:
             "z_bound": float(max(4.0, np.ceil(np.abs(z).max()))),
         }
 
-    def points(self) -> dict[str, Any]:
-        """The cached scatter: plane coordinates (x, y), test indices, labels, axis labels, and the
-        linear map (mean (D,), basis (2, D)) from latents to the plane."""
-        return self._points
+    def points(self, dims: tuple[int, int] | None = None) -> dict[str, Any]:
+        """The scatter: plane coordinates (x, y), test indices, labels, axis labels, and the linear
+        map (mean (D,), basis (2, D)) from latents to the plane.
+
+        dims=None: the library's plane (the latent itself for D <= 2, else its first two principal
+        components), computed once. dims=(i, j): latent dimensions i and j (0-based) as the axes.
+        """
+        if dims is None:
+            return self._points
+        i, j = dims
+        d = self._z.shape[1]
+        if not (0 <= i < d and 0 <= j < d) or i == j:
+            raise ConfigError(f"dims {list(dims)}: give two different latent dimensions in 0..{d - 1}")
+        basis = np.zeros((2, d))
+        basis[0, i] = basis[1, j] = 1.0
+        return {
+            **self._points,
+            "plane": "dims",
+            "x": self._z[:, i],
+            "y": self._z[:, j],
+            "x_label": f"z{i + 1}",
+            "y_label": f"z{j + 1}",
+            "mean": np.zeros(d),
+            "basis": basis,
+        }
 
     def decode(self, z: np.ndarray, label: int | None = None) -> np.ndarray:
         """Pixel means (B, C, H, W) in [0, 1] for latents z (B, D)."""

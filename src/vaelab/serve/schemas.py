@@ -81,6 +81,10 @@ class InfoResponse(BaseModel):
 
 
 class PointsResponse(BaseModel):
+    plane: str = Field(
+        description="latent (D <= 2: the latent itself), pca (its first two principal components) "
+        "or dims (two latent dimensions, as asked)"
+    )
     x: list[float]
     y: list[float]
     index: list[int] = Field(description="test-set index of each point")

@@ -1,6 +1,6 @@
 // vaelab latent explorer: vanilla JS, talks only to this server's /api (see /docs).
-// Images arrive as pixel means in [0, 1]; grey images are drawn as dark ink on white (like the
-// library's pictures), always scaled by nearest neighbour so every pixel stays crisp.
+// Images arrive as pixel means in [0, 1]; grey images are drawn as dark ink on white (the look of
+// the library's `--invert` pictures), always scaled by nearest neighbour so every pixel stays crisp.
 (() => {
   "use strict";
 
@@ -8,7 +8,8 @@
   const TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
   const TAB20 = ["#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd", "#c5b0d5",
     "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d", "#17becf", "#9edae5"];
-  const MAX_SLIDERS = 16;
+  const MAX_SLIDERS = 512;  // every dimension of any model this page is meant for gets a slider
+  // The scatter is PLANE.size CSS px square: its card's width, at most 600 (layoutPlane).
   const PLANE = { size: 600, l: 52, r: 14, t: 14, b: 46 };
 
   // Everything the page knows; window.vaelab exposes it to tests and to the curious.
@@ -17,7 +18,7 @@
     colours: [], px: null, py: null, map: null,
   };
   const vaelab = (window.vaelab = {
-    ready: false, state, latencies: [], decodes: 0, interpolations: 0, encodes: 0, samples: 0, errors: [],
+    ready: false, state, latencies: [], decodes: 0, interpolations: 0, encodes: 0, samples: 0, planes: 0, errors: [],
   });
 
   // -- helpers --------------------------------------------------------------------------------
@@ -282,7 +283,7 @@
 
     state.picks.forEach((p, slot) => {
       if (!p) return;
-      const [px, py] = toPx(p.plane[0], p.plane[1]);
+      const [px, py] = toPx(state.pts.x[p.k], state.pts.y[p.k]);
       const colour = slot === 0 ? "#d62839" : "#2563eb";
       ctx.lineWidth = 5;
       ctx.strokeStyle = "#ffffff";
@@ -419,7 +420,7 @@
       box.append(lab, input, v);
     }
     $("sliders-sub").textContent = d > MAX_SLIDERS ? `first ${MAX_SLIDERS} of ${d}` :
-      d > 2 ? `all ${d}; the plane moves along its two axes` : "the plane is the whole latent space";
+      d > 2 ? `all ${d}; dragging on the plane moves z along its two axes` : "the plane is the whole latent space";
   }
 
   function syncSliders() {
@@ -478,7 +479,7 @@
     const slot = state.nextPick;
     state.nextPick = 1 - slot;
     const index = state.pts.index[k];
-    state.picks[slot] = { index, plane: [state.pts.x[k], state.pts.y[k]] };
+    state.picks[slot] = { index, k };  // k: its place in the scatter arrays, the same for every plane
     state.path = null;
     drawOverlay();
     const canvas = $(slot === 0 ? "pick-a" : "pick-b");
@@ -700,8 +701,7 @@
       `${i.num_parameters.toLocaleString("en")} parameters`];
     if (i.num_classes) parts.push(`conditional on ${i.num_classes} classes`);
     $("model-info").textContent = parts.filter(Boolean).join(" · ");
-    $("plane-sub").textContent = `posterior means of ${i.points.toLocaleString("en")} of ${i.test_images.toLocaleString("en")} test images` +
-      (i.latent_dim > 2 ? "; first two principal components" : "");
+    describePlane();
     $("steps").max = String(i.limits.max_steps);
 
     const k = i.num_classes || (state.pts.labels ? Math.max(...state.pts.labels) + 1 : 0);
@@ -722,18 +722,70 @@
     }
   }
 
+  function describePlane() {
+    const i = state.info, p = state.pts;
+    const which = p.plane === "pca" ? "; first two principal components" :
+      p.plane === "dims" ? `; dimensions ${p.x_label} and ${p.y_label}` : "";
+    $("plane-sub").textContent =
+      `posterior means of ${i.points.toLocaleString("en")} of ${i.test_images.toLocaleString("en")} test images${which}`;
+  }
+
+  // Size the scatter to its card (at most 600 px) and redraw it; called at start and on resize.
+  function layoutPlane() {
+    const width = Math.floor($("plane-wrap").clientWidth) || PLANE.size;
+    PLANE.size = Math.max(220, Math.min(600, width));
+    setupMap();
+    drawScatter();
+    sizeCanvas($("overlay"), PLANE.size, PLANE.size);
+    if (state.z) drawOverlay();
+  }
+
+  // D > 2: the user picks the plane, the library's principal components or two latent dimensions.
+  function buildPlaneControls() {
+    const d = state.info.latent_dim;
+    if (d <= 2) return;
+    for (const id of ["dim-x", "dim-y"]) {
+      const sel = $(id);
+      for (let i = 0; i < d; i++) sel.append(new Option(`z${i + 1}`, String(i)));
+    }
+    $("dim-y").value = "1";
+    $("plane-controls").hidden = false;
+    const change = async () => {
+      const dims = $("plane-mode").value === "dims";
+      $("dims-wrap").hidden = !dims;
+      let x = parseInt($("dim-x").value, 10), y = parseInt($("dim-y").value, 10);
+      if (dims && x === y) {  // two different axes: move the other one along
+        y = (x + 1) % d;
+        $("dim-y").value = String(y);
+      }
+      try {
+        state.pts = await api(dims ? `/api/points?x_dim=${x}&y_dim=${y}` : "/api/points");
+        vaelab.planes += 1;
+        describePlane();
+        layoutPlane();
+      } catch (e) {
+        showError(e);
+      }
+    };
+    for (const id of ["plane-mode", "dim-x", "dim-y"]) $(id).addEventListener("change", change);
+  }
+
   async function init() {
     try {
       [state.info, state.pts] = await Promise.all([api("/api/info"), api("/api/points")]);
       describe();
-      setupMap();
-      drawScatter();
-      sizeCanvas($("overlay"), PLANE.size, PLANE.size);
+      layoutPlane();
+      buildPlaneControls();
       buildSliders();
       clearDrawing();
       wire();
       setZ(new Float64Array(state.info.latent_dim), performance.now());
       await sampleNow(0);
+      let resizing = null;
+      window.addEventListener("resize", () => {
+        clearTimeout(resizing);
+        resizing = setTimeout(layoutPlane, 80);
+      });
       vaelab.ready = true;
       document.body.dataset.ready = "1";
     } catch (e) {
