@@ -38,3 +38,12 @@ def test_the_family_docs_python_blocks_run(tmp_path: Path, monkeypatch: pytest.M
     for i, block in enumerate(blocks):
         exec(compile(block, f"docs/family.md python block {i + 1}", "exec"), namespace)  # noqa: S102
     assert "torch.Size([5, 8]) torch.Size([5, 8]) torch.Size([5, 8]) None" in capsys.readouterr().out
+
+
+def test_the_disentanglement_docs_python_block_runs(capsys) -> None:
+    doc = README.parent / "docs" / "disentanglement.md"
+    (block,) = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    exec(compile(block, "docs/disentanglement.md python block", "exec"), {"__name__": "__docs__"})  # noqa: S102
+    out = capsys.readouterr().out
+    assert float(re.search(r"MIG ([\d.]+)", out).group(1)) > 0.9
+    assert "'disentanglement': " in out and "'informativeness_test': " in out

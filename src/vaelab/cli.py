@@ -594,7 +594,7 @@ def encode(run: str, out: str, split: str, logvar: bool, device: str, weights: s
     locs, logvars = [], []
     with torch.no_grad():
         for xb, yb in iter_batches(data, 1000):
-            y = yb.to(model.device) if model.cfg.num_classes else None
+            y = yb.to(model.device) if model.cfg.num_classes and yb is not None else None
             loc, lv = model.encode(to_float(xb.to(model.device)), y)
             locs.append(loc.cpu().numpy())
             logvars.append(lv.cpu().numpy())
@@ -802,8 +802,8 @@ def export_(run: str, fmt: str, out: str | None, opset: int, weights: str) -> No
     paths = export_model(
         model,
         folder,
-        fmt,
-        opset=opset,  # type: ignore[arg-type]
+        "onnx" if fmt == "onnx" else "pt2",
+        opset=opset,
         extra={"run": str(run), "weights": WEIGHTS[weights]},
     )
     click.echo(f"wrote {', '.join(p.name for p in paths)} to {folder}")
@@ -816,7 +816,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as e:
         raise SystemExit(e.exit_code) from None
     except click.ClickException as e:
-        cmd = e.ctx.command_path if getattr(e, "ctx", None) is not None else "vaelab"
+        ctx = getattr(e, "ctx", None)  # UsageError and its kind carry the command; others do not
+        cmd = ctx.command_path if ctx is not None else "vaelab"
         click.echo(f"{cmd}: error: {e.format_message()}", err=True)
         raise SystemExit(2) from None
     except click.exceptions.Abort:

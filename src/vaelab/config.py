@@ -359,7 +359,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a list, got {value!r}")
         inner = args[0]
         return tuple(_coerce(inner, v, where) for v in value)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return value if isinstance(value, tp) else _build(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):

@@ -86,7 +86,7 @@ def signature(model: VAE) -> dict[str, dict[str, dict[str, list[int | str]]]]:
     """Names and shapes ("B" is the dynamic batch) of each graph's inputs and outputs."""
     cfg = model.cfg
     c, h, w = cfg.input_shape
-    label = {"y_onehot": ["B", cfg.num_classes]} if cfg.num_classes else {}
+    label: dict[str, list[int | str]] = {"y_onehot": ["B", cfg.num_classes]} if cfg.num_classes else {}
     return {
         "encoder": {
             "inputs": {"x": ["B", c, h, w], **label},

@@ -7,6 +7,7 @@ and ``log_*`` are higher-is-better log-densities, anything called ``nll`` is pos
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -182,9 +183,28 @@ def dreg_surrogate(log_w: Tensor, z: Tensor, m: int = 1) -> Tensor:
     return (w * log_w).view(m, -1, b).sum(1).mean(0)
 
 
+class ModelAnswer(Protocol):
+    """What a model answers for K draws z ~ q(z|x) (vaelab.models.Draws is the implementation):
+    per-draw log p(x|z), log p(z), log q(z|x) and log w = their sum, each (K, B) nats, the draws z
+    (K, B, D), and the closed-form KL (B,) where one exists (else None)."""
+
+    z: Tensor
+    log_px_z: Tensor
+    kl: Tensor | None
+
+    @property
+    def log_pz(self) -> Tensor: ...
+
+    @property
+    def log_qz_x(self) -> Tensor: ...
+
+    @property
+    def log_w(self) -> Tensor: ...
+
+
 def training_objective(
-    d: object, objective: str, estimator: str, m: int = 1, klw: float = 1.0, ciwae_beta: float = 0.5
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    d: ModelAnswer, objective: str, estimator: str, m: int = 1, klw: float = 1.0, ciwae_beta: float = 0.5
+) -> tuple[Tensor | tuple[Tensor, Tensor], Tensor, Tensor, Tensor, Tensor]:
     """Every training objective, written once against a model's answer `d` (vaelab.models.Draws).
 
     Returns (surrogate, bound, elbo, log_px_z, kl), each (B,) nats except as noted:
@@ -219,5 +239,5 @@ def training_objective(
         return bound, bound, elbo_value, rec, kl
     if objective == "piwae":
         bound = iwae_bound(log_w)
-        return (bound, miwae_bound(log_w, m)), bound, elbo_value, rec, kl  # type: ignore[return-value]
+        return (bound, miwae_bound(log_w, m)), bound, elbo_value, rec, kl
     raise ValueError(f"unknown objective {objective!r}")

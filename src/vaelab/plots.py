@@ -283,7 +283,7 @@ def plot_compared_curves(curves: dict[str, list[dict[str, float]]], x: str = "ep
         if not rows:
             continue
         if x == "epoch":
-            xs = [r["epoch"] - 1 + r.get("epoch_fraction", 1.0) for r in rows]
+            xs = np.array([r["epoch"] - 1 + r.get("epoch_fraction", 1.0) for r in rows])
         else:
             xs = np.cumsum([r["epoch_seconds"] for r in rows]) / 60
         ax.plot(xs, [r["val_elbo"] for r in rows], "-", color=colour, lw=1.5, label=f"{name} (validation)")
@@ -344,17 +344,19 @@ def save_run_pictures(
         written.append(run_dir / PICTURES[key])
 
     cond = model.cfg.num_classes > 0
-    zs, ys = [], []
+    zs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
     seen = 0
     for xb, yb in iter_batches(test, 1000):
         if seen >= max_points:
             break
-        y = yb.to(device) if cond else None
+        y = yb.to(device) if cond and yb is not None else None
         zs.append(model.encode_mean(to_float(xb.to(device)), y).cpu().numpy())
-        ys.append(None if yb is None else yb.numpy())
+        if yb is not None:
+            ys.append(yb.numpy())
         seen += len(xb)
     z = np.concatenate(zs)[:max_points]
-    labels = None if ys[0] is None else np.concatenate(ys)[:max_points]
+    labels = np.concatenate(ys)[:max_points] if ys else None  # a split has labels for all images or none
     save(plot_latent(z, labels, class_names), "latent")
 
     xb, yb = test.batch(slice(0, 32))
@@ -377,7 +379,7 @@ def save_run_pictures(
         n = 20
         pts = torch.from_numpy(manifold_grid(n)).to(device)
         label = (0 if manifold_label is None else manifold_label) if cond else None
-        y = torch.full((len(pts),), label, dtype=torch.long, device=device) if cond else None
+        y = None if label is None else torch.full((len(pts),), label, dtype=torch.long, device=device)
         imgs = model.decode(pts, y).cpu().numpy()
         lim = float(abs(manifold_grid(n)).max())
         save(plot_manifold(imgs, n, (-lim, lim), invert=invert, label=label, class_names=class_names), "manifold")

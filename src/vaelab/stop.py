@@ -20,6 +20,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.budget_spent = False  # set by `agree` (the distributed form); one process checks its clock
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> StopFlag:
@@ -36,6 +37,10 @@ class StopFlag:
     def __exit__(self, *exc: Any) -> None:
         for s, h in self._old.items():
             signal.signal(s, h)
+
+    def agree(self, device: torch.device, budget_spent: bool) -> None:
+        """One process agrees with itself: its own signal and clock decide."""
+        self.budget_spent = budget_spent
 
 
 class AgreedStopFlag(StopFlag):

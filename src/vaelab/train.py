@@ -250,7 +250,7 @@ def fit(
         raise ConfigError(
             f"a conditional model (num_classes {model.cfg.num_classes}) needs labelled data; {splits.name} has none"
         )
-    labels = train.labels.to(device) if (resident and model.cfg.num_classes) else None
+    labels = train.labels.to(device) if (resident and model.cfg.num_classes and train.labels is not None) else None
     n = len(train)
     steps_per_epoch = math.ceil(n / tc.batch_size)  # a last partial batch is split over the processes too
     if steps_per_epoch == 0:
@@ -424,7 +424,6 @@ def fit(
                 if (
                     stop.budget_spent
                     if world > 1
-                    # type: ignore[attr-defined]
                     else tc.max_minutes is not None and time.monotonic() - t_start > 60 * tc.max_minutes
                 ):
                     st["stopped"] = "time-budget"

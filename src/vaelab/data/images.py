@@ -56,7 +56,10 @@ def load_image_folder(folder: Path) -> DataSplits:
         ]
     else:
         groups = [("", sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")))]
-    images, labels, names, grey = [], [], [], []
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    names: list[str] = []
+    grey: list[Path] = []
     for label, (name, files) in enumerate(groups):
         names.append(name)
         for f in files:

@@ -29,13 +29,14 @@ from vaelab.models.networks import (  # noqa: F401
     ACTIVATIONS,
     ConvDecoder,
     ConvEncoder,
+    GaussianEncoder,
     MLPDecoder,
     MLPEncoder,
 )
-from vaelab.models.posteriors import gaussian_distribution, make_posterior
-from vaelab.models.priors import make_prior
+from vaelab.models.posteriors import FlowPosterior, GaussianPosterior, gaussian_distribution, make_posterior
+from vaelab.models.priors import Prior, VampPrior, make_prior
 
-ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
+ARCHITECTURES: dict[str, tuple[type[GaussianEncoder], type[MLPDecoder | ConvDecoder]]] = {
     "mlp": (MLPEncoder, MLPDecoder),
     "conv": (ConvEncoder, ConvDecoder),
 }
@@ -102,6 +103,9 @@ class BaseVAE(nn.Module):
 
     cfg: ModelConfig
     likelihood: PixelLikelihood
+    encoder: GaussianEncoder  # q(z_1|x)'s network (the bottom layer's, in a hierarchy)
+    decoder: MLPDecoder | ConvDecoder  # p(x|z_1)'s network
+    prior: Prior  # p(z) (p(z_L), the top layer's, in a hierarchy)
     # STL and DReG need log q(z|x) with the posterior's parameters stopped (see posteriors.py)
     supports_stop_gradient = False
 
@@ -152,6 +156,14 @@ class BaseVAE(nn.Module):
     # -- the verbs ---------------------------------------------------------------------------
     def encode_mean(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """A point estimate of z for each image (B, D): the posterior mean (the tutorial's "encoder")."""
+        raise NotImplementedError
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Parameters (loc, logvar), each (B, D), of q(z|x)'s Gaussian (of the bottom layer, in a hierarchy)."""
+        raise NotImplementedError
+
+    def decode_params(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Parameters of p(x|z), (..., B, P, C, H, W), for latents z (..., B, D)."""
         raise NotImplementedError
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
@@ -209,6 +221,8 @@ class VAE(BaseVAE):
     `elbo`, `interpolate`) are the ones the CLI and the web page use.
     """
 
+    posterior_family: GaussianPosterior | FlowPosterior
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         if cfg.layers:
@@ -219,7 +233,7 @@ class VAE(BaseVAE):
         self.encoder = enc(cfg)
         self.decoder = dec(cfg, self.likelihood.num_params)
         self.prior = make_prior(cfg.prior, cfg.latent_dim, cfg.components, cfg.input_shape)
-        if cfg.prior == "vamp":
+        if isinstance(self.prior, VampPrior):
             self.prior.attach(self.encoder)  # p(z) = mean of q(z|u_k); not a second copy of the encoder
         self.posterior_family = make_posterior(cfg, self.encoder.features_dim)
         self.supports_stop_gradient = not self.posterior_family.has_flow

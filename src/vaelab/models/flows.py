@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -130,6 +131,8 @@ class PlanarFlows(nn.Module):
 
 class MaskedLinear(nn.Linear):
     """A linear layer whose weight is multiplied by a fixed 0/1 mask (out_features, in_features)."""
+
+    mask: Tensor
 
     def __init__(self, in_features: int, out_features: int, mask: Tensor):
         super().__init__(in_features, out_features)
@@ -260,7 +263,7 @@ class IAF(nn.Module):
     ):
         super().__init__()
         hidden = 64 if hidden is None else hidden
-        layers: list[nn.Module] = []
+        layers: list[IAFStep | Reverse] = []
         for t in range(steps):
             if t > 0:
                 layers.append(Reverse())
@@ -282,7 +285,7 @@ class IAF(nn.Module):
     def inverse(self, y: Tensor, h: Tensor | None = None) -> Tensor:
         """The exact inverse of forward: y (..., B, D) -> z0."""
         for transform in reversed(self.transforms):
-            y = transform.inverse(y, h)
+            y = cast(IAFStep | Reverse, transform).inverse(y, h)  # a ModuleList's items are typed Module
         return y
 
 

@@ -35,6 +35,7 @@ class GaussianEncoder(nn.Module):
     (loc, logvar). One layer for both: the same maths as two heads in one matmul."""
 
     head: nn.Linear
+    features_dim: int  # the size of `features`, the context of a flow posterior
 
     def features(self, x: Tensor, y1h: Tensor | None = None) -> Tensor:
         raise NotImplementedError
@@ -142,7 +143,9 @@ class ConvDecoder(nn.Module):
         """A transposed convolution has one bias per channel: the logit of each channel's mean pixel
         (`mean` is (C, H, W) in [0, 1]), clipped to [0.001, 0.999]."""
         with torch.no_grad():
-            bias = self.deconvs[-1].bias.view(self.shape[0], self.shape[1])  # (P, C)
+            last = self.deconvs[-1]
+            assert isinstance(last, nn.ConvTranspose2d) and last.bias is not None
+            bias = last.bias.view(self.shape[0], self.shape[1])  # (P, C)
             bias[0].copy_(torch.logit(mean.flatten(1).mean(1).clamp(1e-3, 1 - 1e-3)))
 
     def forward(self, z: Tensor, y1h: Tensor | None = None) -> Tensor:

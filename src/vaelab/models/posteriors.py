@@ -73,7 +73,7 @@ class FlowPosterior(nn.Module):
         return self.flow(loc, h)[0]
 
 
-def make_posterior(cfg: ModelConfig, context_dim: int) -> nn.Module:
+def make_posterior(cfg: ModelConfig, context_dim: int) -> GaussianPosterior | FlowPosterior:
     return GaussianPosterior() if cfg.posterior == "gaussian" else FlowPosterior(cfg, context_dim)
 
 

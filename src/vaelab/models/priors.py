@@ -69,6 +69,7 @@ class StandardNormal(Prior):
     """p(z) = N(0, I), the prior of Kingma & Welling 2014."""
 
     standard_normal = True
+    _ref: Tensor  # a 0-d buffer: the device and dtype of draws
 
     def __init__(self, latent_dim: int):
         super().__init__(latent_dim)
@@ -148,6 +149,8 @@ class VampPrior(Prior):
         encode: x (K, C, H, W) in [0, 1] -> (loc, logvar), each (K, D); usually the bound method
             ``model.encoder.forward`` (a conditional encoder needs a wrapper that adds labels).
     """
+
+    _encode: Encode | None
 
     def __init__(
         self, latent_dim: int, components: int, input_shape: tuple[int, int, int], encode: Encode | None = None

@@ -174,7 +174,7 @@ def app_from_run(
     run_dir = Path(run_dir)
     rcfg = read_config(run_dir)
     model = load(run_dir, weights=weights, device=resolve_device(device))
-    dcfg = dc_replace(rcfg.data, limit=None, **({"data_dir": data_dir} if data_dir else {}))
+    dcfg = dc_replace(rcfg.data, limit=None, data_dir=data_dir or rcfg.data.data_dir)
     splits = load_splits(dcfg)
     explorer = Explorer(model, splits.test, splits.class_names, cfg, name=run_dir.name, dataset=splits.name)
     return create_app(explorer)

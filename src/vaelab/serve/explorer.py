@@ -14,7 +14,7 @@ import torch
 
 from vaelab.data import ImageData, iter_batches, to_float
 from vaelab.errors import ConfigError
-from vaelab.models import VAE, interpolate_latents
+from vaelab.models import BaseVAE, interpolate_latents
 from vaelab.plots import latent_axes
 from vaelab.serve.guards import _host_name
 
@@ -61,7 +61,7 @@ class Explorer:
 
     def __init__(
         self,
-        model: VAE,
+        model: BaseVAE,
         test: ImageData,
         class_names: Sequence[str] = (),
         cfg: ServeConfig = ServeConfig(),
