@@ -140,7 +140,15 @@ def load_splits(cfg: DataConfig) -> DataSplits:
             f"val_size {cfg.val_size}: only the mnist and fashion-mnist splits take it; {name} splits "
             f"its own way (see docs); drop --data.val_size"
         )
-    if name == "mnist":
+    if name in ("shapes2d", "dsprites"):
+        from vaelab.data import shapes2d
+
+        if name == "shapes2d":
+            folder = shapes2d.ensure_shapes2d(cache_dir())
+        else:
+            folder = shapes2d.ensure_dsprites(cfg.data_dir, cache_dir())
+        splits = shapes2d.with_factors(load_npy_folder(folder), folder)
+    elif name == "mnist":
         splits = _idx_splits("mnist", ensure_mnist(cfg.data_dir), MNIST_CLASSES, cfg.val_size)
     elif name == "fashion-mnist":
         folder = Path(cfg.data_dir).expanduser() if cfg.data_dir else FASHION_MNIST_DIR
@@ -155,10 +163,10 @@ def load_splits(cfg: DataConfig) -> DataSplits:
         if not path.exists():
             import difflib
 
-            close = difflib.get_close_matches(name, ["mnist", "fashion-mnist"], n=1, cutoff=0.6)
+            close = difflib.get_close_matches(name, ["mnist", "fashion-mnist", "shapes2d", "dsprites"], n=1, cutoff=0.6)
             hint = f"did you mean {close[0]}? " if close else ""
             raise DataError(
-                f"--dataset {name}: no such file or folder; {hint}use mnist, fashion-mnist, a .npz file, "
+                f"--dataset {name}: no such file or folder; {hint}use mnist, fashion-mnist, shapes2d, dsprites, a .npz file, "
                 f"a folder with images.npy, or a folder of PNG images"
             )
         if path.is_file() and path.suffix == ".npz":

@@ -21,6 +21,7 @@ class ImageData:
 
     images: Any  # torch.Tensor uint8, or np.memmap uint8 for data larger than memory
     labels: Tensor | None = None  # int64
+    factors: np.ndarray | None = None  # (N, F) ground-truth factor values, for data that has them
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -30,7 +31,11 @@ class ImageData:
         return tuple(int(s) for s in self.images.shape[1:])  # type: ignore[return-value]
 
     def subset(self, n: int) -> ImageData:
-        return ImageData(self.images[:n], None if self.labels is None else self.labels[:n])
+        return ImageData(
+            self.images[:n],
+            None if self.labels is None else self.labels[:n],
+            None if self.factors is None else self.factors[:n],
+        )
 
     def batch(self, index: Tensor | slice) -> tuple[Tensor, Tensor | None]:
         """uint8 images and labels at `index` as tensors (reads only those rows of a memmap)."""
@@ -72,6 +77,8 @@ class DataSplits:
     test: ImageData
     num_classes: int  # 0 when there are no labels
     class_names: tuple[str, ...] = ()
+    factor_names: tuple[str, ...] = ()  # data with ground-truth factors (ImageData.factors): their names
+    factor_sizes: tuple[int, ...] = ()  # and how many values each takes
 
     @property
     def shape(self) -> tuple[int, int, int]:
