@@ -152,7 +152,10 @@ def cli() -> None:
 @click.option("--data-dir", type=click.Path(), help="Folder with the four IDX files (.gz or not).")
 @click.option("--limit", type=int, help="Use only the first N training images.")
 @click.option("--binarize", type=click.Choice(["none", "dynamic", "static"]), help="Pixel mode.")
-@click.option("--likelihood", type=click.Choice(["bernoulli", "gaussian", "gaussian-fixed", "continuous-bernoulli"]))
+@click.option(
+    "--likelihood",
+    type=click.Choice(["bernoulli", "gaussian", "gaussian-fixed", "continuous-bernoulli", "logistic-mixture"]),
+)
 @click.option("--arch", type=click.Choice(["mlp", "conv"]))
 @click.option("--activation", type=click.Choice(["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus"]))
 @click.option("--conditional", is_flag=True, help="Conditional VAE: encoder and decoder see the one-hot label.")

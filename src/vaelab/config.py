@@ -23,7 +23,7 @@ else:  # Python 3.10: the same parser as the `tomli` package (a dependency there
     import tomli as tomllib
 
 Activation = Literal["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus"]
-Likelihood = Literal["bernoulli", "gaussian", "gaussian-fixed", "continuous-bernoulli"]
+Likelihood = Literal["bernoulli", "gaussian", "gaussian-fixed", "continuous-bernoulli", "logistic-mixture"]
 Architecture = Literal["mlp", "conv"]
 Binarize = Literal["none", "dynamic", "static"]
 Objective = Literal["elbo", "iwae", "miwae", "piwae", "ciwae"]
@@ -100,6 +100,7 @@ class ModelConfig:
     channels: tuple[int, ...] = (32, 64)  # conv arch only: channels of the stride-2 conv layers
     num_classes: int = 0  # > 0 makes a conditional VAE: encoder and decoder see a one-hot label
     fixed_scale: float = 0.1  # pixel std of the "gaussian-fixed" likelihood
+    mixture_components: int = 10  # K of the "logistic-mixture" likelihood (PixelCNN++ uses 10)
     prior: Prior = "normal"  # p(z): N(0, I), a learned mixture of Gaussians, or the VampPrior
     prior_components: int | None = None  # None: 500 pseudo-inputs (vamp), 10 components (mog)
     posterior: Posterior = "gaussian"  # q(z|x): diagonal Gaussian, or one pushed through planar / IAF steps
@@ -137,6 +138,8 @@ class ModelConfig:
         if not isinstance(self.num_classes, int) or self.num_classes < 0:
             raise ConfigError(f"num_classes must be an integer >= 0, got {self.num_classes!r}")
         _positive("fixed_scale", self.fixed_scale)
+        if not isinstance(self.mixture_components, int) or self.mixture_components <= 0:
+            raise ConfigError(f"mixture_components must be a positive integer, got {self.mixture_components!r}")
         _choice("prior", self.prior, Prior)
         _choice("posterior", self.posterior, Posterior)
         if self.prior_components is not None and (

@@ -181,7 +181,9 @@ def elbo_terms(model: VAE, data: ImageData, batch_size: int = 100, seed: int = 0
     return torch.cat(elbos), torch.cat(recs), torch.cat(kls)
 
 
-def _density_note(likelihood: str, binary: bool, is_density: bool) -> str:
+def _density_note(likelihood: str, binary: bool, is_density: bool, eight_bit: bool = False) -> str:
+    if eight_bit:
+        return ""  # a probability of the 8-bit values: the NLL and bits/dim are discrete, for any pixels
     if not is_density:
         kind = "binary" if binary else "grey"
         return (
@@ -213,7 +215,7 @@ def evaluate(model: VAE, data: ImageData, cfg: EvalConfig, pixels: str) -> EvalR
     if is_density:
         est = log_likelihood(model, data, cfg)
         nll, se, per_image = est.nll, est.nll_stderr, est.per_image
-        if binary:
+        if binary or lik.eight_bit:  # a probability of discrete values: bits per dimension
             bpd = float(obj.bits_per_dim(nll, model.cfg.num_pixels))
     return EvalReport(
         nll=nll,
@@ -233,6 +235,6 @@ def evaluate(model: VAE, data: ImageData, cfg: EvalConfig, pixels: str) -> EvalR
         split=cfg.split,
         num_images=len(elbo),
         seconds=time.monotonic() - t0,
-        note=_density_note(model.cfg.likelihood, binary, is_density),
+        note=_density_note(model.cfg.likelihood, binary, is_density, lik.eight_bit),
         per_image=per_image,
     )

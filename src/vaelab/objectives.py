@@ -143,6 +143,68 @@ def iwae_bound(log_w: Tensor) -> Tensor:
     return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
 
 
+def discretized_logistic_mixture_log_prob(
+    x: Tensor, logit_probs: Tensor, means: Tensor, log_scales: Tensor, coeffs: Tensor
+) -> Tensor:
+    """log P(x) of 8-bit pixels under a mixture of K discretized logistics (Salimans et al. 2017,
+    PixelCNN++), summed over pixels: a probability of the integer values, so NLL and bits/dim are
+    honest.
+
+    x: (..., B, C, H, W) pixels k/255 in [0, 1] (any leading batch dims broadcast against the
+    parameters). logit_probs: (..., B, K, H, W) mixture weights, shared by the channels.
+    means, log_scales: (..., B, K, C, H, W) in the [-1, 1] pixel scale; log_scales clamp at -7.
+    coeffs: (..., B, K, 3, H, W) tanh-squashed here; for C = 3 the green mean moves by
+    coeffs[0] * red and the blue one by coeffs[1] * red + coeffs[2] * green, as in PixelCNN++ (for
+    other C the channels are independent given the component, and coeffs are unused).
+
+    Each of the 256 values of a channel gets the logistic's mass on its bin of width 2/255; the edge
+    bins 0 and 255 take the tails; bins with a mass under 1e-5 use the density at the bin centre
+    times the width (PixelCNN++'s guard against log(0) in float32). Returns (..., B) nats.
+    """
+    xs = (2.0 * x - 1.0).unsqueeze(-4)  # (..., B, 1, C, H, W) in [-1, 1]
+    c = xs.shape[-3]
+    log_scales = log_scales.clamp(min=-7.0)
+    if c == 3:
+        k = torch.tanh(coeffs)
+        r, g = xs[..., 0, :, :], xs[..., 1, :, :]
+        means = torch.stack(
+            [
+                means[..., 0, :, :],
+                means[..., 1, :, :] + k[..., 0, :, :] * r,
+                means[..., 2, :, :] + k[..., 1, :, :] * r + k[..., 2, :, :] * g,
+            ],
+            -3,
+        )
+    centred = xs - means
+    inv_s = torch.exp(-log_scales)
+    plus_in = inv_s * (centred + 1.0 / 255.0)
+    min_in = inv_s * (centred - 1.0 / 255.0)
+    log_cdf_plus = plus_in - F.softplus(plus_in)  # log sigmoid(plus_in): the bottom bin, value 0
+    log_one_minus_cdf_min = -F.softplus(min_in)  # log (1 - sigmoid(min_in)): the top bin, value 255
+    cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
+    mid_in = inv_s * centred
+    log_pdf_mid = mid_in - log_scales - 2.0 * F.softplus(mid_in)  # log density at the bin centre
+    inner = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_pdf_mid - math.log(127.5))
+    log_probs = torch.where(xs < -0.999, log_cdf_plus, torch.where(xs > 0.999, log_one_minus_cdf_min, inner))
+    per_component = log_probs.sum(-3) + torch.log_softmax(logit_probs, -3)  # (..., B, K, H, W)
+    return torch.logsumexp(per_component, -3).flatten(-2).sum(-1)
+
+
+def discretized_logistic_mixture_mean(logit_probs: Tensor, means: Tensor, coeffs: Tensor) -> Tensor:
+    """The mixture's mean pixel (..., B, C, H, W) in [0, 1], for pictures: each component's channel
+    means chained through its coefficients at the component's own means (the mean of the
+    continuous logistics; the discretisation and the clipping at 0 and 255 move it slightly)."""
+    c = means.shape[-3]
+    if c == 3:
+        k = torch.tanh(coeffs)
+        r = means[..., 0, :, :]
+        g = means[..., 1, :, :] + k[..., 0, :, :] * r
+        b = means[..., 2, :, :] + k[..., 1, :, :] * r + k[..., 2, :, :] * g
+        means = torch.stack([r, g, b], -3)
+    w = torch.softmax(logit_probs, -3).unsqueeze(-3)  # (..., B, K, 1, H, W)
+    return ((w * means).sum(-4).clamp(-1.0, 1.0) + 1.0) / 2.0
+
+
 def bits_per_dim(nll: Tensor | float, num_dims: int) -> Tensor | float:
     """Convert a positive NLL in nats per example to bits per dimension: nll / (D ln 2)."""
     return nll / (num_dims * math.log(2.0))

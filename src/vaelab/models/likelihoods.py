@@ -27,6 +27,9 @@ class PixelLikelihood:
     mean: Callable[[Tensor], Tensor]  # params (...,B,P,C,H,W) -> (...,B,C,H,W) in [0, 1]
     density_of_grey: bool  # True when log_prob is a density of grey values in [0, 1]
     density_of_binary: bool  # True when log_prob is a probability of {0, 1} pixels
+    # True when log_prob is a probability of 8-bit values k/255 (binary pixels are two of them):
+    # the NLL is then a discrete one, and bits/dim are reported, for grey and binary pixels alike
+    eight_bit: bool = False
 
 
 def _single(params: Tensor) -> Tensor:
@@ -38,6 +41,18 @@ def _single(params: Tensor) -> Tensor:
 
 def _gaussian_parts(params: Tensor) -> tuple[Tensor, Tensor]:
     return torch.sigmoid(params[..., 0, :, :, :]), params[..., 1, :, :, :].clamp(min=MIN_PIXEL_LOGVAR)
+
+
+def _logistic_parts(params: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The discretized logistic mixture's parameters in the layout (..., B, 4K, C, H, W): the K
+    mixture logits in channel 0 of block 0 (the other channels' slots are unused), then per channel
+    the K means and K log-scales, then the K x 3 channel coefficients across the first three
+    channel slots of block 3 (used for C = 3 only)."""
+    logits = params[..., :k, 0, :, :]  # (..., B, K, H, W)
+    means = params[..., k : 2 * k, :, :, :]  # (..., B, K, C, H, W)
+    log_scales = params[..., 2 * k : 3 * k, :, :, :]
+    coeffs = params[..., 3 * k :, :3, :, :]  # (..., B, K, min(C, 3), H, W)
+    return logits, means, log_scales, coeffs
 
 
 def make_likelihood(cfg: ModelConfig) -> PixelLikelihood:
@@ -74,4 +89,14 @@ def make_likelihood(cfg: ModelConfig) -> PixelLikelihood:
             density_of_binary=False,
         ),
     }
+    if cfg.likelihood == "logistic-mixture":
+        k = cfg.mixture_components
+        return PixelLikelihood(
+            4 * k,
+            lambda x, p: obj.discretized_logistic_mixture_log_prob(x, *_logistic_parts(p, k)),
+            lambda p: obj.discretized_logistic_mixture_mean(*(_logistic_parts(p, k)[i] for i in (0, 1, 3))),
+            density_of_grey=True,
+            density_of_binary=True,
+            eight_bit=True,
+        )
     return table[cfg.likelihood]
