@@ -205,6 +205,75 @@ def discretized_logistic_mixture_mean(logit_probs: Tensor, means: Tensor, coeffs
     return ((w * means).sum(-4).clamp(-1.0, 1.0) + 1.0) / 2.0
 
 
+# -- disentangling objectives (Chen et al. 2018; Kumar et al. 2018; Burgess et al. 2018) ------------
+
+
+def pairwise_gaussian_log_density(z: Tensor, loc: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z_i,d; loc_j,d, exp(logvar_j,d)) for every pair (i, j) of a batch: z, loc, logvar (B, D)
+    -> (B, B, D) nats, row i the draw, column j the image whose posterior is evaluated."""
+    zi, mj, lvj = z[:, None, :], loc[None, :, :], logvar[None, :, :]
+    return -0.5 * (LOG_2PI + lvj + (zi - mj) ** 2 * torch.exp(-lvj))
+
+
+def beta_tc_terms(z: Tensor, loc: Tensor, logvar: Tensor, dataset_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The KL of a VAE split into index-code mutual information, total correlation and
+    dimension-wise KL (Chen et al. 2018, "Isolating Sources of Disentanglement in VAEs"), per draw.
+
+    z: (B, D) one draw from each image's q(z|x) = N(loc, exp(logvar)); the prior is N(0, I).
+    The aggregate posterior q(z) = 1/N sum_n q(z|x_n) and its marginals q(z_d) are estimated from
+    the batch by minibatch-weighted sampling: the draw's own image gets weight 1/N and each of the
+    B - 1 others (N - 1) / (N (B - 1)), so the estimate of q(z) is exact when all posteriors agree.
+    Returns (mi, tc, dwkl), each (B,) nats:
+      mi = log q(z|x) - log q(z),  tc = log q(z) - sum_d log q(z_d),  dwkl = sum_d log q(z_d) - log p(z),
+    whose sum is log q(z|x) - log p(z), the one-draw KL estimate.
+    """
+    b = z.shape[0]
+    n = max(int(dataset_size), b)
+    m = pairwise_gaussian_log_density(z, loc, logvar)  # (B, B, D)
+    log_w = torch.full((b, b), math.log((n - 1) / (n * (b - 1))) if b > 1 else 0.0, dtype=z.dtype, device=z.device)
+    log_w.fill_diagonal_(math.log(1.0 / n) if b > 1 else 0.0)
+    log_qz_x = m.diagonal(dim1=0, dim2=1).sum(0)  # (B,): each draw under its own image's posterior
+    log_qz = torch.logsumexp(log_w + m.sum(2), 1)  # (B,)
+    log_prod_qzd = torch.logsumexp(log_w[:, :, None] + m, 1).sum(1)  # (B,)
+    log_pz = std_normal_log_prob(z)
+    return log_qz_x - log_qz, log_qz - log_prod_qzd, log_prod_qzd - log_pz
+
+
+def dip_covariance(loc: Tensor, logvar: Tensor, variant: str) -> Tensor:
+    """The covariance that DIP-VAE pushes to the identity (Kumar et al. 2018): of the posterior means
+    over the batch, Cov[loc] (D, D) for "i"; of the aggregate posterior, E[diag(exp(logvar))] +
+    Cov[loc], for "ii"."""
+    centred = loc - loc.mean(0, keepdim=True)
+    cov = centred.t() @ centred / loc.shape[0]
+    if variant == "ii":
+        cov = cov + torch.diag(torch.exp(logvar).mean(0))
+    elif variant != "i":
+        raise ValueError(f"DIP-VAE variant {variant!r}: choose i or ii")
+    return cov
+
+
+def dip_penalty(cov: Tensor, lambda_od: float, lambda_d: float) -> Tensor:
+    """lambda_od sum_{i != j} C_ij^2 + lambda_d sum_i (C_ii - 1)^2: a () batch-level penalty, in the
+    units of the objective it is subtracted from (nats per example in vaelab's DIP-VAE objectives)."""
+    diag = torch.diagonal(cov)
+    off = cov - torch.diag(diag)
+    return lambda_od * off.pow(2).sum() + lambda_d * (diag - 1).pow(2).sum()
+
+
+def capacity_at(step: int, capacity_max: float, anneal_steps: int) -> float:
+    """The KL capacity C of Burgess et al. 2018 after `step` steps: linear from 0 to capacity_max
+    nats over anneal_steps, then constant."""
+    if anneal_steps <= 0:
+        return float(capacity_max)
+    return float(capacity_max) * min(1.0, step / anneal_steps)
+
+
+def capacity_objective(log_px_z: Tensor, kl: Tensor, gamma: float, capacity: float) -> Tensor:
+    """log p(x|z) - gamma |KL - C| (Burgess et al. 2018, "Understanding disentangling in beta-VAE"),
+    (B,) nats-scaled; higher is better, like the ELBO it replaces."""
+    return log_px_z - gamma * (kl - capacity).abs()
+
+
 def bits_per_dim(nll: Tensor | float, num_dims: int) -> Tensor | float:
     """Convert a positive NLL in nats per example to bits per dimension: nll / (D ln 2)."""
     return nll / (num_dims * math.log(2.0))
