@@ -294,7 +294,7 @@ def job_fit(job: dict[str, Any]) -> dict[str, Any]:
 
     from vaelab.config import replace
     from vaelab.data import DataSplits
-    from vaelab.models import VAE
+    from vaelab.models import build_model
     from vaelab.train import fit
 
     if job.get("synthetic"):
@@ -307,7 +307,7 @@ def job_fit(job: dict[str, Any]) -> dict[str, Any]:
         )
     cfg = run_cfg(job)
     torch.manual_seed(0)
-    model = VAE(cfg.model)
+    model = build_model(cfg.model)  # one layer or a hierarchy alike
     # one-time costs (allocator, kernel selection, torch.compile) on the same model and code
     fit(model, splits, replace(cfg, {"train.max_minutes": 0.3 / 60}), progress=False)
     if not job.get("full_epoch"):

@@ -62,7 +62,7 @@ class VectorQuantizer(nn.Module):
         if ema:
             self.register_buffer("codebook_vectors", init)
         else:
-            self.codebook_vectors = nn.Parameter(init)  # type: ignore[assignment]
+            self.codebook_vectors = nn.Parameter(init)
         self.register_buffer("ema_count", torch.ones(num_codes))
         self.register_buffer("ema_sum", init.clone())
         self.register_buffer("usage", torch.full((num_codes,), 1.0 / num_codes))
