@@ -55,7 +55,7 @@ from vaelab.data.mnist import (
 from vaelab.data.npy import load_npy_folder
 from vaelab.data.npz import load_npz
 from vaelab.errors import DataError
-from vaelab.storage import atomic_write_bytes  # kept here too: scripts import it from vaelab.data
+from vaelab.storage import CRASH_HOOK_ENV, atomic_write_bytes  # kept here too: scripts import them from vaelab.data
 
 # Everything a source module defines for users is importable from vaelab.data, as it was when the
 # package was one module; the private helpers stay reachable by their old path for the tests.
@@ -83,6 +83,7 @@ __all__ = [
     "load_image_folder",
     "IMAGE_SUFFIXES",
     "atomic_write_bytes",
+    "CRASH_HOOK_ENV",
     "MNIST_FILES",
     "MNIST_MD5",
     "MNIST_GZ_MD5",
