@@ -509,6 +509,12 @@ def layouts(run_dir: str, folder: str) -> None:
             found = check_layouts(browser, srv.url, Path(folder))
         finally:
             browser.close()
+    from PIL import Image  # 256 colours without dithering, as for docs/img/serve.png
+
+    for shot in Path(folder).glob("explorer-*.png"):
+        with Image.open(shot) as im:
+            small = im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        small.save(shot, optimize=True)
     print(json.dumps(found, indent=2))
     if any(found.values()):
         raise SystemExit("layout problems found")
