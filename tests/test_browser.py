@@ -209,6 +209,10 @@ def trained_run(tmp_path_factory) -> Path:
     """A tiny VAE (784-32-2) trained for 2 epochs on 600 synthetic 28x28 images of 4 classes. Without
     the output-bias init: that starts the decoder at the mean image, grey everywhere for these
     quadrant images, and 2 epochs then draw no ink for the page checks below."""
+    return _train_quadrants(tmp_path_factory.mktemp("browser"), latent_dim=2)
+
+
+def _train_quadrants(root: Path, latent_dim: int) -> Path:
     import torch
 
     from conftest import make_images
@@ -217,12 +221,11 @@ def trained_run(tmp_path_factory) -> Path:
     from vaelab.models import VAE
     from vaelab.train import fit
 
-    root = tmp_path_factory.mktemp("browser")
     x, y = make_images(600, hw=28)
     np.savez(root / "quadrants.npz", x=x[:, 0], y=y)
     cfg = RunConfig(
         data=DataConfig(dataset=str(root / "quadrants.npz")),
-        model=ModelConfig(input_shape=(1, 28, 28), hidden=(32,), latent_dim=2),
+        model=ModelConfig(input_shape=(1, 28, 28), hidden=(32,), latent_dim=latent_dim),
         train=TrainConfig(epochs=2, batch_size=50, seed=0, device="cpu", threads=1, init_output_bias=False),
     )
     torch.manual_seed(0)
@@ -369,25 +372,7 @@ def check_layouts(browser: Any, url: str, folder: Path) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def trained_run_5d(tmp_path_factory) -> Path:
     """As trained_run, with a 5-dimensional latent: the page then offers its plane choice and 5 sliders."""
-    import torch
-
-    from conftest import make_images
-    from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from vaelab.data import load_splits
-    from vaelab.models import VAE
-    from vaelab.train import fit
-
-    root = tmp_path_factory.mktemp("browser5d")
-    x, y = make_images(600, hw=28)
-    np.savez(root / "quadrants.npz", x=x[:, 0], y=y)
-    cfg = RunConfig(
-        data=DataConfig(dataset=str(root / "quadrants.npz")),
-        model=ModelConfig(input_shape=(1, 28, 28), hidden=(32,), latent_dim=5),
-        train=TrainConfig(epochs=2, batch_size=50, seed=0, device="cpu", threads=1, init_output_bias=False),
-    )
-    torch.manual_seed(0)
-    fit(VAE(cfg.model), load_splits(cfg.data), cfg, root / "run", progress=False)
-    return root / "run"
+    return _train_quadrants(tmp_path_factory.mktemp("browser5d"), latent_dim=5)
 
 
 def test_layout_at_every_window_size(trained_run_5d, tmp_path):
