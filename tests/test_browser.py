@@ -433,6 +433,50 @@ def test_plane_choice_and_a_slider_per_dimension(trained_run_5d):
             browser.close()
 
 
+def test_traversals_and_colour_by_factor(trained_run_5d):
+    """D = 5 on data with factors: a picked point's traversal has a row per dimension, ordered by KL
+    as the API says; the scatter can be coloured by a factor, with a legend that names it."""
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    from vaelab.checkpoint import load, read_config
+    from vaelab.data import ImageData, load_splits
+    from vaelab.serve import Explorer, create_app
+
+    test = load_splits(read_config(trained_run_5d).data).test
+    n = len(test)
+    factors = np.stack([test.labels.numpy().astype(np.float64), np.linspace(0.0, 2.0, n)], 1)
+    data = ImageData(test.images, test.labels, factors=factors)
+    explorer = Explorer(load(trained_run_5d), data, (), name="f", dataset="q", factor_names=("quadrant", "ramp"))
+    with Server(create_app(explorer)) as srv, sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page, _, errors = open_page(browser, srv.url)
+            assert page.locator("#trav-panel").is_visible() and page.locator("#colour-wrap").is_visible()
+            k = 3
+            page.mouse.click(**page.evaluate(f"window.vaelab.pointClient({k})"))
+            wait_until(page, "window.vaelab.traversals > 0")
+            assert page.locator("#trav-rows").get_attribute("data-rows") == "5"
+            index = page.evaluate(f"window.vaelab.state.pts.index[{k}]")
+            doc = page.evaluate(f"fetch('/api/traverse/{index}?steps=9').then(r => r.json())")
+            labels = page.locator(".trav-label").all_inner_texts()
+            assert labels == [f"z{d + 1} · KL {kl:.2f}" for d, kl in zip(doc["dims"], doc["kl"])]
+            assert page.locator(".trav-row canvas").count() == 5
+            page.fill("#trav-steps", "4")
+            page.dispatch_event("#trav-steps", "change")
+            wait_until(page, "window.vaelab.traversals > 1")
+            width = page.evaluate("document.querySelector('.trav-row canvas').width")
+            assert width == 4 * 28 * 2 + 3 * 2  # 4 images at 2x, 2 px apart (device scale 1)
+            page.select_option("#colour-by", "ramp")
+            legend = page.locator("#legend").inner_text()
+            assert "ramp 0" in legend and "ramp 1" in legend and "ramp 2" in legend
+            page.select_option("#colour-by", "quadrant")
+            assert page.locator("#legend span").count() == 4
+            assert page.evaluate("window.vaelab.errors") == [] and errors == []
+        finally:
+            browser.close()
+
+
 # -- the documentation screenshot ------------------------------------------------------------------
 
 

@@ -88,5 +88,6 @@ def test_capacity_schedule_and_objective():
     assert obj.capacity_at(500, 25.0, 1000) == pytest.approx(12.5)
     assert obj.capacity_at(5000, 25.0, 1000) == 25.0
     assert obj.capacity_at(3, 25.0, 0) == 25.0
-    rec, kl = torch.tensor([-100.0, -90.0]), torch.tensor([10.0, 30.0])
-    assert_close(obj.capacity_objective(rec, kl, 1000.0, 20.0), torch.tensor([-100.0 - 10_000.0, -90.0 - 10_000.0]))
+    # |mean KL - C| over the batch (disentanglement_lib): mean KL 25, C 20
+    rec, kl = torch.tensor([-100.0, -90.0]), torch.tensor([10.0, 40.0])
+    assert_close(obj.capacity_objective(rec, kl, 1000.0, 20.0), torch.tensor([-100.0 - 5_000.0, -90.0 - 5_000.0]))

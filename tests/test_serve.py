@@ -634,12 +634,63 @@ def test_openapi_documents_every_endpoint(client):
         "/api/encode/png",
         "/api/interpolate",
         "/api/sample",
+        "/api/traverse/{index}",
     } == set(paths)
     z = schema["components"]["schemas"]["DecodeRequest"]["properties"]["z"]
     assert z["maxItems"] == 256 and z["items"]["minItems"] == 2 and z["items"]["maxItems"] == 2
     assert z["items"]["items"]["maximum"] == 1000 and z["items"]["items"]["minimum"] == -1000
     for p in ("/api/decode", "/api/encode", "/api/encode/png", "/api/interpolate", "/api/sample"):
         assert {"200", "422"} <= set(paths[p]["post"]["responses"]), p
+
+
+# -- traversals and factors ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def factored() -> Explorer:
+    """D = 4, and test images with two ground-truth factors."""
+    torch.manual_seed(0)
+    x, y = make_images(N_TEST, seed=1)
+    factors = np.stack([y.astype(np.float64), np.linspace(0.0, 1.0, N_TEST)], 1)
+    model = VAE(ModelConfig(input_shape=(1, 8, 8), hidden=(16,), latent_dim=4))
+    data = ImageData(torch.from_numpy(x), torch.from_numpy(y), factors=factors)
+    return Explorer(model, data, ("a", "b", "c", "d"), name="f", dataset="q", factor_names=("quadrant", "ramp"))
+
+
+def test_traverse_is_the_library_traversal(factored):
+    from vaelab.factors import traversal_order, traversals
+
+    c = TestClient(create_app(factored))
+    assert c.get("/api/info").json()["can_traverse"] is True
+    r = c.get("/api/traverse/7?steps=5")
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    order, kl = traversal_order(factored.model, factored.test)
+    x = to_float(factored.test.images[7])
+    with torch.no_grad():
+        imgs, values, dims = traversals(factored.model, x, 5, order=order)
+    assert doc["dims"] == dims.tolist() and doc["values"] == pytest.approx(values.tolist())
+    assert doc["kl"] == pytest.approx(kl[dims].tolist(), rel=1e-6)
+    np.testing.assert_allclose(images_of(doc), imgs.reshape(-1, 1, 8, 8).numpy(), atol=ATOL)
+    assert len(doc["images"]) == 4 * 5
+
+
+def test_traverse_is_refused_where_it_is_not_drawn(client, cond_client):
+    for c in (client, cond_client):  # D = 2; a conditional model
+        r = c.get("/api/traverse/0")
+        assert r.status_code == 422 and "more than 2 latent dimensions" in r.json()["message"]
+        assert c.get("/api/info").json()["can_traverse"] is False
+
+
+def test_points_carry_the_factors_of_their_images(factored, client):
+    c = TestClient(create_app(factored))
+    assert c.get("/api/info").json()["factor_names"] == ["quadrant", "ramp"]
+    p = c.get("/api/points").json()
+    idx = np.array(p["index"])
+    np.testing.assert_allclose(p["factors"]["ramp"], factored.test.factors[idx, 1])
+    np.testing.assert_allclose(p["factors"]["quadrant"], factored.test.factors[idx, 0])
+    assert client.get("/api/points").json()["factors"] is None
+    assert client.get("/api/info").json()["factor_names"] == []
 
 
 # -- binding, and the command ----------------------------------------------------------------------
@@ -828,7 +879,10 @@ def _validate(case) -> None:
     # All of schemathesis's checks (server errors, status codes, response schemas, negative data
     # rejected, ...), except that a random base64 string that the schema allows is not a PNG.
     # Nor can the schema say that /api/points takes both x_dim and y_dim, two different ones, or neither.
-    excluded = [positive_data_acceptance] if case.path in ("/api/encode/png", "/api/points") else []
+    # /api/traverse answers 422 for models of D <= 2 or conditional ones, which the schema cannot say.
+    excluded = (
+        [positive_data_acceptance] if case.path in ("/api/encode/png", "/api/points", "/api/traverse/{index}") else []
+    )
     case.call_and_validate(excluded_checks=excluded)
 
 

@@ -196,19 +196,20 @@ def load(run_dir: str | os.PathLike[str], weights: str = MODEL, device: str | to
 # -- full training checkpoints ----------------------------------------------------------------
 
 
-def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _flatten_optimizer(state: dict[str, Any], prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
     for pid, st in state["state"].items():
         for key, value in st.items():
             if torch.is_tensor(value):
-                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
+                tensors[f"{prefix}optim.{pid}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{pid}.{key}"] = value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of _flatten_optimizer, given the tensors of one optimizer with the prefix removed."""
     state: dict[int, dict[str, Any]] = {}
     for name, t in tensors.items():
         if name.startswith("optim."):
@@ -227,15 +228,27 @@ def save_checkpoint(
     rng: dict[str, torch.Tensor],
     extra_tensors: dict[str, torch.Tensor],
     state: dict[str, Any],
+    aux: tuple[torch.nn.Module, torch.optim.Optimizer] | None = None,
 ) -> None:
-    """Write checkpoint.safetensors atomically: weights, optimizer, RNG states and the training state (JSON)."""
+    """Write checkpoint.safetensors atomically: weights, optimizer, RNG states and the training state (JSON).
+
+    aux: a network trained beside the model and its optimizer (FactorVAE's discriminator), stored
+    under "aux." so that a resume restores it too.
+    """
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
+    aux_meta = None
+    if aux is not None:
+        tensors.update({f"aux.model.{k}": v.detach().cpu().contiguous() for k, v in aux[0].state_dict().items()})
+        aux_tensors, aux_meta = _flatten_optimizer(aux[1].state_dict(), "aux.")
+        tensors.update(aux_tensors)
     tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
     tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in extra_tensors.items()})
     _require_finite(tensors, run_dir / CHECKPOINT, f" at step {state.get('step')}")
     meta = {"format": FORMAT, "state": json.dumps(state), "optimizer": json.dumps(opt_meta)}
+    if aux_meta is not None:
+        meta["aux_optimizer"] = json.dumps(aux_meta)
     meta["sha256"] = tensor_digest(tensors, meta)
     atomic_write_bytes(run_dir / CHECKPOINT, st_save(tensors, metadata=meta))
 
@@ -259,9 +272,13 @@ def read_state(run_dir: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    aux: tuple[torch.nn.Module, torch.optim.Optimizer] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
-    """Restore model and optimizer in place; return (rng states, extra tensors, training state)."""
+    """Restore model and optimizer (and aux, see save_checkpoint) in place; return (rng states,
+    extra tensors, training state)."""
     path = run_dir / CHECKPOINT
     tensors, meta = _read_safetensors(path)
     if meta.get("format") != FORMAT or "state" not in meta or "optimizer" not in meta:
@@ -278,18 +295,34 @@ def load_checkpoint(
     check_state_dict(model, weights, str(path))
     device = next(model.parameters()).device
     model.load_state_dict(weights)
-    opt_state = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optim.")}, opt_meta)
+    _load_optimizer(path, optimizer, {k: v for k, v in tensors.items() if k.startswith("optim.")}, opt_meta, device)
+    if aux is not None:
+        if "aux_optimizer" not in meta:
+            raise CheckpointError(
+                f"{path}: it holds no {type(aux[0]).__name__} (the objective's second network); it was written "
+                f"for another objective and cannot be resumed with this one"
+            )
+        aux_weights = {k[10:]: v for k, v in tensors.items() if k.startswith("aux.model.")}
+        check_state_dict(aux[0], aux_weights, str(path))
+        aux[0].load_state_dict(aux_weights)
+        aux_opt = {k[4:]: v for k, v in tensors.items() if k.startswith("aux.optim.")}
+        _load_optimizer(path, aux[1], aux_opt, json.loads(meta["aux_optimizer"]), device)
+    rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+    extra = {k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("extra.")}
+    return rng, extra, state
+
+
+def _load_optimizer(
+    path: Path, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: Any
+) -> None:
     try:
-        optimizer.load_state_dict(opt_state)
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, meta))
     except (ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: optimizer state does not fit this model ({e})") from e
     for st in optimizer.state.values():  # Adam keeps `step` on the CPU unless fused/capturable
         for k, v in st.items():
             if torch.is_tensor(v) and k != "step":
                 st[k] = v.to(device)
-    rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
-    extra = {k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("extra.")}
-    return rng, extra, state
 
 
 # What fit() reads back from a training checkpoint.

@@ -173,8 +173,10 @@ def cli() -> None:
 @click.option("--flow-steps", type=int, help="Steps of a planar or IAF posterior (default 4).")
 @click.option(
     "--objective",
-    type=click.Choice(["elbo", "iwae", "miwae", "piwae", "ciwae"]),
-    help="ELBO, IWAE (--k), MIWAE / PIWAE (--m groups of --k), CIWAE (--train.ciwae_beta).",
+    type=click.Choice(["elbo", "iwae", "miwae", "piwae", "ciwae", "betatc", "factor", "dip-i", "dip-ii", "capacity"]),
+    help="ELBO, IWAE (--k), MIWAE / PIWAE (--m groups of --k), CIWAE (--train.ciwae_beta); disentangling: "
+    "betatc (TC weight --beta), factor (--train.factor_gamma), dip-i / dip-ii (--train.dip_lambda_od), "
+    "capacity (--train.capacity_max, capacity_steps, capacity_gamma). docs/disentanglement.md.",
 )
 @click.option(
     "--estimator",
@@ -183,7 +185,7 @@ def cli() -> None:
 )
 @click.option("--k", type=int, help="Importance samples per image (per group for miwae / piwae).")
 @click.option("--m", type=int, help="Groups of k samples of the miwae and piwae objectives.")
-@click.option("--beta", type=float, help="KL weight (beta-VAE).")
+@click.option("--beta", type=float, help="KL weight (beta-VAE); with --objective betatc, the weight on the TC term.")
 @click.option("--warmup", type=int, help="KL warm-up epochs (linear from 0 to beta).")
 @click.option(
     "--schedule",
@@ -648,6 +650,78 @@ def plot(run: str, label: int | None, invert: bool, device: str, weights: str) -
     )
     for p in paths:
         click.echo(f"wrote {p}")
+
+
+@cli.command()
+@run_arg
+@click.option("--index", type=int, default=0, show_default=True, help="The test image whose code is traversed.")
+@click.option("--steps", type=int, default=10, show_default=True, help="Values per row, from -span to span.")
+@click.option("--span", type=float, default=3.0, show_default=True, help="Sweep each dimension over [-span, span].")
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), help="Image file [default: RUN/traversals.png].")
+@invert_opt
+@device_opt
+@weights_opt
+def traverse(
+    run: str, index: int, steps: int, span: float, out: str | None, invert: bool, device: str, weights: str
+) -> None:
+    """Latent traversals of a test image: one row per latent dimension (sorted by average KL, largest
+    first), each sweeping that dimension of the image's code from -span to span."""
+    from vaelab.data import load_splits, to_float
+    from vaelab.factors import traversal_order, traversals
+    from vaelab.plots import plot_traversals
+
+    model, cfg = _load_run(run, device, WEIGHTS[weights])
+    if model.cfg.num_classes:
+        raise ConfigError(f"{run} is a conditional model: traversals of a label-conditioned code are not drawn")
+    test = load_splits(cfg.data).test
+    if not 0 <= index < len(test):
+        raise ConfigError(f"--index {index} is out of range: the test split has images 0..{len(test) - 1}")
+    order, kl = traversal_order(model, test)
+    x = to_float(test.batch(slice(index, index + 1))[0][0].to(model.device))
+    imgs, values, dims = traversals(model, x, steps, span, order)
+    path = Path(out or Path(run) / "traversals.png")
+    _save_figure(plot_traversals(imgs.cpu().numpy(), values.numpy(), dims, kl[dims], invert=invert), path)
+    click.echo(f"wrote {len(dims)} traversals of {steps} steps (test image {index}) to {path}")
+
+
+@cli.command()
+@run_arg
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option(
+    "--points", type=int, default=10_000, show_default=True, help="Images encoded (the first N of the split)."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every metric's draws.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@device_opt
+@weights_opt
+def disentangle(run: str, split: str, points: int, seed: int, as_json: bool, device: str, weights: str) -> None:
+    """The disentanglement metrics of a run on data with ground-truth factors (shapes2d, dsprites):
+    MIG, SAP, DCI, the beta-VAE and FactorVAE scores, each with disentanglement_lib's protocol, on the
+    posterior means of a split. Writes RUN/disentanglement.json."""
+    from vaelab.factors import REPORT, measure_run
+    from vaelab.train import resolve_device
+
+    report = measure_run(run, split, points, seed, WEIGHTS[weights], resolve_device(device))
+    if as_json:
+        click.echo(report.to_json(), nl=False)
+        return
+    click.echo(f"{report.points} {split} images, factors {', '.join(report.factor_names)} (seed {seed})")
+    rows = [
+        ("MIG", report.mig),
+        ("SAP", report.sap),
+        ("DCI disentanglement", report.dci_disentanglement),
+        ("DCI completeness", report.dci_completeness),
+        ("DCI informativeness", report.dci_informativeness),
+        ("beta-VAE score", report.beta_vae_score),
+        ("FactorVAE score", report.factor_vae_score),
+    ]
+    for name, value in rows:
+        click.echo(f"  {name:<22}{value:.3f}")
+    click.echo(f"  {'active dimensions':<22}{report.active_dims} of {len(report.kl_per_dim)}")
+    if report.reconstruction_nats is not None:
+        click.echo(f"  {'reconstruction':<22}{report.reconstruction_nats:.2f} nats (test, -E_q log p(x|z))")
+    took = ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
+    click.echo(f"took {took}; wrote {Path(run) / REPORT}")
 
 
 @cli.command()

@@ -26,7 +26,7 @@ Activation = Literal["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus"]
 Likelihood = Literal["bernoulli", "gaussian", "gaussian-fixed", "continuous-bernoulli", "logistic-mixture"]
 Architecture = Literal["mlp", "conv"]
 Binarize = Literal["none", "dynamic", "static"]
-Objective = Literal["elbo", "iwae", "miwae", "piwae", "ciwae"]
+Objective = Literal["elbo", "iwae", "miwae", "piwae", "ciwae", "betatc", "factor", "dip-i", "dip-ii", "capacity"]
 Estimator = Literal["reparam", "stl", "dreg"]
 Schedule = Literal["constant", "cosine", "burda", "time"]
 Prior = Literal["normal", "mog", "vamp"]
@@ -209,8 +209,16 @@ class TrainConfig:
     m: int = 1  # miwae / piwae: groups of k samples (Rainforth et al. 2018: M x K draws per image)
     ciwae_beta: float = 0.5  # ciwae: beta * ELBO + (1 - beta) * IWAE, from the same k draws
     estimator: Estimator = "reparam"  # gradient: reparam, stl (Roeder et al. 2017), dreg (Tucker et al. 2018)
-    beta: float = 1.0  # weight on the KL term (beta-VAE); 1 is the true ELBO
+    beta: float = 1.0  # weight on the KL term (beta-VAE; 1 is the true ELBO); betatc: on the TC term
     warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over this many epochs
+    # the disentangling objectives' weights (defaults: disentanglement_lib's, on dSprites)
+    factor_gamma: float = 35.0  # factor: weight on the discriminator's TC estimate (Kim & Mnih 2018)
+    disc_lr: float = 1e-4  # factor: the discriminator's Adam (betas 0.5, 0.9)
+    dip_lambda_od: float = 10.0  # dip-i / dip-ii: weight on the squared off-diagonal covariances
+    dip_lambda_d: float | None = None  # on (C_ii - 1)^2; None: 10 x dip_lambda_od (dip-i), dip_lambda_od (dip-ii)
+    capacity_max: float = 25.0  # capacity: the KL target C rises linearly to this many nats ...
+    capacity_steps: int = 100_000  # ... over this many steps (Burgess et al. 2018)
+    capacity_gamma: float = 1000.0  # capacity: weight on |KL - C|
     schedule: Schedule = "constant"  # "time": lr * 10^(-lr_decay * minutes / max_minutes), per epoch
     lr_decay: float = 1.5  # decades the "time" schedule falls over max_minutes (3e-3 -> ~1e-4)
     init_output_bias: bool = True  # Bernoulli decoders start at the logit of the mean training pixel
@@ -263,11 +271,12 @@ class TrainConfig:
         _choice("amp", self.amp, Literal["none", "bf16"])
         if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs!r}")
-        if self.objective != "elbo" and (self.beta != 1.0 or self.warmup_epochs):
+        if self.objective in ("iwae", "miwae", "piwae", "ciwae") and (self.beta != 1.0 or self.warmup_epochs):
             raise ConfigError(
                 f"the {self.objective} objective is a bound on log p(x) with no KL weight: drop beta {self.beta!r} "
                 f"and warmup_epochs {self.warmup_epochs!r}, or use objective elbo"
             )
+        self._check_disentangling()
         if self.grad_clip is not None:
             _positive("grad_clip", self.grad_clip)
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience <= 0):
@@ -284,6 +293,38 @@ class TrainConfig:
             raise ConfigError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
         if not isinstance(self.log_every, int) or self.log_every <= 0:
             raise ConfigError(f"log_every must be a positive integer, got {self.log_every!r}")
+
+    def _check_disentangling(self) -> None:
+        for name in ("factor_gamma", "disc_lr", "dip_lambda_od", "capacity_max", "capacity_gamma"):
+            (_positive if name == "disc_lr" else _non_negative)(name, getattr(self, name))
+        if self.dip_lambda_d is not None:
+            _non_negative("dip_lambda_d", self.dip_lambda_d)
+        if not isinstance(self.capacity_steps, int) or self.capacity_steps < 0:
+            raise ConfigError(f"capacity_steps must be an integer >= 0, got {self.capacity_steps!r}")
+        if self.objective not in ("betatc", "factor", "dip-i", "dip-ii", "capacity"):
+            return
+        if self.k != 1 or self.estimator != "reparam":
+            raise ConfigError(
+                f"objective {self.objective} is a one-draw ELBO with a penalty: use k 1 and estimator reparam "
+                f"(got k {self.k}, estimator {self.estimator})"
+            )
+        if self.warmup_epochs:
+            raise ConfigError(
+                f"objective {self.objective} has no KL warm-up: drop warmup_epochs {self.warmup_epochs}"
+                + (" (capacity anneals its target with capacity_steps)" if self.objective == "capacity" else "")
+            )
+        if self.objective != "betatc" and self.beta != 1.0:
+            weight = {"factor": "factor_gamma", "capacity": "capacity_gamma"}.get(self.objective, "dip_lambda_od")
+            raise ConfigError(
+                f"objective {self.objective} weighs its penalty with {weight}, not beta: drop beta {self.beta!r}"
+            )
+
+    @property
+    def dip_lambda_diag(self) -> float:
+        """DIP-VAE's weight on (C_ii - 1)^2: dip_lambda_d, or disentanglement_lib's default for the variant."""
+        if self.dip_lambda_d is not None:
+            return self.dip_lambda_d
+        return self.dip_lambda_od * (10.0 if self.objective == "dip-i" else 1.0)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ and ``log_*`` are higher-is-better log-densities, anything called ``nll`` is pos
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -269,9 +269,69 @@ def capacity_at(step: int, capacity_max: float, anneal_steps: int) -> float:
 
 
 def capacity_objective(log_px_z: Tensor, kl: Tensor, gamma: float, capacity: float) -> Tensor:
-    """log p(x|z) - gamma |KL - C| (Burgess et al. 2018, "Understanding disentangling in beta-VAE"),
-    (B,) nats-scaled; higher is better, like the ELBO it replaces."""
-    return log_px_z - gamma * (kl - capacity).abs()
+    """log p(x|z) - gamma |mean KL - C| (Burgess et al. 2018, "Understanding disentangling in
+    beta-VAE"): (B,) nats-scaled, higher is better, like the ELBO it replaces. The KL is the batch
+    mean, as in disentanglement_lib's annealed VAE: the capacity bounds the code's average rate,
+    not every image's."""
+    return log_px_z - gamma * (kl.mean() - capacity).abs()
+
+
+# The objectives whose penalties need the encoder's Gaussian (loc, logvar) and a batch of codes.
+DISENTANGLING = ("betatc", "factor", "dip-i", "dip-ii", "capacity")
+# What each one reports beside the ELBO's parts, each (B,) nats (metrics.csv: train_NAME).
+OBJECTIVE_TERMS: dict[str, tuple[str, ...]] = {
+    "betatc": ("mi", "tc", "dwkl"),
+    "factor": ("tc_disc",),  # train.py adds the discriminator's own loss, disc_loss
+    "dip-i": ("dip_penalty",),
+    "dip-ii": ("dip_penalty",),
+    "capacity": ("capacity",),
+}
+
+
+def disentangling_objective(
+    d: ModelAnswer,
+    objective: str,
+    elbo_value: Tensor,
+    rec: Tensor,
+    kl: Tensor,
+    weight: float = 1.0,
+    dataset_size: int = 0,
+    capacity: float = 0.0,
+    gamma: float = 1.0,
+    lambda_od: float = 10.0,
+    lambda_d: float = 10.0,
+    tc_logits: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The value (B,) nats-scaled (higher is better) and the reported terms of one disentangling
+    objective, from one draw per image (d.z (1, B, D), d.loc and d.logvar (B, D), N(0, I) prior):
+
+      betatc:   ELBO - (weight - 1) TC, TC by minibatch-weighted sampling over the batch of a data
+                set of `dataset_size` images (Chen et al. 2018; the closed-form KL keeps the ELBO's
+                variance low, as disentanglement_lib does). Terms mi, tc, dwkl (they add up to the
+                one-draw KL).
+      factor:   ELBO - gamma TC, TC = logit_0 - logit_1 of a discriminator told codes (class 0) from
+                codes permuted per dimension (class 1): `tc_logits` (B, 2) (Kim & Mnih 2018).
+      dip-i/ii: ELBO - lambda_od sum_{i!=j} C_ij^2 - lambda_d sum_i (C_ii - 1)^2 (Kumar et al. 2018).
+      capacity: log p(x|z) - gamma |mean KL - C|, C = `capacity` (Burgess et al. 2018).
+    """
+    b = rec.shape[0]
+    if d.loc is None or d.logvar is None:
+        raise ValueError(f"objective {objective} needs the Gaussian (loc, logvar) of q(z|x), which this model lacks")
+    if objective == "betatc":
+        mi, tc, dwkl = beta_tc_terms(d.z[0], d.loc, d.logvar, dataset_size)
+        return elbo_value - (weight - 1.0) * tc, {"mi": mi, "tc": tc, "dwkl": dwkl}
+    if objective == "factor":
+        if tc_logits is None:
+            raise ValueError("objective factor needs the discriminator's logits tc_logits (B, 2)")
+        tc_est = tc_logits[:, 0] - tc_logits[:, 1]  # log D(z) / (1 - D(z)): the density-ratio trick
+        return elbo_value - gamma * tc_est, {"tc_disc": tc_est}
+    if objective in ("dip-i", "dip-ii"):
+        penalty = dip_penalty(dip_covariance(d.loc, d.logvar, objective[4:]), lambda_od, lambda_d)
+        return elbo_value - penalty, {"dip_penalty": penalty.expand(b)}
+    if objective == "capacity":
+        value = capacity_objective(rec, kl, gamma, capacity)
+        return value, {"capacity": torch.full_like(rec, capacity)}
+    raise ValueError(f"unknown disentangling objective {objective!r}")
 
 
 def bits_per_dim(nll: Tensor | float, num_dims: int) -> Tensor | float:
@@ -317,11 +377,14 @@ def dreg_surrogate(log_w: Tensor, z: Tensor, m: int = 1) -> Tensor:
 class ModelAnswer(Protocol):
     """What a model answers for K draws z ~ q(z|x) (vaelab.models.Draws is the implementation):
     per-draw log p(x|z), log p(z), log q(z|x) and log w = their sum, each (K, B) nats, the draws z
-    (K, B, D), and the closed-form KL (B,) where one exists (else None)."""
+    (K, B, D), the closed-form KL (B,) where one exists (else None), and the parameters (B, D) of
+    q(z|x)'s Gaussian where the model has one (else None)."""
 
     z: Tensor
     log_px_z: Tensor
     kl: Tensor | None
+    loc: Tensor | None
+    logvar: Tensor | None
 
     @property
     def log_pz(self) -> Tensor: ...
@@ -334,11 +397,17 @@ class ModelAnswer(Protocol):
 
 
 def training_objective(
-    d: ModelAnswer, objective: str, estimator: str, m: int = 1, klw: float = 1.0, ciwae_beta: float = 0.5
-) -> tuple[Tensor | tuple[Tensor, Tensor], Tensor, Tensor, Tensor, Tensor]:
+    d: ModelAnswer,
+    objective: str,
+    estimator: str,
+    m: int = 1,
+    klw: float = 1.0,
+    ciwae_beta: float = 0.5,
+    **disentangling: Any,
+) -> tuple[Tensor | tuple[Tensor, Tensor], Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
     """Every training objective, written once against a model's answer `d` (vaelab.models.Draws).
 
-    Returns (surrogate, bound, elbo, log_px_z, kl), each (B,) nats except as noted:
+    Returns (surrogate, bound, elbo, log_px_z, kl, terms), each (B,) nats except as noted:
       surrogate: what training maximises (its gradient is the estimator's);
       bound: the objective's value (equals the surrogate except for DReG);
       elbo, log_px_z, kl: the ELBO and its parts from the same draws, for logging. kl is the closed
@@ -348,6 +417,9 @@ def training_objective(
     path derivative alone (Roeder et al. 2017). piwae: the surrogate is a pair (generative,
     inference), IWAE over all m * K draws for the generative parameters and MIWAE(m, K) for the
     posterior's (Rainforth et al. 2018); the caller differentiates each for its own parameters.
+      terms: what the objective reports beside those (OBJECTIVE_TERMS; {} for the bounds).
+    The disentangling objectives (DISENTANGLING) take klw as their weight and the keyword arguments
+    of :func:`disentangling_objective`.
     """
     rec = d.log_px_z.mean(0)  # (B,)
     if d.kl is not None:
@@ -357,18 +429,21 @@ def training_objective(
     elbo_value = elbo(rec, kl)
     if objective == "elbo":
         value = elbo_value if klw == 1.0 else elbo(rec, kl, klw)
-        return value, value, elbo_value, rec, kl
+        return value, value, elbo_value, rec, kl, {}
+    if objective in DISENTANGLING:
+        value, terms = disentangling_objective(d, objective, elbo_value, rec, kl, klw, **disentangling)
+        return value, value, elbo_value, rec, kl, terms
     log_w = d.log_w  # (M*K, B)
     if objective == "iwae" or objective == "miwae":
         groups = m if objective == "miwae" else 1
         bound = miwae_bound(log_w, groups)
         if estimator == "dreg":
-            return dreg_surrogate(log_w, d.z, groups), bound.detach(), elbo_value, rec, kl
-        return bound, bound, elbo_value, rec, kl
+            return dreg_surrogate(log_w, d.z, groups), bound.detach(), elbo_value, rec, kl, {}
+        return bound, bound, elbo_value, rec, kl, {}
     if objective == "ciwae":
         bound = ciwae_bound(log_w, ciwae_beta)
-        return bound, bound, elbo_value, rec, kl
+        return bound, bound, elbo_value, rec, kl, {}
     if objective == "piwae":
         bound = iwae_bound(log_w)
-        return (bound, miwae_bound(log_w, m)), bound, elbo_value, rec, kl
+        return (bound, miwae_bound(log_w, m)), bound, elbo_value, rec, kl, {}
     raise ValueError(f"unknown objective {objective!r}")

@@ -32,6 +32,7 @@ PICTURES = {
     "samples": "samples.png",
     "manifold": "manifold.png",
     "curves": "learning_curves.png",
+    "traversals": "traversals.png",
 }
 
 
@@ -207,6 +208,36 @@ def plot_samples(
     return fig
 
 
+def plot_traversals(
+    images: np.ndarray,
+    values: np.ndarray,
+    dims: Sequence[int],
+    kl: Sequence[float] | None = None,
+    invert: bool = False,
+    title: str = "Latent traversals: each row sweeps one dimension of an image's code, the others kept",
+) -> Figure:
+    """Rows of decoded traversals, images (R, S, C, H, W) in [0, 1]: row r sweeps dimension dims[r]
+    over `values` (S,); `kl` (one per row, nats) labels each row with its average KL."""
+    rows, steps = images.shape[:2]
+    cw, ch = _cell_inches(images[0], 0.55)
+    label_w = 1.1
+    width = max(steps * cw + label_w + 0.15, MIN_GRID_WIDTH)
+    title = _wrap(title, width)
+    fig = Figure(figsize=(width, rows * (ch + 0.02) + 0.35 + _title_height(title)), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    h, w = images.shape[-2:]
+    _show(ax, image_grid(images.reshape(rows * steps, *images.shape[2:]), steps), invert)
+    ax.set_yticks([r * (h + 1) + h / 2 for r in range(rows)])
+    ax.set_yticklabels(
+        [f"z{d + 1}" + ("" if kl is None else f"  KL {kl[r]:.2f}") for r, d in enumerate(dims)], fontsize=7
+    )
+    ax.set_xticks([c * (w + 1) + w / 2 for c in range(steps)])
+    ax.set_xticklabels([f"{v:.1f}" for v in values], fontsize=6)
+    ax.tick_params(length=0)
+    fig.suptitle(title, fontsize=TITLE_SIZE)
+    return fig
+
+
 def manifold_grid(n: int) -> np.ndarray:
     """(n*n, 2) latent points: the inverse normal CDF of a uniform grid over (0, 1)^2, row-major from
     top-left, z_2 decreasing downwards (Kingma & Welling 2014, fig. 4)."""
@@ -312,7 +343,8 @@ def save_run_pictures(
     invert: bool = False,
     manifold_label: int | None = None,
 ) -> list[Path]:
-    """Write the five pictures of a run: latent, reconstructions, samples, manifold (2-D latent), curves.
+    """Write the pictures of a run: latent, reconstructions, samples, manifold (2-D latent),
+    traversals (more than 2 latent dimensions, unconditional models), curves.
 
     invert: draw images as 1 - x (dark on white, the usual MNIST look) instead of as they are.
     manifold_label: the class a conditional model's manifold decodes (default 0; the title names
@@ -383,6 +415,13 @@ def save_run_pictures(
         imgs = model.decode(pts, y).cpu().numpy()
         lim = float(abs(manifold_grid(n)).max())
         save(plot_manifold(imgs, n, (-lim, lim), invert=invert, label=label, class_names=class_names), "manifold")
+    if model.cfg.latent_dim > 2:
+        from vaelab.factors import traversal_order, traversals
+
+        if not cond:  # a conditional model's traversal would also need a label: not drawn
+            order, kl = traversal_order(model, test)
+            imgs, values, dims = traversals(model, to_float(test.batch(slice(0, 1))[0][0].to(device)), order=order)
+            save(plot_traversals(imgs.cpu().numpy(), values.numpy(), dims, kl[dims], invert=invert), "traversals")
     if metrics:
         save(plot_learning_curves(metrics), "curves")
     return written

@@ -58,6 +58,7 @@ from vaelab.distributed import (  # noqa: F401 (init/finish/timeout: their old h
 )
 from vaelab.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from vaelab.models import BaseVAE as VAE
+from vaelab.models.discriminator import DISC_BETAS, FactorDiscriminator, discriminator_loss
 from vaelab.stop import AgreedStopFlag, StopFlag
 
 logger = logging.getLogger(__name__)
@@ -195,6 +196,18 @@ def check_trainable(model: VAE, tc: TrainConfig, world: int = 1) -> None:
             f"estimator {tc.estimator} needs log q(z|x) at stopped posterior parameters, which this "
             f"model ({_describe(model.cfg)}) does not offer; use estimator reparam"
         )
+    if tc.objective in obj.DISENTANGLING:
+        if not model.supports_disentangling:
+            raise ConfigError(
+                f"objective {tc.objective} is written on one Gaussian q(z|x) and the N(0, I) prior; this model "
+                f"({_describe(model.cfg)}, prior {model.cfg.prior}) has another: use posterior gaussian, "
+                f"prior normal and no model.layers"
+            )
+        if world > 1:
+            raise ConfigError(
+                f"objective {tc.objective} estimates its penalty from the codes of the whole batch, which "
+                f"one process of several does not see; train it in one process"
+            )
     if tc.objective == "piwae" and world > 1:
         raise ConfigError(
             "objective piwae takes two gradients per step, which DistributedDataParallel does not "
@@ -270,20 +283,41 @@ def fit(
     amp = torch.bfloat16 if tc.amp == "bf16" else None
 
     stop_q = tc.estimator in ("stl", "dreg")
+    # FactorVAE's discriminator and its optimizer: trained beside the model, saved in the checkpoint
+    disc, disc_opt = None, None
+    if tc.objective == "factor":
+        disc = FactorDiscriminator(model.cfg.latent_dim).to(device).train()
+        disc_opt = torch.optim.Adam(disc.parameters(), lr=tc.disc_lr, betas=DISC_BETAS)
+    aux = None if disc is None or disc_opt is None else (disc, disc_opt)
+    term_names = obj.OBJECTIVE_TERMS.get(tc.objective, ()) + (("disc_loss",) if disc is not None else ())
 
     def forward_terms(
-        x: Tensor, y: Tensor | None, eps: Tensor, klw: float
-    ) -> tuple[Any, Tensor, Tensor, Tensor, Tensor]:
+        x: Tensor, y: Tensor | None, eps: Tensor, klw: float, capacity: float, u: Tensor | None
+    ) -> tuple[Any, Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """The differentiable part of a step: the model's draws, then the objective (objectives.py):
-        (surrogate, bound, elbo, log_px_z, kl), each (b,) nats."""
+        (surrogate, bound, elbo, log_px_z, kl, terms), each (b,) nats."""
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             draws = net(x, y, eps, stop_q)
-            return obj.training_objective(draws, tc.objective, tc.estimator, tc.m, klw, tc.ciwae_beta)
+            extra: dict[str, Any] = {}
+            if tc.objective in obj.DISENTANGLING:
+                extra = {
+                    "dataset_size": n,
+                    "capacity": capacity,
+                    "gamma": tc.capacity_gamma if tc.objective == "capacity" else tc.factor_gamma,
+                    "lambda_od": tc.dip_lambda_od,
+                    "lambda_d": tc.dip_lambda_diag,
+                    "tc_logits": None if disc is None else disc(draws.z[0]),
+                }
+            out = obj.training_objective(draws, tc.objective, tc.estimator, tc.m, klw, tc.ciwae_beta, **extra)
+            if disc is not None and u is not None:
+                out[5]["disc_loss"] = discriminator_loss(disc, draws.z[0], u)
+            return out
 
     # compiled, forward and backward are a few fused kernels: on a GPU, kernel launches are what
     # bounds a small model (docs/speed.md); on CPU eager is faster than compiled (torch 2.13)
     step_terms = torch.compile(forward_terms, mode=compile_mode()) if tc.compile else forward_terms
-    sums = torch.zeros(4, device=device)  # objective, elbo, log_px_z, kl summed over this epoch
+    # objective, elbo, log_px_z, kl and the objective's own terms, summed over this epoch
+    sums = torch.zeros(4 + len(term_names), device=device)
     st: dict[str, Any] = {
         "epoch": 0,
         "step": 0,
@@ -297,7 +331,7 @@ def fit(
     if resume:
         if run_path is None:
             raise ConfigError("resume needs a run folder")
-        rng, extra, st = load_checkpoint(run_path, model, optimizer)
+        rng, extra, st = load_checkpoint(run_path, model, optimizer, aux)
         check_resumable(run_path, rng, extra, st)
         try:
             noise.set_state(rng["noise"])
@@ -334,7 +368,7 @@ def fit(
         rng = {"noise": noise.get_state(), "torch_cpu": torch.get_rng_state()}
         if device.type == "cuda":
             rng["torch_cuda"] = torch.cuda.get_rng_state(device)
-        save_checkpoint(run_path, model, optimizer, rng, {"sums": sums}, st)
+        save_checkpoint(run_path, model, optimizer, rng, {"sums": sums}, st, aux)
         save_weights(run_path / MODEL, model)
         write_metrics(run_path, st["metrics"])
 
@@ -375,8 +409,12 @@ def fit(
                 if model.cfg.num_classes:
                     y = labels.index_select(0, mine) if resident else train.labels[mine].to(device)  # type: ignore[union-attr,index]
 
+                u = None  # factor: the uniforms whose argsort shuffles each latent dimension over the batch
+                if disc is not None:
+                    u = torch.rand((gb, model.cfg.latent_dim), generator=noise, device=device)[lo:hi]
                 klw = kl_weight(tc, st["step"], steps_per_epoch)
-                surrogate, objective, elbo, log_px_z, kl = step_terms(x, y, eps, klw)  # (b,) nats each
+                cap = obj.capacity_at(st["step"], tc.capacity_max, tc.capacity_steps)
+                surrogate, objective, elbo, log_px_z, kl, terms = step_terms(x, y, eps, klw, cap, u)  # (b,) nats
                 loss = _loss(surrogate, world, gb)
                 if device.type == "cpu" and not math.isfinite(loss.item()):  # free on CPU: no device sync
                     first_bad = st["step"]
@@ -389,8 +427,12 @@ def fit(
                 if tc.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 optimizer.step()
+                if disc is not None and disc_opt is not None:  # the model's loss left gradients in disc too
+                    disc_opt.zero_grad(set_to_none=True)
+                    terms["disc_loss"].mean().backward()
+                    disc_opt.step()
                 with torch.no_grad():
-                    sums += torch.stack([objective, elbo, log_px_z, kl]).sum(1)
+                    sums += torch.stack([objective, elbo, log_px_z, kl, *(terms[t] for t in term_names)]).sum(1)
                 st["step"] += 1
                 st["step_in_epoch"] = s + 1
                 steps_this_run += 1
@@ -450,6 +492,7 @@ def fit(
                 "train_elbo": means[1],
                 "train_log_px_z": means[2],
                 "train_kl": means[3],
+                **{f"train_{t}": means[4 + i] for i, t in enumerate(term_names)},
                 "val_elbo": val.elbo,
                 "val_log_px_z": val.log_px_z,
                 "val_kl": val.kl,
@@ -554,8 +597,8 @@ class TensorBoardLog:
     TensorBoard (`tensorboard --logdir RUN/tensorboard`).
 
     Scalars (nats per image unless named otherwise): train/ and val/ elbo_nats, log_px_z_nats,
-    kl_nats; train/objective_nats, train/lr, train/kl_weight, train/samples_per_s, at the global
-    step. Images: `reconstructions` (n validation images above their reconstructions) and
+    kl_nats; train/objective_nats, train/lr, train/kl_weight, train/samples_per_s, and an
+    objective's own terms (train/tc_nats, ...), at the global step. Images: `reconstructions` (n validation images above their reconstructions) and
     `samples` (decoded from n draws of the model's prior with a fixed seed; labels 0, 1, ... for a conditional model).
     Needs the tensorboard package (pip install 'vaelab[tensorboard]'), imported only here.
     Call it on rank 0 only; `close()` at the end.
@@ -597,6 +640,9 @@ class TensorBoardLog:
         for key, tag in self.SCALARS.items():
             if key in row:
                 self.writer.add_scalar(tag, row[key], step)
+        for key in row.keys() - self.SCALARS.keys():  # an objective's own terms (train_tc, ...): nats
+            if key.startswith("train_"):
+                self.writer.add_scalar(f"train/{key[6:]}_nats", row[key], step)
         model, device = self.model, self.model.device
         was_training = model.training
         model.eval()

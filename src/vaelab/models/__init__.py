@@ -59,6 +59,8 @@ class Draws:
         log_qz_x: (K, B) log q(z_k|x).
         kl: (B,) closed-form KL(q(z|x) || p(z)) where one exists (Gaussian posterior, N(0, I) prior),
             else None. The ELBO uses it when it exists: same expectation, lower variance.
+        loc, logvar: (B, D) the Gaussian of q(z|x) (a flow's base), where the model has one, else
+            None: the disentangling objectives' penalties are written on them.
     log_pz and log_qz_x are computed when first read, so an objective that uses the closed-form KL
     pays nothing for them.
     """
@@ -71,8 +73,11 @@ class Draws:
         log_pz: Callable[[], Tensor],
         log_qz_x: Callable[[], Tensor],
         kl: Tensor | None,
+        loc: Tensor | None = None,
+        logvar: Tensor | None = None,
     ):
         self.z, self.params, self.log_px_z, self.kl = z, params, log_px_z, kl
+        self.loc, self.logvar = loc, logvar
         self._log_pz, self._log_qz_x = log_pz, log_qz_x
 
     @cached_property
@@ -108,6 +113,8 @@ class BaseVAE(nn.Module):
     prior: Prior  # p(z) (p(z_L), the top layer's, in a hierarchy)
     # STL and DReG need log q(z|x) with the posterior's parameters stopped (see posteriors.py)
     supports_stop_gradient = False
+    # the disentangling objectives need one Gaussian q(z|x) and the N(0, I) prior (objectives.py)
+    supports_disentangling = False
 
     @property
     def device(self) -> torch.device:
@@ -238,6 +245,7 @@ class VAE(BaseVAE):
         self.posterior_family = make_posterior(cfg, self.encoder.features_dim)
         self.supports_stop_gradient = not self.posterior_family.has_flow
         self._closed_form_kl = self.prior.standard_normal and not self.posterior_family.has_flow
+        self.supports_disentangling = self._closed_form_kl
 
     def forward(
         self, x: Tensor, y: Tensor | None = None, eps: Tensor | None = None, stop_gradient: bool = False
@@ -256,7 +264,9 @@ class VAE(BaseVAE):
         )  # (K, B, D), (K, B)
         params = full(self.decoder(z, y1h))  # (K, B, P, C, H, W)
         kl = obj.gaussian_kl(loc, logvar) if self._closed_form_kl and not stop_gradient else None
-        return Draws(z, params, self.log_px_z(x, params), lambda: self.prior.log_prob(z), lambda: log_qz_x, kl)
+        return Draws(
+            z, params, self.log_px_z(x, params), lambda: self.prior.log_prob(z), lambda: log_qz_x, kl, loc, logvar
+        )
 
     def inference_parameters(self) -> Iterator[nn.Parameter]:
         yield from self.encoder.parameters()

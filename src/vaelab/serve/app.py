@@ -28,6 +28,7 @@ from vaelab.serve.schemas import (
     PointsResponse,
     SampleResponse,
     TestItem,
+    TraverseResponse,
     _images,
     _read_png,
     _unprocessable,
@@ -101,6 +102,7 @@ def create_app(explorer: Explorer) -> FastAPI:
             "y": p["y"].tolist(),
             "index": p["index"].tolist(),
             "labels": None if p["labels"] is None else p["labels"].tolist(),
+            "factors": None if p["factors"] is None else {k: v.tolist() for k, v in p["factors"].items()},
             "mean": p["mean"].tolist(),
             "basis": p["basis"].tolist(),
         }
@@ -143,6 +145,27 @@ def create_app(explorer: Explorer) -> FastAPI:
         z, images = explorer.interpolate(req.a, req.b, req.steps, req.spherical)
         return {**_images(images), "z": z.tolist()}
 
+    @app.get(
+        "/api/traverse/{index}",
+        response_model=TraverseResponse,
+        summary="Latent traversals of a test image: each dimension of its code swept from -3 to 3",
+    )
+    def traverse(
+        index: Annotated[int, PathParam(ge=0, le=n_test - 1, description=hints["index"])],
+        steps: Annotated[int, Query(ge=2, le=cfg.max_steps, description=f"values per row, 2..{cfg.max_steps}")] = 9,
+    ) -> dict[str, Any]:
+        if not explorer.can_traverse:
+            raise _unprocessable(
+                ("path", "index"), "traversals need an unconditional model with more than 2 latent dimensions"
+            )
+        t = explorer.traverse(index, steps)
+        return {
+            **_images(t["images"]),
+            "dims": t["dims"].tolist(),
+            "kl": t["kl"].tolist(),
+            "values": t["values"].tolist(),
+        }
+
     @app.post("/api/sample", response_model=SampleResponse, summary="Decoded draws z ~ N(0, I) from the prior")
     def sample(req: SampleRequest) -> dict[str, Any]:
         seed = secrets.randbelow(2**31) if req.seed is None else req.seed
@@ -176,7 +199,10 @@ def app_from_run(
     model = load(run_dir, weights=weights, device=resolve_device(device))
     dcfg = dc_replace(rcfg.data, limit=None, data_dir=data_dir or rcfg.data.data_dir)
     splits = load_splits(dcfg)
-    explorer = Explorer(model, splits.test, splits.class_names, cfg, name=run_dir.name, dataset=splits.name)
+    explorer = Explorer(
+        model, splits.test, splits.class_names, cfg, name=run_dir.name, dataset=splits.name,
+        factor_names=splits.factor_names,
+    )  # fmt: skip
     return create_app(explorer)
 
 

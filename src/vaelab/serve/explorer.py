@@ -67,6 +67,7 @@ class Explorer:
         cfg: ServeConfig = ServeConfig(),
         name: str = "",
         dataset: str = "",
+        factor_names: Sequence[str] = (),
     ):
         if len(test) == 0:
             raise ConfigError("the test set is empty: the explorer needs test images for its scatter")
@@ -80,6 +81,9 @@ class Explorer:
         self.cfg = cfg
         self.name = name
         self.dataset = dataset
+        # data with ground-truth factors (test.factors (N, F)): the scatter can be coloured by one
+        self.factor_names = tuple(factor_names) if test.factors is not None else ()
+        self._traversal_order: tuple[np.ndarray, np.ndarray] | None = None
         self.lock = threading.Lock()
         self._points = self._compute_points()
 
@@ -115,6 +119,9 @@ class Explorer:
             "y": pts[:, 1],
             "index": index,
             "labels": None if sub.labels is None else sub.labels.numpy(),
+            "factors": None
+            if not self.factor_names or self.test.factors is None
+            else {name: self.test.factors[index, j] for j, name in enumerate(self.factor_names)},
             "x_label": _plain(x_label),
             "y_label": _plain(y_label),
             "mean": mean,
@@ -183,6 +190,36 @@ class Explorer:
             images = self.model.decode(z, None if y is None else y[:1].expand(steps))
         return z.cpu().numpy(), _finite(images.cpu().numpy(), "the interpolation is not finite")
 
+    @property
+    def can_traverse(self) -> bool:
+        """Traversals are drawn for unconditional models with more than 2 latent dimensions."""
+        return self.model.cfg.latent_dim > 2 and not self.conditional
+
+    def traverse(self, i: int, steps: int) -> dict[str, Any]:
+        """Each latent dimension of test image i's code swept from -3 to 3 (vaelab.factors.traversals),
+        rows sorted by the dimension's average KL over the first 1,000 test images (computed once):
+        dims (D,), kl (D,) nats, values (steps,), images (D * steps, C, H, W), row-major."""
+        from vaelab.factors import traversal_order, traversals
+
+        if not self.can_traverse:
+            raise ConfigError(
+                "traversals are drawn for unconditional models with more than 2 latent dimensions; "
+                f"this one has {self.model.cfg.latent_dim}{' and is conditional' if self.conditional else ''}"
+            )
+        x, _ = self._test_batch(np.array([i]))
+        with self.lock, torch.inference_mode():
+            if self._traversal_order is None:
+                self._traversal_order = traversal_order(self.model, self.test)
+            order, kl = self._traversal_order
+            imgs, values, dims = traversals(self.model, x[0], steps, order=order)
+        images = imgs.cpu().numpy()
+        return {
+            "dims": dims,
+            "kl": kl[dims],
+            "values": values.numpy(),
+            "images": _finite(images.reshape(-1, *images.shape[2:]), "the traversal is not finite"),
+        }
+
     def sample(self, n: int, label: int | None = None, seed: int = 0) -> np.ndarray:
         """n decoded draws z ~ p(z) of the model's own prior: (n, C, H, W) pixel means, reproducible by seed."""
         with self.lock, torch.inference_mode():
@@ -209,6 +246,8 @@ class Explorer:
             "test_images": len(self.test),
             "points": len(self._points["index"]),
             "has_labels": self.test.labels is not None,
+            "factor_names": list(self.factor_names),
+            "can_traverse": self.can_traverse,
             "limits": {
                 "max_batch": self.cfg.max_batch,
                 "max_abs_latent": self.cfg.max_abs_latent,

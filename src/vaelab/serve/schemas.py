@@ -48,6 +48,12 @@ class InterpolateResponse(ImageBatch):
     z: list[list[float]] = Field(description="the latent path, steps x D, endpoints included")
 
 
+class TraverseResponse(ImageBatch):
+    dims: list[int] = Field(description="the latent dimension (0-based) of each row, by average KL, largest first")
+    kl: list[float] = Field(description="each row's average KL(q(z_d|x) || N(0, 1)) over test images, nats")
+    values: list[float] = Field(description="the values each row sweeps its dimension over")
+
+
 class SampleResponse(ImageBatch):
     seed: int = Field(description="the seed that reproduces these samples")
 
@@ -77,6 +83,8 @@ class InfoResponse(BaseModel):
     test_images: int
     points: int
     has_labels: bool
+    factor_names: list[str] = Field(description="ground-truth factors of the data ([] if none): /api/points has them")
+    can_traverse: bool = Field(description="/api/traverse works: an unconditional model with D > 2")
     limits: Limits
 
 
@@ -89,6 +97,9 @@ class PointsResponse(BaseModel):
     y: list[float]
     index: list[int] = Field(description="test-set index of each point")
     labels: list[int] | None
+    factors: dict[str, list[float]] | None = Field(
+        description="for data with ground-truth factors: each factor's value at each point, by name"
+    )
     x_label: str
     y_label: str
     mean: list[float] = Field(description="plane = (z - mean) @ basis.T")

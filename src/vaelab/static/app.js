@@ -15,10 +15,11 @@
   // Everything the page knows; window.vaelab exposes it to tests and to the curious.
   const state = {
     info: null, pts: null, z: null, label: 0, picks: [null, null], nextPick: 0, path: null, drawn: null,
-    colours: [], px: null, py: null, map: null,
+    colours: [], px: null, py: null, map: null, colourBy: "", lastPick: null,
   };
   const vaelab = (window.vaelab = {
-    ready: false, state, latencies: [], decodes: 0, interpolations: 0, encodes: 0, samples: 0, planes: 0, errors: [],
+    ready: false, state, latencies: [], decodes: 0, interpolations: 0, encodes: 0, samples: 0, planes: 0,
+    traversals: 0, errors: [],
   });
 
   // -- helpers --------------------------------------------------------------------------------
@@ -226,7 +227,8 @@
     }
 
     // Points in a fixed shuffled order, so that no class is painted over all the others.
-    const { x, y, labels } = state.pts;
+    const { x, y } = state.pts;
+    const colourOf = pointColours();
     const n = x.length;
     state.px = new Float32Array(n);
     state.py = new Float32Array(n);
@@ -246,7 +248,7 @@
       const [px, py] = toPx(x[i], y[i]);
       state.px[i] = px;
       state.py[i] = py;
-      ctx.fillStyle = labels ? state.colours[labels[i] % state.colours.length] : "#1f77b4";
+      ctx.fillStyle = colourOf(i);
       ctx.beginPath();
       ctx.arc(px, py, 2.2, 0, 2 * Math.PI);
       ctx.fill();
@@ -255,6 +257,31 @@
     ctx.strokeStyle = "#c9ced6";
     ctx.strokeRect(PLANE.l + 0.5, PLANE.t + 0.5, m.w - 1, m.h - 1);
     cv.dataset.points = String(n);
+  }
+
+  // The colour of each point: by its label, or by the value of a ground-truth factor ("colour by"):
+  // a factor with at most 10 values gets the categorical palette, one with more a blue-to-yellow ramp.
+  const RAMP = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"];  // viridis at 0, 1/4, ..., 1
+  function ramp(t) {
+    const u = Math.max(0, Math.min(1, t)) * (RAMP.length - 1), i = Math.min(RAMP.length - 2, Math.floor(u));
+    const a = RAMP[i], b = RAMP[i + 1], f = u - i;
+    const ch = (h, k) => parseInt(h.slice(1 + 2 * k, 3 + 2 * k), 16);
+    return `rgb(${[0, 1, 2].map((k) => Math.round(ch(a, k) + f * (ch(b, k) - ch(a, k)))).join(",")})`;
+  }
+  function factorScale(values) {
+    const distinct = [...new Set(values)].sort((p, q) => p - q);
+    if (distinct.length <= 10) return { kind: "classes", distinct };
+    let lo = Infinity, hi = -Infinity;
+    for (const v of values) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    return { kind: "ramp", lo, hi };
+  }
+  function pointColours() {
+    const { labels, factors } = state.pts;
+    const values = state.colourBy && factors ? factors[state.colourBy] : null;
+    if (!values) return (i) => (labels ? state.colours[labels[i] % state.colours.length] : "#1f77b4");
+    const sc = factorScale(values);
+    if (sc.kind === "classes") return (i) => TAB10[sc.distinct.indexOf(values[i]) % TAB10.length];
+    return (i) => ramp((values[i] - sc.lo) / (sc.hi - sc.lo || 1));
   }
 
   function drawOverlay() {
@@ -494,6 +521,40 @@
     }
     $("interp-run").disabled = !(state.picks[0] && state.picks[1]);
     if (state.picks[0] && state.picks[1]) runInterpolation();
+    state.lastPick = index;
+    runTraversal();
+  }
+
+  // -- traversals (D > 2, unconditional): one row per latent dimension of the picked image's code --
+  async function runTraversal() {
+    if (!state.info.can_traverse || state.lastPick === null) return;
+    const steps = Math.max(2, Math.min(state.info.limits.max_steps, parseInt($("trav-steps").value, 10) || 9));
+    $("trav-steps").value = String(steps);
+    try {
+      const r = await api(`/api/traverse/${state.lastPick}?steps=${steps}`);
+      const box = $("trav-rows");
+      box.textContent = "";
+      const per = steps;  // images per row
+      const width = Math.max(120, box.clientWidth - 100);
+      r.dims.forEach((d, row) => {
+        const line = document.createElement("div");
+        line.className = "trav-row";
+        const label = document.createElement("span");
+        label.className = "trav-label";
+        label.textContent = `z${d + 1} · KL ${r.kl[row].toFixed(2)}`;
+        const cv = document.createElement("canvas");
+        cv.className = "pixels";
+        showGrid(cv, r.images.slice(row * per, (row + 1) * per), r.shape, steps, width, 2, 2);
+        line.append(label, cv);
+        box.append(line);
+      });
+      $("trav-sub").textContent = `test image #${state.lastPick}: each row sweeps one dimension of its code from ` +
+        `${r.values[0]} to ${r.values[r.values.length - 1]}, the others kept; rows by average KL, largest first`;
+      box.dataset.rows = String(r.dims.length);
+      vaelab.traversals += 1;
+    } catch (e) {
+      showError(e);
+    }
   }
 
   async function runInterpolation() {
@@ -685,6 +746,7 @@
     $("resample").addEventListener("click", () => sampleNow());
     $("interp-run").addEventListener("click", runInterpolation);
     $("steps").addEventListener("change", runInterpolation);
+    $("trav-steps").addEventListener("change", runTraversal);
     document.querySelectorAll("input[name=mode]").forEach((r) => r.addEventListener("change", runInterpolation));
     $("cond-label").addEventListener("change", (e) => {
       state.label = parseInt(e.target.value, 10);
@@ -703,23 +765,43 @@
     $("model-info").textContent = parts.filter(Boolean).join(" · ");
     describePlane();
     $("steps").max = String(i.limits.max_steps);
+    $("trav-steps").max = String(i.limits.max_steps);
+    $("trav-panel").hidden = !i.can_traverse;
 
     const k = i.num_classes || (state.pts.labels ? Math.max(...state.pts.labels) + 1 : 0);
     state.colours = k > 10 ? TAB20 : TAB10;
-    const legend = $("legend");
-    legend.textContent = "";
-    for (let c = 0; c < k; c++) {
-      const item = document.createElement("span");
-      const dot = document.createElement("i");
-      dot.style.background = state.colours[c % state.colours.length];
-      item.append(dot, document.createTextNode(className(c)));
-      legend.append(item);
-    }
+    drawLegend();
     if (i.num_classes) {
       const sel = $("cond-label");
       for (let c = 0; c < i.num_classes; c++) sel.append(new Option(className(c), String(c)));
       $("cond-wrap").hidden = false;
     }
+  }
+
+  function drawLegend() {
+    const legend = $("legend");
+    legend.textContent = "";
+    const item = (colour, text) => {
+      const el = document.createElement("span");
+      const dot = document.createElement("i");
+      dot.style.background = colour;
+      el.append(dot, document.createTextNode(text));
+      legend.append(el);
+    };
+    const values = state.colourBy && state.pts.factors ? state.pts.factors[state.colourBy] : null;
+    if (values) {
+      const sc = factorScale(values);
+      const num = (v) => String(Math.round(v * 1000) / 1000);
+      if (sc.kind === "classes") {
+        const shapes = state.colourBy === "shape" && state.info.class_names.length === sc.distinct.length;
+        sc.distinct.forEach((v, c) => item(TAB10[c % TAB10.length], shapes ? state.info.class_names[c] : `${state.colourBy} ${num(v)}`));
+      } else {
+        [0, 0.5, 1].forEach((t) => item(ramp(t), `${state.colourBy} ${num(sc.lo + t * (sc.hi - sc.lo))}`));
+      }
+      return;
+    }
+    const k = state.info.num_classes || (state.pts.labels ? Math.max(...state.pts.labels) + 1 : 0);
+    for (let c = 0; c < k; c++) item(state.colours[c % state.colours.length], className(c));
   }
 
   function describePlane() {
@@ -743,7 +825,20 @@
   // D > 2: the user picks the plane, the library's principal components or two latent dimensions.
   function buildPlaneControls() {
     const d = state.info.latent_dim;
+    const names = state.info.factor_names || [];
+    if (names.length) {  // data with ground-truth factors: colour the scatter by one of them
+      const sel = $("colour-by");
+      for (const name of names) sel.append(new Option(name, name));
+      sel.addEventListener("change", () => {
+        state.colourBy = sel.value;
+        drawLegend();
+        drawScatter();
+      });
+      $("colour-wrap").hidden = false;
+      $("plane-controls").hidden = false;
+    }
     if (d <= 2) return;
+    $("plane-select").hidden = false;
     for (const id of ["dim-x", "dim-y"]) {
       const sel = $(id);
       for (let i = 0; i < d; i++) sel.append(new Option(`z${i + 1}`, String(i)));
