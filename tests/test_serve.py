@@ -108,6 +108,8 @@ def test_info(client):
         "test_images": N_TEST,
         "points": N_TEST,
         "has_labels": True,
+        "factor_names": [],
+        "can_traverse": False,  # D = 2
         "limits": {
             "max_batch": 256,
             "max_abs_latent": 1000.0,
