@@ -211,8 +211,8 @@ def plot_samples(
 def plot_traversals(
     images: np.ndarray,
     values: np.ndarray,
-    dims: Sequence[int],
-    kl: Sequence[float] | None = None,
+    dims: Sequence[int] | np.ndarray,
+    kl: Sequence[float] | np.ndarray | None = None,
     invert: bool = False,
     title: str = "Latent traversals: each row sweeps one dimension of an image's code, the others kept",
 ) -> Figure:

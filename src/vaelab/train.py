@@ -409,7 +409,9 @@ def fit(
                 if model.cfg.num_classes:
                     y = labels.index_select(0, mine) if resident else train.labels[mine].to(device)  # type: ignore[union-attr,index]
 
-                u = None  # factor: the uniforms whose argsort shuffles each latent dimension over the batch
+                u: Tensor | None = (
+                    None  # factor: the uniforms whose argsort shuffles each latent dimension over the batch
+                )
                 if disc is not None:
                     u = torch.rand((gb, model.cfg.latent_dim), generator=noise, device=device)[lo:hi]
                 klw = kl_weight(tc, st["step"], steps_per_epoch)
