@@ -409,14 +409,13 @@ def fit(
                 if model.cfg.num_classes:
                     y = labels.index_select(0, mine) if resident else train.labels[mine].to(device)  # type: ignore[union-attr,index]
 
-                u: Tensor | None = (
-                    None  # factor: the uniforms whose argsort shuffles each latent dimension over the batch
-                )
+                # factor: the uniforms whose argsort shuffles each latent dimension over the batch
+                shuffle: Tensor | None = None
                 if disc is not None:
-                    u = torch.rand((gb, model.cfg.latent_dim), generator=noise, device=device)[lo:hi]
+                    shuffle = torch.rand((gb, model.cfg.latent_dim), generator=noise, device=device)[lo:hi]
                 klw = kl_weight(tc, st["step"], steps_per_epoch)
                 cap = obj.capacity_at(st["step"], tc.capacity_max, tc.capacity_steps)
-                surrogate, objective, elbo, log_px_z, kl, terms = step_terms(x, y, eps, klw, cap, u)  # (b,) nats
+                surrogate, objective, elbo, log_px_z, kl, terms = step_terms(x, y, eps, klw, cap, shuffle)  # (b,) nats
                 loss = _loss(surrogate, world, gb)
                 if device.type == "cpu" and not math.isfinite(loss.item()):  # free on CPU: no device sync
                     first_bad = st["step"]
