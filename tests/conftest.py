@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -70,3 +72,21 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         raise SystemExit(0)
     out = capsys.readouterr()
     return e.value.code, out.out, out.err
+
+
+def crash_fit_at_step(monkeypatch, step: int, run: Callable[[], object]) -> None:
+    """Run `run()` (a fit) with a simulated crash as training reaches optimizer step `step` (the
+    last checkpoint left behind is the one before it), then undo the patch."""
+    import vaelab.train as T
+
+    real = T.kl_weight
+
+    def crash(tc, s, steps_per_epoch):
+        if s == step:
+            raise RuntimeError("simulated crash")
+        return real(tc, s, steps_per_epoch)
+
+    monkeypatch.setattr(T, "kl_weight", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run()
+    monkeypatch.setattr(T, "kl_weight", real)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import crash_fit_at_step
 from vaelab import checkpoint as ckpt
 from vaelab import objectives as obj
 from vaelab.config import ModelConfig, TrainConfig, load_preset
@@ -85,24 +86,12 @@ def test_factor_vae_trains_its_discriminator_beside_the_model(tiny_cfg, tiny_spl
 
 @pytest.mark.parametrize("where", ["epoch", "mid-epoch"])
 def test_factor_vae_resumes_bit_identically(tiny_cfg, tiny_splits, tmp_path, monkeypatch, where):
-    import vaelab.train as T
-
     cfg = _cfg(tiny_cfg, objective="factor", epochs=2, checkpoint_every=3)
     full = _fit(cfg, tiny_splits, tmp_path / "full")
     if where == "epoch":
         _fit(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1)), tiny_splits, tmp_path / "r")
     else:  # a crash at step 14: the last checkpoint is step 12's
-        real = T.kl_weight
-
-        def crash(tc, step, steps_per_epoch):
-            if step == 14:
-                raise RuntimeError("simulated crash")
-            return real(tc, step, steps_per_epoch)
-
-        monkeypatch.setattr(T, "kl_weight", crash)
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            _fit(cfg, tiny_splits, tmp_path / "r")
-        monkeypatch.setattr(T, "kl_weight", real)
+        crash_fit_at_step(monkeypatch, 14, lambda: _fit(cfg, tiny_splits, tmp_path / "r"))
     torch.manual_seed(99)  # the resume must not depend on the global generator
     resumed = _fit(cfg, tiny_splits, tmp_path / "r", resume=True)
     a, b = full.model.state_dict(), resumed.model.state_dict()

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from conftest import crash_fit_at_step
 from vaelab import checkpoint as ckpt
 from vaelab.config import TrainConfig
 from vaelab.models import VAE
@@ -59,22 +60,10 @@ def test_resume_equals_uninterrupted(tiny_cfg, tiny_splits, tmp_path, binarize):
 
 
 def test_resume_mid_epoch_equals_uninterrupted(tiny_cfg, tiny_splits, tmp_path, monkeypatch):
-    import vaelab.train as T
-
     cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, epochs=2, checkpoint_every=3))
     full = _fit(cfg, tiny_splits, tmp_path / "full")
     # crash at step 5 of epoch 1 (10 steps per epoch): the last checkpoint is the one of step 3
-    real = T.kl_weight
-
-    def crash(tc, step, steps_per_epoch):
-        if step == 5:
-            raise RuntimeError("simulated crash")
-        return real(tc, step, steps_per_epoch)
-
-    monkeypatch.setattr(T, "kl_weight", crash)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        _fit(cfg, tiny_splits, tmp_path / "crashed")
-    monkeypatch.setattr(T, "kl_weight", real)
+    crash_fit_at_step(monkeypatch, 5, lambda: _fit(cfg, tiny_splits, tmp_path / "crashed"))
     _, _, state = ckpt.load_checkpoint(
         tmp_path / "crashed", VAE(cfg.model), torch.optim.Adam(VAE(cfg.model).parameters())
     )
