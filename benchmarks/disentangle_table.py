@@ -77,14 +77,15 @@ def run_row(model: str, seed: int, minutes: float, lr: float, runs: Path, thread
         raise SystemExit(f"{model} seed {seed}: vaelab disentangle failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     report = json.loads(proc.stdout)
     return {
+        **report,  # first: its "seed" is the metrics' seed, which the training seed must not lose to
         "model": model,
         "seed": seed,
+        "metric_seed": report.get("seed"),
         "minutes": minutes,
         "lr": lr,
         "steps": int(float(last["step"])),
         "images_seen": int(float(last["step"])) * 64,
         "train_seconds": train_s,
-        **report,
         "commands": [_shell(train), _shell(ev)],
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
