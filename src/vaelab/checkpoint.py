@@ -374,3 +374,31 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
         return [
             {k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(f)
         ]
+
+
+def replace_tensors(run_dir: Path, tensors: dict[str, torch.Tensor]) -> list[Path]:
+    """Replace the named model tensors in every weights file of a run (model, best and the
+    checkpoint, under "model." there), keeping everything else and each file's other metadata, and
+    re-sign them. Every name must already be in each file with the same shape and dtype (the part
+    of the model is refitted, not changed). Each file is replaced atomically. Returns the files."""
+    run_dir = Path(run_dir)
+    files = [(run_dir / MODEL, ""), (run_dir / BEST, ""), (run_dir / CHECKPOINT, "model.")]
+    plans = []
+    for path, prefix in files:
+        if not path.is_file():
+            continue
+        old, meta = _read_safetensors(path)
+        new = dict(old)
+        for name, t in tensors.items():
+            key = prefix + name
+            if key not in old or old[key].shape != t.shape or old[key].dtype != t.dtype:
+                raise CheckpointError(
+                    f"{path}: it has no {key} of {t.dtype} {tuple(t.shape)}; it belongs to another model"
+                )
+            new[key] = t.detach().cpu().contiguous()
+        meta = {k: v for k, v in meta.items() if k != "sha256"}
+        meta["sha256"] = tensor_digest(new, meta)
+        plans.append((path, st_save(new, metadata=meta)))
+    for path, data in plans:  # every file checked before any is written
+        atomic_write_bytes(path, data)
+    return [p for p, _ in plans]

@@ -24,13 +24,16 @@ else:  # Python 3.10: the same parser as the `tomli` package (a dependency there
 
 Activation = Literal["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus"]
 Likelihood = Literal["bernoulli", "gaussian", "gaussian-fixed", "continuous-bernoulli", "logistic-mixture"]
-Architecture = Literal["mlp", "conv"]
+Architecture = Literal["mlp", "conv", "resnet"]
 Binarize = Literal["none", "dynamic", "static"]
 Objective = Literal["elbo", "iwae", "miwae", "piwae", "ciwae", "betatc", "factor", "dip-i", "dip-ii", "capacity"]
 Estimator = Literal["reparam", "stl", "dreg"]
 Schedule = Literal["constant", "cosine", "burda", "time"]
-Prior = Literal["normal", "mog", "vamp"]
-Posterior = Literal["gaussian", "planar", "iaf"]
+Prior = Literal["normal", "mog", "vamp", "uniform"]
+Posterior = Literal["gaussian", "planar", "iaf", "vq", "gumbel"]
+CodebookUpdate = Literal["ema", "loss"]
+# the posteriors whose latents are discrete: their prior is uniform over the codes (or categories)
+DISCRETE_POSTERIORS = ("vq", "gumbel")
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
 
@@ -97,7 +100,8 @@ class ModelConfig:
     activation: Activation = "relu"
     likelihood: Likelihood = "bernoulli"
     arch: Architecture = "mlp"
-    channels: tuple[int, ...] = (32, 64)  # conv arch only: channels of the stride-2 conv layers
+    channels: tuple[int, ...] = (32, 64)  # conv / resnet arch: channels of the stride-2 conv layers
+    res_blocks: int = 2  # resnet arch: residual blocks (3x3 then 1x1 conv) at the coarsest scale, each side
     num_classes: int = 0  # > 0 makes a conditional VAE: encoder and decoder see a one-hot label
     fixed_scale: float = 0.1  # pixel std of the "gaussian-fixed" likelihood
     mixture_components: int = 10  # K of the "logistic-mixture" likelihood (PixelCNN++ uses 10)
@@ -109,6 +113,21 @@ class ModelConfig:
     # A hierarchy, bottom (x -> z1) first: e.g. ({hidden (200, 200), latent 100}, {(100, 100), 50}).
     # Empty: one stochastic layer of size latent_dim. Given, latent_dim is the top layer's size.
     layers: tuple[StochasticLayer, ...] = ()
+    # Discrete latents (posterior vq or gumbel; prior uniform). vq (van den Oord et al. 2017): the
+    # conv encoder's grid of latent_dim-vectors, each replaced by the nearest of codebook_size codes.
+    codebook_size: int = 512
+    commitment: float = 0.25  # beta of the commitment loss beta ||z_e - sg(e)||^2
+    codebook_update: CodebookUpdate = "ema"  # EMA of the assignments (the paper's appendix), or the codebook loss
+    codebook_decay: float = 0.99  # the EMA's decay gamma
+    # vq: the code prior that `vaelab train-prior` fits on the code grids, a causal transformer
+    prior_layers: int = 4
+    prior_width: int = 128
+    # gumbel (Jang et al. 2017; Maddison et al. 2017): latent_dim categorical variables of `categories`
+    # classes, relaxed at temperature max(temperature_min, temperature * exp(-temperature_rate * step))
+    categories: int = 10
+    temperature: float = 1.0
+    temperature_min: float = 0.5
+    temperature_rate: float = 3e-5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
@@ -150,6 +169,7 @@ class ModelConfig:
             raise ConfigError(f"flow_steps must be a positive integer, got {self.flow_steps!r}")
         if self.flow_hidden is not None and (not isinstance(self.flow_hidden, int) or self.flow_hidden <= 0):
             raise ConfigError(f"flow_hidden must be a positive integer, got {self.flow_hidden!r}")
+        self._check_discrete()
         if self.prior == "vamp" and self.num_classes:
             raise ConfigError(
                 "prior vamp: the pseudo-inputs carry no label, so a conditional model cannot use it; "
@@ -176,14 +196,57 @@ class ModelConfig:
                     f"a hierarchical model (model.layers) is an MLP with Gaussian layers, a normal or "
                     f"mog prior on the top layer and no labels; got {', '.join(clash)}"
                 )
-        if self.arch == "conv":
+        if not isinstance(self.res_blocks, int) or isinstance(self.res_blocks, bool) or self.res_blocks < 0:
+            raise ConfigError(f"res_blocks must be an integer >= 0, got {self.res_blocks!r}")
+        if self.arch in ("conv", "resnet"):
             c, h, w = self.input_shape
             factor = 2 ** len(self.channels)
             if not self.channels or h % factor or w % factor:
                 raise ConfigError(
-                    f"conv arch needs H and W divisible by 2**len(channels) = {factor}; "
-                    f"got input_shape {self.input_shape} and channels {self.channels}"
+                    f"{self.arch} arch needs H and W divisible by 2**len(channels) = {factor}; "
+                    f"got input_shape {self.input_shape} and channels {self.channels}: resize the images "
+                    f"(--image-size) or use {len(self.channels) - 1 or 1} stride-2 layers"
                 )
+
+    def _check_discrete(self) -> None:
+        for name in ("codebook_size", "prior_layers", "prior_width", "categories"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if self.prior_width % 4:
+            raise ConfigError(
+                f"prior_width must be a multiple of 4 (the code prior's attention heads), got {self.prior_width}"
+            )
+        _non_negative("commitment", self.commitment)
+        _choice("codebook_update", self.codebook_update, CodebookUpdate)
+        if not (isinstance(self.codebook_decay, (int, float)) and 0 < self.codebook_decay < 1):
+            raise ConfigError(f"codebook_decay must lie in (0, 1), got {self.codebook_decay!r}")
+        for name in ("temperature", "temperature_min"):
+            _positive(name, getattr(self, name))
+        _non_negative("temperature_rate", self.temperature_rate)
+        if self.temperature_min > self.temperature:
+            raise ConfigError(
+                f"temperature_min {self.temperature_min} is above the starting temperature {self.temperature}"
+            )
+        discrete = self.posterior in DISCRETE_POSTERIORS
+        if discrete != (self.prior == "uniform"):
+            raise ConfigError(
+                f"posterior {self.posterior} with prior {self.prior}: the discrete posteriors (vq, gumbel) take "
+                f"prior uniform (a vq model's code prior is learned afterwards by `vaelab train-prior`), and "
+                f"prior uniform belongs to them alone"
+                + (" (use --prior uniform, or the vqvae / gumbel preset)" if discrete else "")
+            )
+        if discrete and (self.layers or self.num_classes):
+            raise ConfigError(
+                f"posterior {self.posterior}: discrete latents here are one layer and unconditional; "
+                f"drop model.layers and num_classes"
+            )
+        if self.posterior == "vq" and self.arch not in ("conv", "resnet"):
+            raise ConfigError(
+                f"posterior vq quantizes a grid of encoder outputs: use arch conv or resnet, not {self.arch}"
+            )
+        if self.posterior == "gumbel" and self.categories < 2:
+            raise ConfigError(f"posterior gumbel needs categories >= 2, got {self.categories}")
 
     @property
     def num_pixels(self) -> int:

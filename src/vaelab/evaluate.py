@@ -53,7 +53,7 @@ class EvalReport:
     kl: float  # mean KL(q(z|x) || p(z)): closed form where one exists, else one draw; elbo = log_px_z - kl
     bpd: float | None  # nll / (pixels * ln 2), for discrete (binary) pixels only
     active_units: int  # Burda et al.: Var_x(E_q[z_d|x]) > 0.01
-    latent_dim: int
+    latent_dim: int  # the size of the flat latent z (D * H' * W' for a VQ-VAE's grid)
     k: int  # importance samples per image
     pixels: str  # none | dynamic | static: how the evaluated pixels were made (from the run config)
     binary_pixels: bool  # every evaluated pixel is 0 or 1 (checked on the data)
@@ -62,7 +62,9 @@ class EvalReport:
     split: str
     num_images: int
     seconds: float
-    note: str = ""  # why no NLL (or no bpd) is reported, when that is the case
+    note: str = ""  # why no NLL (or no bpd) is reported, or that it is a bound, when that is the case
+    nll_is_bound: bool = False  # nll is the deterministic bound -log p(x|z_q) - log p(z_q) (VQ-VAE), not an estimate
+    perplexity: float | None = None  # exp(entropy of the code usage) over the images (models with a codebook)
     per_image: Tensor | None = field(default=None, repr=False, compare=False)  # (N,) log p(x), nats
 
     def to_dict(self) -> dict[str, object]:
@@ -132,15 +134,33 @@ def log_likelihood(model: VAE, data: ImageData, cfg: EvalConfig = EvalConfig()) 
     model.eval()
     device = model.device
     g = torch.Generator(device).manual_seed(cfg.seed)
+    k = 1 if model.deterministic_posterior else cfg.k  # a point-mass q: every draw is the same
     out = []
     for xb, yb in iter_batches(data, cfg.batch_size):
         x = to_float(xb.to(device))  # (B, C, H, W) in [0, 1]
-        out.append(log_likelihood_batch(model, x, cfg.k, cfg.chunk, g, _labels(model, yb)).double().cpu())
+        out.append(log_likelihood_batch(model, x, k, cfg.chunk, g, _labels(model, yb)).double().cpu())
     model.train(was_training)
     lp = torch.cat(out)
     return LikelihoodEstimate(
-        nll=-float(lp.mean()), nll_stderr=_stderr(lp), num_samples=cfg.k, num_images=len(lp), per_image=lp
+        nll=-float(lp.mean()), nll_stderr=_stderr(lp), num_samples=k, num_images=len(lp), per_image=lp
     )
+
+
+@torch.no_grad()
+def code_perplexity(model: VAE, data: ImageData, batch_size: int = 1000) -> float | None:
+    """exp(entropy) of how often each code is used over `data`: between 1 and the codebook size
+    (every code equally often). None for a model without a codebook."""
+    model.eval()
+    total: Tensor | None = None
+    for xb, _ in iter_batches(data, batch_size):
+        counts = model.code_counts(to_float(xb.to(model.device)))
+        if counts is None:
+            return None
+        total = counts.double().cpu() if total is None else total + counts.double().cpu()
+    if total is None:
+        return None
+    p = total / total.sum()
+    return float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
 
 
 def _stderr(v: Tensor) -> float:
@@ -217,6 +237,10 @@ def evaluate(model: VAE, data: ImageData, cfg: EvalConfig, pixels: str) -> EvalR
         nll, se, per_image = est.nll, est.nll_stderr, est.per_image
         if binary or lik.eight_bit:  # a probability of discrete values: bits per dimension
             bpd = float(obj.bits_per_dim(nll, model.cfg.num_pixels))
+    bound = is_density and model.deterministic_posterior
+    note = _density_note(model.cfg.likelihood, binary, is_density, lik.eight_bit)
+    if bound:
+        note = model.bound_note + (f"; {note}" if note else "")
     return EvalReport(
         nll=nll,
         nll_stderr=se,
@@ -226,8 +250,8 @@ def evaluate(model: VAE, data: ImageData, cfg: EvalConfig, pixels: str) -> EvalR
         kl=float(kl.mean()),
         bpd=bpd,
         active_units=active_units(model, data),
-        latent_dim=model.cfg.latent_dim,
-        k=cfg.k,
+        latent_dim=model.latent_size,
+        k=1 if model.deterministic_posterior else cfg.k,
         pixels=pixels,
         binary_pixels=binary,
         likelihood=model.cfg.likelihood,
@@ -235,6 +259,8 @@ def evaluate(model: VAE, data: ImageData, cfg: EvalConfig, pixels: str) -> EvalR
         split=cfg.split,
         num_images=len(elbo),
         seconds=time.monotonic() - t0,
-        note=_density_note(model.cfg.likelihood, binary, is_density, lik.eight_bit),
+        note=note,
+        nll_is_bound=bound,
+        perplexity=code_perplexity(model, data),
         per_image=per_image,
     )

@@ -378,13 +378,16 @@ class ModelAnswer(Protocol):
     """What a model answers for K draws z ~ q(z|x) (vaelab.models.Draws is the implementation):
     per-draw log p(x|z), log p(z), log q(z|x) and log w = their sum, each (K, B) nats, the draws z
     (K, B, D), the closed-form KL (B,) where one exists (else None), and the parameters (B, D) of
-    q(z|x)'s Gaussian where the model has one (else None)."""
+    q(z|x)'s Gaussian where the model has one (else None); a training penalty (B,) of the model's own
+    parts (else None) and the terms it reports."""
 
     z: Tensor
     log_px_z: Tensor
     kl: Tensor | None
     loc: Tensor | None
     logvar: Tensor | None
+    penalty: Tensor | None
+    terms: dict[str, Tensor]
 
     @property
     def log_pz(self) -> Tensor: ...
@@ -420,7 +423,31 @@ def training_objective(
       terms: what the objective reports beside those (OBJECTIVE_TERMS; {} for the bounds).
     The disentangling objectives (DISENTANGLING) take klw as their weight and the keyword arguments
     of :func:`disentangling_objective`.
+
+    A model's own penalty (d.penalty, e.g. VQ-VAE's commitment loss) is subtracted from the
+    surrogate alone, and its terms (d.terms) join the objective's: neither is part of a bound.
     """
+    out = _objective(d, objective, estimator, m, klw, ciwae_beta, **disentangling)
+    penalty, terms = d.penalty, d.terms
+    if penalty is None and not terms:
+        return out
+    surrogate, bound, elbo_value, rec, kl, own = out
+    if penalty is not None:
+        if isinstance(surrogate, tuple):
+            raise ValueError("a model with a training penalty has no two-part (piwae) surrogate")
+        surrogate = surrogate - penalty
+    return surrogate, bound, elbo_value, rec, kl, {**own, **terms}
+
+
+def _objective(
+    d: ModelAnswer,
+    objective: str,
+    estimator: str,
+    m: int = 1,
+    klw: float = 1.0,
+    ciwae_beta: float = 0.5,
+    **disentangling: Any,
+) -> tuple[Tensor | tuple[Tensor, Tensor], Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
     rec = d.log_px_z.mean(0)  # (B,)
     if d.kl is not None:
         kl = d.kl

@@ -407,7 +407,7 @@ def save_run_pictures(
     else:
         save(plot_samples(model.sample(64, generator=g).cpu().numpy(), invert=invert), "samples")
 
-    if model.cfg.latent_dim == 2:
+    if model.continuous_latents and model.latent_size == 2:
         n = 20
         pts = torch.from_numpy(manifold_grid(n)).to(device)
         label = (0 if manifold_label is None else manifold_label) if cond else None
@@ -415,7 +415,7 @@ def save_run_pictures(
         imgs = model.decode(pts, y).cpu().numpy()
         lim = float(abs(manifold_grid(n)).max())
         save(plot_manifold(imgs, n, (-lim, lim), invert=invert, label=label, class_names=class_names), "manifold")
-    if model.cfg.latent_dim > 2:
+    if model.continuous_latents and model.latent_size > 2:  # codes and categories have no traversal
         from vaelab.factors import traversal_order, traversals
 
         if not cond:  # a conditional model's traversal would also need a label: not drawn

@@ -208,6 +208,16 @@ def check_trainable(model: VAE, tc: TrainConfig, world: int = 1) -> None:
                 f"objective {tc.objective} estimates its penalty from the codes of the whole batch, which "
                 f"one process of several does not see; train it in one process"
             )
+    if tc.objective not in ("elbo", *obj.DISENTANGLING) and not model.supports_bounds:
+        raise ConfigError(
+            f"objective {tc.objective} weighs importance samples by log p(z) - log q(z|x) with their gradients, "
+            f"which this model's discrete latents ({_describe(model.cfg)}) do not have; use objective elbo"
+        )
+    if model.single_process and world > 1:
+        raise ConfigError(
+            f"{_describe(model.cfg)}: a training step updates state from the whole batch (the codebook's EMA "
+            f"and restarts), which one process of several does not see; train it in one process"
+        )
     if tc.objective == "piwae" and world > 1:
         raise ConfigError(
             "objective piwae takes two gradients per step, which DistributedDataParallel does not "
@@ -289,7 +299,9 @@ def fit(
         disc = FactorDiscriminator(model.cfg.latent_dim).to(device).train()
         disc_opt = torch.optim.Adam(disc.parameters(), lr=tc.disc_lr, betas=DISC_BETAS)
     aux = None if disc is None or disc_opt is None else (disc, disc_opt)
-    term_names = obj.OBJECTIVE_TERMS.get(tc.objective, ()) + (("disc_loss",) if disc is not None else ())
+    term_names = (
+        obj.OBJECTIVE_TERMS.get(tc.objective, ()) + model.term_names + (("disc_loss",) if disc is not None else ())
+    )
 
     def forward_terms(
         x: Tensor, y: Tensor | None, eps: Tensor, klw: float, capacity: float, u: Tensor | None

@@ -39,6 +39,15 @@ from vaelab.models.priors import Prior, VampPrior, make_prior
 ARCHITECTURES: dict[str, tuple[type[GaussianEncoder], type[MLPDecoder | ConvDecoder]]] = {
     "mlp": (MLPEncoder, MLPDecoder),
     "conv": (ConvEncoder, ConvDecoder),
+    "resnet": (ConvEncoder, ConvDecoder),  # with cfg.res_blocks residual blocks at the coarsest scale
+}
+
+
+PRIOR_DESCRIPTIONS = {
+    "normal": "N(0, I)",
+    "mog": "the learned mixture prior",
+    "vamp": "the VampPrior",
+    "uniform": "the uniform prior over the categories",
 }
 
 
@@ -61,6 +70,9 @@ class Draws:
             else None. The ELBO uses it when it exists: same expectation, lower variance.
         loc, logvar: (B, D) the Gaussian of q(z|x) (a flow's base), where the model has one, else
             None: the disentangling objectives' penalties are written on them.
+        penalty: (B,) a training loss of the model's own parts that is not part of any bound (VQ-VAE's
+            commitment and codebook losses), or None. Training subtracts it from the objective.
+        terms: (B,) values the model reports in metrics.csv beside the objective's (its term_names).
     log_pz and log_qz_x are computed when first read, so an objective that uses the closed-form KL
     pays nothing for them.
     """
@@ -75,9 +87,12 @@ class Draws:
         kl: Tensor | None,
         loc: Tensor | None = None,
         logvar: Tensor | None = None,
+        penalty: Tensor | None = None,
+        terms: dict[str, Tensor] | None = None,
     ):
         self.z, self.params, self.log_px_z, self.kl = z, params, log_px_z, kl
         self.loc, self.logvar = loc, logvar
+        self.penalty, self.terms = penalty, terms or {}
         self._log_pz, self._log_qz_x = log_pz, log_qz_x
 
     @cached_property
@@ -115,10 +130,41 @@ class BaseVAE(nn.Module):
     supports_stop_gradient = False
     # the disentangling objectives need one Gaussian q(z|x) and the N(0, I) prior (objectives.py)
     supports_disentangling = False
+    # the importance-weighted objectives (iwae, miwae, piwae, ciwae) need log q and log p at the draws
+    # with their gradients; a discrete latent's training draws (straight-through, relaxed) have none
+    supports_bounds = True
+    # q(z|x) is a point mass (VQ-VAE): every draw is the same, so the ELBO -log p(x|z) - log p(z) is
+    # already the importance-sampled bound for any K, and evaluation draws once
+    deterministic_posterior = False
+    # the state of a training step depends on the whole batch (a codebook's EMA): one process only
+    single_process = False
+    # z is a Gaussian's (or a flow's) point in R^D, with encode's (loc, logvar): traversals and the
+    # 2-D manifold apply. Codes and categories are not.
+    continuous_latents = True
+    term_names: tuple[str, ...] = ()  # what `forward` reports in Draws.terms (metrics.csv train_<name>)
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def prior_description(self) -> str:
+        """p(z) in words, for picture titles."""
+        return PRIOR_DESCRIPTIONS.get(self.cfg.prior, self.cfg.prior)
+
+    @property
+    def bound_note(self) -> str:
+        """For a deterministic posterior: what its NLL bound is, for eval.json's note."""
+        return ""
+
+    @property
+    def latent_size(self) -> int:
+        """The size D of the flat latent z (B, D) that encode_mean gives and decode takes."""
+        return self.cfg.latent_dim
+
+    def code_counts(self, x: Tensor) -> Tensor | None:
+        """How often each code of a codebook is used by the images x (K,), or None (no codebook)."""
+        return None
 
     @property
     def noise_dim(self) -> int:
@@ -232,8 +278,9 @@ class VAE(BaseVAE):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.layers:
-            raise ConfigError("this config has model.layers: build it with vaelab.build_model(cfg)")
+        if cfg.layers or cfg.posterior in ("vq", "gumbel"):
+            what = "model.layers" if cfg.layers else f"posterior {cfg.posterior}"
+            raise ConfigError(f"this config has {what}: build it with vaelab.build_model(cfg)")
         self.cfg = cfg
         self.likelihood = make_likelihood(cfg)
         enc, dec = ARCHITECTURES[cfg.arch]
@@ -302,7 +349,16 @@ class VAE(BaseVAE):
 
 
 def build_model(cfg: ModelConfig) -> BaseVAE:
-    """The model a config describes: a :class:`VAE`, or a :class:`HierarchicalVAE` for model.layers."""
+    """The model a config describes: a :class:`VAE`, a :class:`HierarchicalVAE` for model.layers, a
+    :class:`VQVAE` for posterior vq, a :class:`GumbelVAE` for posterior gumbel."""
+    if cfg.posterior == "vq":
+        from vaelab.models.vqvae import VQVAE
+
+        return VQVAE(cfg)
+    if cfg.posterior == "gumbel":
+        from vaelab.models.gumbel import GumbelVAE
+
+        return GumbelVAE(cfg)
     if cfg.layers:
         from vaelab.models.hierarchy import HierarchicalVAE
 

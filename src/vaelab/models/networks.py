@@ -90,18 +90,68 @@ class MLPDecoder(nn.Module):
         return out.view(*out.shape[:-1], *self.shape)  # (..., B, P, C, H, W)
 
 
+class ResBlock(nn.Module):
+    """x + conv1x1(act(conv3x3(act(x)))): the residual block of VQ-VAE's encoder and decoder
+    (van den Oord et al. 2017), at a fixed number of channels."""
+
+    def __init__(self, channels: int, act: type[nn.Module]):
+        super().__init__()
+        self.body = nn.Sequential(
+            act(), nn.Conv2d(channels, channels, 3, padding=1), act(), nn.Conv2d(channels, channels, 1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def _res_blocks(cfg: ModelConfig) -> int:
+    return cfg.res_blocks if cfg.arch == "resnet" else 0
+
+
+def down_stack(cfg: ModelConfig) -> tuple[nn.Sequential, tuple[int, int, int]]:
+    """Stride-2 4x4 convolutions (cfg.channels), each halving H and W, then (arch resnet)
+    cfg.res_blocks residual blocks at the coarsest scale. Returns the stack and its output (C', H', W')."""
+    act = ACTIVATIONS[cfg.activation]
+    c, h, w = cfg.input_shape
+    layers: list[nn.Module] = []
+    for ch in cfg.channels:
+        layers += [nn.Conv2d(c, ch, 4, stride=2, padding=1), act()]
+        c, h, w = ch, h // 2, w // 2
+    blocks = _res_blocks(cfg)
+    layers += [ResBlock(c, act) for _ in range(blocks)] + ([act()] if blocks else [])
+    return nn.Sequential(*layers), (c, h, w)
+
+
+def up_stack(cfg: ModelConfig, out_channels: int) -> nn.Sequential:
+    """The mirror of down_stack, from (channels[-1], H', W') to (out_channels, H, W): residual
+    blocks (arch resnet), then stride-2 transposed convolutions; the last one has no activation."""
+    act = ACTIVATIONS[cfg.activation]
+    chans = list(reversed(cfg.channels))
+    blocks = _res_blocks(cfg)
+    layers: list[nn.Module] = [ResBlock(chans[0], act) for _ in range(blocks)] + ([act()] if blocks else [])
+    for a, b in zip(chans[:-1], chans[1:]):
+        layers += [nn.ConvTranspose2d(a, b, 4, stride=2, padding=1), act()]
+    layers.append(nn.ConvTranspose2d(chans[-1], out_channels, 4, stride=2, padding=1))
+    return nn.Sequential(*layers)
+
+
+def _init_channel_bias(last: nn.Module, shape: tuple[int, ...], mean: Tensor) -> None:
+    """A transposed convolution has one bias per channel: the logit of each channel's mean pixel
+    (`mean` is (C, H, W) in [0, 1]), clipped to [0.001, 0.999]."""
+    with torch.no_grad():
+        assert isinstance(last, nn.ConvTranspose2d) and last.bias is not None
+        bias = last.bias.view(shape[0], shape[1])  # (P, C)
+        bias[0].copy_(torch.logit(mean.flatten(1).mean(1).clamp(1e-3, 1 - 1e-3)))
+
+
 class ConvEncoder(GaussianEncoder):
-    """Stride-2 4x4 convolutions halve H and W per layer, then a dense layer to (loc, logvar)."""
+    """down_stack (stride-2 4x4 convolutions, residual blocks for arch resnet), then a dense layer to
+    (loc, logvar)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         act = ACTIVATIONS[cfg.activation]
-        c, h, w = cfg.input_shape
-        layers: list[nn.Module] = []
-        for ch in cfg.channels:
-            layers += [nn.Conv2d(c, ch, 4, stride=2, padding=1), act()]
-            c, h, w = ch, h // 2, w // 2
-        self.convs = nn.Sequential(*layers)
+        self.convs, (c, h, w) = down_stack(cfg)
         width = cfg.hidden[0] if cfg.hidden else 256
         self.dense = nn.Sequential(nn.Linear(c * h * w + cfg.num_classes, width), act())
         self.features_dim = width
@@ -116,7 +166,7 @@ class ConvEncoder(GaussianEncoder):
 
 
 class ConvDecoder(nn.Module):
-    """Dense layer to a (C', H', W') feature map, then stride-2 transposed convolutions."""
+    """Dense layer to a (C', H', W') feature map, then up_stack (transposed convolutions)."""
 
     def __init__(self, cfg: ModelConfig, num_params: int):
         super().__init__()
@@ -131,22 +181,11 @@ class ConvDecoder(nn.Module):
             nn.Linear(width, math.prod(self.start)),
             act(),
         )
-        layers: list[nn.Module] = []
-        chans = list(reversed(cfg.channels))
-        for a, b in zip(chans[:-1], chans[1:]):
-            layers += [nn.ConvTranspose2d(a, b, 4, stride=2, padding=1), act()]
-        layers.append(nn.ConvTranspose2d(chans[-1], num_params * c, 4, stride=2, padding=1))
-        self.deconvs = nn.Sequential(*layers)
+        self.deconvs = up_stack(cfg, num_params * c)
         self.shape = (num_params, *cfg.input_shape)
 
     def init_output_bias(self, mean: Tensor) -> None:
-        """A transposed convolution has one bias per channel: the logit of each channel's mean pixel
-        (`mean` is (C, H, W) in [0, 1]), clipped to [0.001, 0.999]."""
-        with torch.no_grad():
-            last = self.deconvs[-1]
-            assert isinstance(last, nn.ConvTranspose2d) and last.bias is not None
-            bias = last.bias.view(self.shape[0], self.shape[1])  # (P, C)
-            bias[0].copy_(torch.logit(mean.flatten(1).mean(1).clamp(1e-3, 1 - 1e-3)))
+        _init_channel_bias(self.deconvs[-1], self.shape, mean)
 
     def forward(self, z: Tensor, y1h: Tensor | None = None) -> Tensor:
         if y1h is not None:
@@ -157,7 +196,40 @@ class ConvDecoder(nn.Module):
         return out.view(*lead, *self.shape)  # (..., B, P, C, H, W)
 
 
+class GridEncoder(nn.Module):
+    """down_stack, then a 1x1 convolution to latent_dim channels: a (B, D, H', W') grid of vectors
+    (VQ-VAE's z_e), with no dense layer."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.convs, (c, h, w) = down_stack(cfg)
+        self.head = nn.Conv2d(c, cfg.latent_dim, 1)
+        self.grid = (h, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.convs(x))
+
+
+class GridDecoder(nn.Module):
+    """A (..., B, D, H', W') grid -> 1x1 convolution to channels[-1] -> up_stack -> (..., B, P, C, H, W)."""
+
+    def __init__(self, cfg: ModelConfig, num_params: int):
+        super().__init__()
+        self.head = nn.Conv2d(cfg.latent_dim, cfg.channels[-1], 1)
+        self.deconvs = up_stack(cfg, num_params * cfg.input_shape[0])
+        self.shape = (num_params, *cfg.input_shape)
+
+    def init_output_bias(self, mean: Tensor) -> None:
+        _init_channel_bias(self.deconvs[-1], self.shape, mean)
+
+    def forward(self, grid: Tensor) -> Tensor:
+        lead = grid.shape[:-3]
+        out = self.deconvs(self.head(grid.reshape(-1, *grid.shape[-3:])))  # (N, P*C, H, W)
+        return out.view(*lead, *self.shape)
+
+
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
     "mlp": (MLPEncoder, MLPDecoder),
     "conv": (ConvEncoder, ConvDecoder),
+    "resnet": (ConvEncoder, ConvDecoder),
 }

@@ -193,7 +193,7 @@ class Explorer:
     @property
     def can_traverse(self) -> bool:
         """Traversals are drawn for unconditional models with more than 2 latent dimensions."""
-        return self.model.cfg.latent_dim > 2 and not self.conditional
+        return self.model.continuous_latents and self.model.latent_size > 2 and not self.conditional
 
     def traverse(self, i: int, steps: int) -> dict[str, Any]:
         """Each latent dimension of test image i's code swept from -3 to 3 (vaelab.factors.traversals),
