@@ -156,19 +156,20 @@ def cli() -> None:
     "--likelihood",
     type=click.Choice(["bernoulli", "gaussian", "gaussian-fixed", "continuous-bernoulli", "logistic-mixture"]),
 )
-@click.option("--arch", type=click.Choice(["mlp", "conv"]))
+@click.option("--arch", type=click.Choice(["mlp", "conv", "resnet"]), help="resnet: conv with --model.res_blocks.")
 @click.option("--activation", type=click.Choice(["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus"]))
 @click.option("--conditional", is_flag=True, help="Conditional VAE: encoder and decoder see the one-hot label.")
 @click.option(
     "--prior",
-    type=click.Choice(["normal", "mog", "vamp"]),
-    help="p(z): N(0, I), a learned mixture of Gaussians, or the VampPrior.",
+    type=click.Choice(["normal", "mog", "vamp", "uniform"]),
+    help="p(z): N(0, I), a learned mixture of Gaussians, the VampPrior; uniform for the discrete posteriors.",
 )
 @click.option("--prior-components", type=int, help="Mixture components (mog: 10) or pseudo-inputs (vamp: 500).")
 @click.option(
     "--posterior",
-    type=click.Choice(["gaussian", "planar", "iaf"]),
-    help="q(z|x): diagonal Gaussian, or pushed through planar / inverse autoregressive flow steps.",
+    type=click.Choice(["gaussian", "planar", "iaf", "vq", "gumbel"]),
+    help="q(z|x): diagonal Gaussian, or pushed through planar / inverse autoregressive flow steps; discrete: "
+    "vq (VQ-VAE codes; then `vaelab train-prior`), gumbel (categorical, Gumbel-softmax). docs/discrete.md.",
 )
 @click.option("--flow-steps", type=int, help="Steps of a planar or IAF posterior (default 4).")
 @click.option(
@@ -637,9 +638,10 @@ def encode(run: str, out: str, split: str, logvar: bool, device: str, weights: s
     with torch.no_grad():
         for xb, yb in iter_batches(data, 1000):
             y = yb.to(model.device) if model.cfg.num_classes and yb is not None else None
-            loc, lv = model.encode(to_float(xb.to(model.device)), y)
-            locs.append(loc.cpu().numpy())
-            logvars.append(lv.cpu().numpy())
+            x = to_float(xb.to(model.device))
+            locs.append(model.encode_mean(x, y).cpu().numpy())  # the posterior mean (a flow's image of it)
+            if logvar:
+                logvars.append(model.encode(x, y)[1].cpu().numpy())
     z = np.concatenate(locs)
     arr = np.concatenate([z, np.concatenate(logvars)], 1) if logvar else z
     rows, cols_written = arr.shape

@@ -53,7 +53,7 @@ def encode_codes(model: torch.nn.Module, data: ImageData, binarize_seed: int | N
         x = to_float(xb)
         if g is not None:
             x = (torch.rand(x.shape, generator=g) < x).to(x.dtype)
-        out.append(model.codes(x.to(model.device)).cpu())  # type: ignore[operator]
+        out.append(model.codes(x.to(next(model.parameters()).device)).cpu())  # type: ignore[operator]
     return torch.cat(out)
 
 
@@ -91,8 +91,9 @@ def fit_code_prior(
         raise ConfigError(f"lr must be a positive number, got {lr!r}")
     t0 = time.monotonic()
     torch.manual_seed(seed)
-    train_codes = encode_codes(model, train, seed if binarize else None).to(model.device)  # type: ignore[attr-defined]
-    val_codes = encode_codes(model, val, None).to(model.device)  # type: ignore[attr-defined]
+    device = next(model.parameters()).device
+    train_codes = encode_codes(model, train, seed if binarize else None).to(device)
+    val_codes = encode_codes(model, val, None).to(device)
     prior.trained.fill_(True)  # log_prob now uses the transformer
     prior.requires_grad_(True)
     prior.train()
@@ -131,7 +132,7 @@ def write_prior(run_dir: Path, model: torch.nn.Module, record: PriorFit) -> None
     from vaelab.checkpoint import replace_tensors
     from vaelab.storage import atomic_write_bytes
 
-    prior = model.code_prior  # type: ignore[union-attr]
+    prior = getattr(model, "code_prior")  # noqa: B009 (a VQ-VAE's; fit_code_prior checked it)
     tensors = {f"code_prior.{k}": v for k, v in prior.state_dict().items()}
     replace_tensors(run_dir, tensors)
     atomic_write_bytes(run_dir / PRIOR_RECORD, (json.dumps(asdict(record), indent=2) + "\n").encode())

@@ -25,6 +25,7 @@ class CodePrior(nn.Module):
     """p(codes) over a (H', W') grid of indices in 0..K-1."""
 
     trained: Tensor
+    mask: Tensor
 
     def __init__(self, num_codes: int, grid: tuple[int, int], layers: int = 4, width: int = 128, heads: int = 4):
         super().__init__()

@@ -43,14 +43,18 @@ class VQVAE(BaseVAE):
     deterministic_posterior = True
     single_process = True
     term_names = ("commitment", "codebook_loss", "perplexity")
+    code_prior: CodePrior
+    quantizer: VectorQuantizer
+    grid: tuple[int, int]
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.likelihood = make_likelihood(cfg)
-        self.encoder = GridEncoder(cfg)  # type: ignore[assignment]
+        encoder = GridEncoder(cfg)
+        self.grid = encoder.grid
+        self.encoder = encoder  # type: ignore[assignment]
         self.decoder = GridDecoder(cfg, self.likelihood.num_params)  # type: ignore[assignment]
-        self.grid = self.encoder.grid
         self.quantizer = VectorQuantizer(
             cfg.codebook_size,
             cfg.latent_dim,

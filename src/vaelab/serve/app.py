@@ -118,7 +118,7 @@ def create_app(explorer: Explorer) -> FastAPI:
 
     def _encode(x: np.ndarray, label: int | None) -> dict[str, Any]:
         loc, logvar, recon = explorer.encode(x, label)
-        return {**_images(recon), "loc": loc[0].tolist(), "logvar": logvar[0].tolist()}
+        return {**_images(recon), "loc": loc[0].tolist(), "logvar": None if logvar is None else logvar[0].tolist()}
 
     @app.post(
         "/api/encode",

@@ -162,15 +162,17 @@ class Explorer:
             out = self.model.decode(zt, self._label(label, len(zt))).cpu().numpy()
         return _finite(out, "the decoder produced non-finite pixels for this z; use smaller latent values")
 
-    def encode(self, x: np.ndarray, label: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Posterior (loc, logvar), each (B, D), and the reconstruction decode(loc) (B, C, H, W), for x (B, C, H, W)."""
+    def encode(self, x: np.ndarray, label: int | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Posterior (loc, logvar), each (B, D), and the reconstruction decode(loc) (B, C, H, W), for x
+        (B, C, H, W). logvar is None for discrete latents, which have no Gaussian."""
         with self.lock, torch.inference_mode():
             xt = torch.as_tensor(x, dtype=torch.float32, device=self.model.device)
             y = self._label(label, len(xt))
-            logvar = self.model.encode(xt, y)[1]  # of q(z|x)'s Gaussian (a flow's base)
+            logvar = self.model.encode(xt, y)[1] if self.model.continuous_latents else None  # a flow's base
             loc = self.model.encode_mean(xt, y)  # the point the scatter and the decoder use
             recon = self.model.decode(loc, y)
-        return loc.cpu().numpy(), logvar.cpu().numpy(), _finite(recon.cpu().numpy(), "the reconstruction is not finite")
+        lv = None if logvar is None else logvar.cpu().numpy()
+        return loc.cpu().numpy(), lv, _finite(recon.cpu().numpy(), "the reconstruction is not finite")
 
     def test_item(self, i: int) -> tuple[np.ndarray, int | None, np.ndarray]:
         """Test image i as (C, H, W) pixels in [0, 1], its label (or None) and its latent mean (D,)."""

@@ -35,7 +35,9 @@ class DecodeResponse(ImageBatch):
 
 class EncodeResponse(ImageBatch):
     loc: list[float] = Field(description="posterior mean of q(z|x), D numbers")
-    logvar: list[float] = Field(description="posterior log-variance of q(z|x), D numbers")
+    logvar: list[float] | None = Field(
+        description="posterior log-variance of q(z|x), D numbers; null for discrete latents (VQ codes, categories)"
+    )
 
 
 class TestItem(ImageBatch):
