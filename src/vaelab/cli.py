@@ -35,6 +35,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "data_dir": "data.data_dir",
     "binarize": "data.binarize",
     "limit": "data.limit",
+    "image_size": "data.image_size",
     "objective": "train.objective",
     "k": "train.k",
     "beta": "train.beta",
@@ -148,9 +149,18 @@ def cli() -> None:
 @click.option("--lr", type=float, help="Adam learning rate.")
 @click.option("--latent-dim", type=int, help="Latent dimensions D.")
 @click.option("--hidden", help="Hidden widths, comma-separated, e.g. 400 or 200,200.")
-@click.option("--dataset", help="mnist, fashion-mnist, PATH.npz, a folder with images.npy, or an IMAGE_FOLDER.")
-@click.option("--data-dir", type=click.Path(), help="Folder with the four IDX files (.gz or not).")
+@click.option(
+    "--dataset",
+    help="mnist, fashion-mnist, shapes2d, dsprites, cifar10 (--data-dir), PATH.npz, a folder with images.npy, "
+    "or an IMAGE_FOLDER (any sizes with --image-size).",
+)
+@click.option(
+    "--data-dir", type=click.Path(), help="Folder with the IDX files, CIFAR-10's .bin files or the dSprites .npz."
+)
 @click.option("--limit", type=int, help="Use only the first N training images.")
+@click.option(
+    "--image-size", type=int, help="Image folders: centre-crop each image to a square and resize it to N x N."
+)
 @click.option("--binarize", type=click.Choice(["none", "dynamic", "static"]), help="Pixel mode.")
 @click.option(
     "--likelihood",

@@ -65,9 +65,16 @@ class DataConfig:
     # mnist / fashion-mnist: the last val_size of the 60,000 training images validate. None: 10,000
     # (50k/10k/10k); 400 is Burda et al.'s split (59,600 training images).
     val_size: int | None = None
+    # a folder of images: centre-crop each to a square and resize it to image_size x image_size
+    # (Pillow, Lanczos), so that images of mixed sizes make one data set (CelebA: 64)
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         _choice("binarize", self.binarize, Binarize)
+        if self.image_size is not None and (
+            not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or self.image_size <= 0
+        ):
+            raise ConfigError(f"image_size must be a positive integer, got {self.image_size!r}")
         if self.val_size is not None and (not isinstance(self.val_size, int) or self.val_size <= 0):
             raise ConfigError(f"val_size must be a positive integer, got {self.val_size!r}")
         if self.limit is not None:

@@ -128,6 +128,14 @@ def _idx_splits(name: str, folder: Path, class_names: tuple[str, ...], val_size:
     return DataSplits(name, train, val, test, num_classes=10, class_names=class_names)
 
 
+def path_is_image_folder(name: str) -> bool:
+    """`--dataset name` is a folder of image files (not a built-in name or a folder with images.npy)."""
+    if name in ("mnist", "fashion-mnist", "shapes2d", "dsprites", "cifar10"):
+        return False
+    path = Path(name).expanduser()
+    return path.is_dir() and not (path / "images.npy").exists()
+
+
 def load_splits(cfg: DataConfig) -> DataSplits:
     """Load the dataset `cfg.dataset`, apply `limit` and the fixed binarization of `cfg.binarize`.
 
@@ -136,6 +144,11 @@ def load_splits(cfg: DataConfig) -> DataSplits:
     all splits are binarized once.
     """
     name = cfg.dataset
+    if cfg.image_size is not None and not path_is_image_folder(name):
+        raise DataError(
+            f"--image-size {cfg.image_size} resizes the images of a folder of image files; --dataset {name} is "
+            f"not one (its images have a fixed size): drop --image-size"
+        )
     if cfg.val_size is not None and name not in ("mnist", "fashion-mnist"):
         raise DataError(
             f"val_size {cfg.val_size}: only the mnist and fashion-mnist splits take it; {name} splits "
@@ -151,6 +164,10 @@ def load_splits(cfg: DataConfig) -> DataSplits:
         splits = shapes2d.with_factors(load_npy_folder(folder), folder)
     elif name == "mnist":
         splits = _idx_splits("mnist", ensure_mnist(cfg.data_dir), MNIST_CLASSES, cfg.val_size)
+    elif name == "cifar10":
+        from vaelab.data.cifar import load_cifar10
+
+        splits = load_cifar10(cfg.data_dir)
     elif name == "fashion-mnist":
         folder = Path(cfg.data_dir).expanduser() if cfg.data_dir else FASHION_MNIST_DIR
         if not folder.is_dir():
@@ -164,10 +181,12 @@ def load_splits(cfg: DataConfig) -> DataSplits:
         if not path.exists():
             import difflib
 
-            close = difflib.get_close_matches(name, ["mnist", "fashion-mnist", "shapes2d", "dsprites"], n=1, cutoff=0.6)
+            close = difflib.get_close_matches(
+                name, ["mnist", "fashion-mnist", "shapes2d", "dsprites", "cifar10"], n=1, cutoff=0.6
+            )
             hint = f"did you mean {close[0]}? " if close else ""
             raise DataError(
-                f"--dataset {name}: no such file or folder; {hint}use mnist, fashion-mnist, shapes2d, dsprites, a .npz file, "
+                f"--dataset {name}: no such file or folder; {hint}use mnist, fashion-mnist, shapes2d, dsprites, cifar10, a .npz file, "
                 f"a folder with images.npy, or a folder of PNG images"
             )
         if path.is_file() and path.suffix == ".npz":
@@ -175,7 +194,7 @@ def load_splits(cfg: DataConfig) -> DataSplits:
         elif path.is_dir() and (path / "images.npy").exists():
             splits = load_npy_folder(path)
         elif path.is_dir():
-            splits = load_image_folder(path)
+            splits = load_image_folder(path, cfg.image_size)
         else:
             raise DataError(f"--dataset {name}: expected a .npz file or a folder, got {path.suffix or 'a file'}")
     if cfg.limit is not None:

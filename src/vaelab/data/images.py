@@ -37,15 +37,27 @@ def _decode_image(im: Any) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def load_image_folder(folder: Path) -> DataSplits:
+def _square_resize(im: Any, size: int) -> Any:
+    """The centred square of side min(W, H), resized to size x size with Lanczos filtering."""
+    from PIL import Image
+
+    w, h = im.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return im.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
+
+
+def load_image_folder(folder: Path, image_size: int | None = None) -> DataSplits:
     """PNG/JPEG images of one size, either flat or one sub-folder per class (ImageFolder layout).
 
     Colour is kept: a folder of greyscale images gives (1, H, W) images, a folder of colour images
     (3, H, W). RGBA images lose their alpha channel (dropped, not composited); palette images count
     as grey when every colour they use is grey (see `_decode_image`). A folder that mixes greyscale
     and colour images gives (3, H, W): the grey ones are copied into all three channels, and a
-    warning on the "vaelab.data" logger says how many were converted. Images are not resized: all must
-    have one size.
+    warning on the "vaelab.data" logger says how many were converted. Without `image_size` all
+    images must have one size; with it, each is centre-cropped to a square and resized to
+    image_size x image_size (Pillow's Lanczos filter; CelebA's img_align_celeba at 64 is the usual
+    CelebA-64). A file that cannot be decoded is named in the error.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -69,13 +81,15 @@ def load_image_folder(folder: Path) -> DataSplits:
                 )
             try:
                 with Image.open(f) as im:
-                    arr = _decode_image(im)
+                    im.load()
+                    arr = _decode_image(im if image_size is None else _square_resize(im, image_size))
             except (UnidentifiedImageError, OSError) as e:
                 raise DataError(f"{f}: cannot decode the image ({e})") from e
             if images and arr.shape[:2] != images[0].shape[:2]:
                 raise DataError(
                     f"{f}: size {arr.shape[1]}x{arr.shape[0]} differs from {images[0].shape[1]}x{images[0].shape[0]}"
-                    f" of the first image; all images must have one size"
+                    f" of the first image; all images must have one size, or pass --image-size N to centre-crop "
+                    f"and resize them"
                 )
             if arr.ndim == 2:
                 grey.append(f)
