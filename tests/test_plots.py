@@ -236,3 +236,13 @@ def test_save_run_pictures_inverts_only_on_request(tiny_cvae, tmp_path, monkeypa
         plots.save_run_pictures(model, test, tmp_path, [], seed=0, invert=invert)
         arrays[invert] = np.asarray(figs[0].axes[0].images[0].get_array())
     np.testing.assert_allclose(arrays[True], 1 - arrays[False], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 4, 5])
+def test_every_channel_count_is_drawn_by_one_rule(c, tmp_path):
+    """1 grey, 3 RGB; 2 channels show the first as grey, 4+ the first three as RGB (plots and explorer)."""
+    imgs = np.random.default_rng(c).random((3, c, 6, 5)).astype(np.float32)
+    g = plots.image_grid(imgs, ncols=3, pad=1)
+    want = imgs[0, 0] if c < 3 else imgs[0, :3].transpose(1, 2, 0)  # (H, W) grey or (H, W, 3)
+    np.testing.assert_array_equal(g[:6, :5], want)
+    plots.plot_samples(imgs, ncols=3).savefig(tmp_path / "s.png")  # imshow takes what the grid gives

@@ -43,15 +43,27 @@ TITLE_SIZE = 10
 PAD_VALUE = 0.5  # grid padding: mid grey, visible against black and white and the same when inverted
 
 
+def display_channels(images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N, 1 or 3, H, W): one channel is grey, three are RGB; two show the first
+    channel as grey, four or more the first three as RGB (an alpha or extra channel is not drawn)."""
+    c = images.shape[1]
+    if c in (1, 3):
+        return images
+    return images[:, :1] if c == 2 else images[:, :3]
+
+
 def image_grid(images: np.ndarray, ncols: int, pad: int = 1, pad_value: float | None = None) -> np.ndarray:
     """Tile images (N, C, H, W) or (N, H, W) in [0, 1] into one (rows*(H+pad)-pad, ...) array.
+
+    Channels are shown as the explorer shows them (display_channels): 1 grey, 3 RGB; 2 as the grey
+    of the first channel; 4 or more as RGB from the first three.
 
     The padding (and any empty cell of the last row) is `pad_value`, by default PAD_VALUE (0.5, mid
     grey): visible between black-background and white-background images alike, and unchanged by
     `invert` (1 - 0.5 = 0.5).
     """
     if images.ndim == 4:
-        images = images.transpose(0, 2, 3, 1)  # (N, H, W, C)
+        images = display_channels(images).transpose(0, 2, 3, 1)  # (N, H, W, C)
         if images.shape[-1] == 1:
             images = images[..., 0]
     n, h, w = images.shape[:3]

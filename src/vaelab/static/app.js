@@ -77,7 +77,9 @@
     const n = h * w;
     for (let p = 0; p < n; p++) {
       let r, g, b;
-      if (c === 1) {
+      // the rule of plots.display_channels: 1 or 2 channels show the first as grey (dark on white
+      // here), 3 or more the first three as RGB
+      if (c < 3) {
         r = g = b = Math.round(255 * (1 - flat[p]));
       } else {
         r = Math.round(255 * flat[p]);
