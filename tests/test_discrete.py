@@ -250,3 +250,27 @@ def test_the_presets_build(tiny_cfg):
         cfg = load_preset(name)
         assert cfg.data.binarize == "dynamic" and cfg.model.likelihood == "bernoulli"
         assert isinstance(build_model(cfg.model), kind)
+
+
+@pytest.mark.parametrize("cfg_of", [vq_cfg, gumbel_cfg])
+def test_the_explorer_serves_discrete_models(tiny_cfg, cfg_of):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from conftest import make_images
+    from vaelab.data import ImageData
+    from vaelab.serve import Explorer, ServeConfig, create_app
+
+    torch.manual_seed(0)
+    model = build_model(cfg_of(tiny_cfg).model).eval()
+    x, y = make_images(20, seed=1)
+    ex = Explorer(model, ImageData(torch.from_numpy(x), torch.from_numpy(y)), ("a", "b", "c", "d"), ServeConfig())
+    client = TestClient(create_app(ex), base_url="http://localhost")
+    info = client.get("/api/info").json()
+    assert info["latent_dim"] == model.latent_size and not info["can_traverse"]
+    doc = client.post("/api/sample", json={"n": 3, "seed": 1}).json()
+    assert doc["shape"] == [1, 8, 8] and len(doc["images"]) == 3
+    enc = client.post("/api/encode", json={"pixels": (x[0, 0] / 255).tolist()}).json()
+    assert enc["logvar"] is None and len(enc["loc"]) == model.latent_size
+    dec = client.post("/api/decode", json={"z": [enc["loc"]]})
+    assert dec.status_code == 200, dec.text

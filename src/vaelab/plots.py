@@ -119,7 +119,8 @@ def pca2(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     zc = z - z.mean(0)
     _, s, vt = np.linalg.svd(zc, full_matrices=False)
     var = s**2 / max(1, len(z) - 1)
-    return zc @ vt[:2].T, var[:2] / var.sum()
+    total = var.sum()  # 0 when every code is the same point (an untrained VQ-VAE maps all to one code)
+    return zc @ vt[:2].T, var[:2] / total if total > 0 else np.zeros_like(var[:2])
 
 
 def latent_axes(z: np.ndarray) -> tuple[np.ndarray, str, str]:

@@ -44,7 +44,7 @@ def create_app(explorer: Explorer) -> FastAPI:
     """The FastAPI app of the explorer: the page at /, its files at /static, the JSON API at /api."""
     cfg = explorer.cfg
     mc = explorer.model.cfg
-    d, k = mc.latent_dim, mc.num_classes
+    d, k = explorer.model.latent_size, mc.num_classes  # the flat z (D * H' * W' for a VQ grid)
     c, h, w = mc.input_shape
     n_test = len(explorer.test)
     models = request_models(explorer)

@@ -234,7 +234,7 @@ class Explorer:
         return {
             "name": self.name,
             "dataset": self.dataset,
-            "latent_dim": mc.latent_dim,
+            "latent_dim": self.model.latent_size,  # the flat z the API takes
             "input_shape": list(mc.input_shape),
             "num_classes": mc.num_classes,
             "prior": mc.prior,

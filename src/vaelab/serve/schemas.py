@@ -126,7 +126,7 @@ def request_models(explorer: Explorer) -> RequestModels:
     and limits written into their fields, so that the OpenAPI schema states every rule."""
     cfg = explorer.cfg
     mc = explorer.model.cfg
-    d, k = mc.latent_dim, mc.num_classes
+    d, k = explorer.model.latent_size, mc.num_classes  # the flat z (D * H' * W' for a VQ grid)
     c, h, w = mc.input_shape
     n_test = len(explorer.test)
     bound = cfg.max_abs_latent
