@@ -225,6 +225,10 @@ def check_trainable(model: VAE, tc: TrainConfig, world: int = 1) -> None:
         )
 
 
+# the terms in metrics.csv that are not nats: a codebook's perplexity and usage, a temperature
+UNITLESS_TERMS = ("perplexity", "codes_used", "temperature")
+
+
 @peer_failures
 @flush_denormal()  # subnormal Adam moments made every epoch after the first 35-40% slower on CPU
 def fit(
@@ -653,9 +657,10 @@ class TensorBoardLog:
         for key, tag in self.SCALARS.items():
             if key in row:
                 self.writer.add_scalar(tag, row[key], step)
-        for key in row.keys() - self.SCALARS.keys():  # an objective's own terms (train_tc, ...): nats
+        for key in row.keys() - self.SCALARS.keys():  # an objective's or a model's own terms (train_tc, ...)
             if key.startswith("train_"):
-                self.writer.add_scalar(f"train/{key[6:]}_nats", row[key], step)
+                unit = "" if key[6:] in UNITLESS_TERMS else "_nats"
+                self.writer.add_scalar(f"train/{key[6:]}{unit}", row[key], step)
         model, device = self.model, self.model.device
         was_training = model.training
         model.eval()

@@ -33,6 +33,7 @@ class Quantized(NamedTuple):
     commitment: Tensor  # (B,): beta * ||z_e - sg(e)||^2 summed over the positions
     codebook: Tensor  # (B,): ||sg(z_e) - e||^2 summed over the positions (0 with EMA updates)
     perplexity: Tensor  # (): exp(entropy of the batch's code usage), between 1 and K
+    used: Tensor  # (): how many of the K codes the batch uses
 
 
 class VectorQuantizer(nn.Module):
@@ -148,5 +149,10 @@ class VectorQuantizer(nn.Module):
         p = n_k / n_k.sum()
         perplexity = torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum())
         return Quantized(
-            z_q.view(b, h, w, d).permute(0, 3, 1, 2), codes.view(b, h, w), commitment, codebook, perplexity
+            z_q.view(b, h, w, d).permute(0, 3, 1, 2),
+            codes.view(b, h, w),
+            commitment,
+            codebook,
+            perplexity,
+            (n_k > 0).sum().to(flat.dtype),
         )

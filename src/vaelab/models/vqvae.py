@@ -42,7 +42,7 @@ class VQVAE(BaseVAE):
     continuous_latents = False
     deterministic_posterior = True
     single_process = True
-    term_names = ("commitment", "codebook_loss", "perplexity")
+    term_names = ("commitment", "codebook_loss", "perplexity", "codes_used")
     code_prior: CodePrior
     quantizer: VectorQuantizer
     grid: tuple[int, int]
@@ -108,7 +108,12 @@ class VQVAE(BaseVAE):
             lambda: zeros,
             -log_p_codes,  # KL(point mass || p) = -log p(z_q)
             penalty=q.commitment + q.codebook,
-            terms={"commitment": q.commitment, "codebook_loss": q.codebook, "perplexity": q.perplexity.expand(b)},
+            terms={
+                "commitment": q.commitment,
+                "codebook_loss": q.codebook,
+                "perplexity": q.perplexity.expand(b),
+                "codes_used": q.used.expand(b),
+            },
         )
 
     def inference_parameters(self) -> Iterator[nn.Parameter]:
