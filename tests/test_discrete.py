@@ -274,3 +274,12 @@ def test_the_explorer_serves_discrete_models(tiny_cfg, cfg_of):
     assert enc["logvar"] is None and len(enc["loc"]) == model.latent_size
     dec = client.post("/api/decode", json={"z": [enc["loc"]]})
     assert dec.status_code == 200, dec.text
+
+
+def test_export_says_why_it_cannot_write_discrete_latents(tiny_cfg, tmp_path):
+    from vaelab.export import export_model
+
+    for cfg_of, what in ((vq_cfg, "VQ-VAE codes"), (gumbel_cfg, "categorical")):
+        with pytest.raises(ConfigError, match=what):
+            export_model(build_model(cfg_of(tiny_cfg).model), tmp_path / "x")
+    assert not (tmp_path / "x").exists()

@@ -113,7 +113,10 @@ def export_model(
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     mc = model.cfg
     if mc.layers or mc.posterior != "gaussian":
-        what = "a hierarchy (model.layers)" if mc.layers else f"a {mc.posterior} flow posterior"
+        kinds = {"vq": "VQ-VAE codes (a quantizer and a code prior)", "gumbel": "categorical (Gumbel-softmax) latents"}
+        what = (
+            "a hierarchy (model.layers)" if mc.layers else kinds.get(mc.posterior, f"a {mc.posterior} flow posterior")
+        )
         raise ConfigError(
             f"export writes an encoder x -> (loc, logvar) of a Gaussian q(z|x) and a decoder z -> pixels; this "
             f"model has {what}, which those two graphs cannot express. Its weights are in model.safetensors "
