@@ -4,13 +4,15 @@
     python benchmarks/discrete_table.py --rows vq-mnist       # one row
     python benchmarks/discrete_table.py --table               # the table of finished rows
 
-Protocol (as Table A of BENCHMARKS.md): `vaelab train --preset P --max-minutes 10` on dynamically
-binarized MNIST (or Fashion-MNIST) with a Bernoulli decoder, 2 CPU threads; then for VQ-VAE
-`vaelab train-prior RUN --epochs 10` and `vaelab eval RUN` (the deterministic bound
--log p(x|z_q) - log p(z_q), with the codebook perplexity), for Gumbel-softmax `vaelab eval RUN
---k 5000` (importance-sampled NLL of the discrete model). Reconstruction: -E log p(x|z) of the
-test ELBO in nats, and the mean squared error per pixel of `model.reconstruct(x)` against the
-binarized test images (the public API). Every row is saved to RESULTS/ROW.json when it finishes,
+Protocol (Table A's budget and test set, the presets' own training settings): `vaelab train
+--preset P --max-minutes 10` on dynamically binarized MNIST (or Fashion-MNIST) with a Bernoulli
+decoder, 2 CPU threads, the presets' split (50,000 / 10,000) and learning rate; the 10,000 test
+images binarized once with seed 2, as in Table A. Then for VQ-VAE `vaelab train-prior RUN --epochs
+10` and `vaelab eval RUN` (the deterministic bound -log p(x|z_q) - log p(z_q), with the codebook
+perplexity), for Gumbel-softmax `vaelab eval RUN --k 5000` (importance-sampled NLL of the discrete
+model). Reconstruction: -E log p(x|z) of the test ELBO in nats, and the mean squared error per
+pixel of `model.reconstruct(x)` against the binarized test images (the public API).
+Every row is saved to RESULTS/ROW.json when it finishes,
 with its commands; a rerun skips finished rows. Keep the machine otherwise idle while it trains.
 """
 
