@@ -4,7 +4,8 @@
     python benchmarks/colour_speed.py --table    # the table of finished rows
 
 Rows: the `cifar` preset on 32x32x3 and the `celeba64` preset on 64x64x3 uniform random 8-bit
-images (an .npz written here; the speed of a network does not depend on what the pixels show),
+images (an .npz written here, so the presets' --image-size is dropped; the speed of a network does
+not depend on what the pixels show),
 --threads 2, 2 epochs; the images/s of the second epoch (the first includes warm-up) from
 metrics.csv. Each row is saved to RESULTS/ROW.json with its command as it finishes; a rerun skips
 finished rows. Keep the machine otherwise idle.
@@ -36,7 +37,8 @@ def run_row(name: str, threads: int, tmp: Path) -> dict:
     np.savez(data, x=rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8))
     out = tmp / name
     cmd = [
-        sys.executable, "-m", "vaelab", "train", "--preset", preset, "--dataset", str(data), "--epochs", "2",
+        sys.executable, "-m", "vaelab", "train", "--preset", preset, "--dataset", str(data), "--data.image_size", "none",
+        "--epochs", "2",
         "--threads", str(threads), "--out", str(out), "--no-plots", "-q",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
