@@ -61,7 +61,7 @@ def load_cifar10(folder: str | Path | None) -> DataSplits:
     xt, yt = read_cifar_batch(folder / CIFAR_TEST)
     val = min(CIFAR_VAL, len(x) // 10 or 1)
     train, valid = _split_train_val(x, y, val)
-    names = CIFAR_CLASSES
+    names: tuple[str, ...] = CIFAR_CLASSES
     meta = folder / "batches.meta.txt"
     if meta.is_file():
         listed = tuple(line.strip() for line in meta.read_text().splitlines() if line.strip())
