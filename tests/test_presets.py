@@ -118,4 +118,5 @@ def test_mnist_best_uses_burdas_split_and_the_budget_recipe():
     tc = cfg.train
     assert (tc.schedule, tc.max_minutes, tc.batch_size, tc.lr, tc.init_output_bias) == ("time", 15.0, 100, 3e-3, True)
     assert (tc.objective, tc.k, tc.estimator) == ("iwae", 5, "dreg")  # Table A's best row
+    assert cfg.model.likelihood == "bernoulli-ar"
     assert lr_at(tc, 0, 0.0) == pytest.approx(3e-3) and lr_at(tc, 5, 15 * 60.0) == pytest.approx(3e-3 * 10**-1.5)

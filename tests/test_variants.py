@@ -27,8 +27,9 @@ VARIANTS = {
     "miwae": ["--objective", "miwae", "--m", "2", "--k", "2"],
     "piwae": ["--objective", "piwae", "--m", "2", "--k", "2"],
     "ciwae": ["--objective", "ciwae", "--k", "3"],
+    "bernoulli-ar": ["--likelihood", "bernoulli-ar", "--objective", "iwae", "--k", "3", "--estimator", "dreg"],
 }
-EXPORTS = {"planar": False, "iaf": False, "two-layers": False}  # the others export
+EXPORTS = {"planar": False, "iaf": False, "two-layers": False, "bernoulli-ar": False}  # the others export
 
 
 @pytest.fixture(scope="module")

@@ -164,7 +164,10 @@ def cli() -> None:
 @click.option("--binarize", type=click.Choice(["none", "dynamic", "static"]), help="Pixel mode.")
 @click.option(
     "--likelihood",
-    type=click.Choice(["bernoulli", "gaussian", "gaussian-fixed", "continuous-bernoulli", "logistic-mixture"]),
+    type=click.Choice(
+        ["bernoulli", "bernoulli-ar", "gaussian", "gaussian-fixed", "continuous-bernoulli", "logistic-mixture"]
+    ),
+    help="p(x|z). bernoulli-ar: each pixel also depends on the pixels before it (exact; a D-step mean).",
 )
 @click.option("--arch", type=click.Choice(["mlp", "conv", "resnet"]), help="resnet: conv with --model.res_blocks.")
 @click.option("--activation", type=click.Choice(["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus"]))

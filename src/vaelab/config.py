@@ -23,7 +23,9 @@ else:  # Python 3.10: the same parser as the `tomli` package (a dependency there
     import tomli as tomllib
 
 Activation = Literal["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus"]
-Likelihood = Literal["bernoulli", "gaussian", "gaussian-fixed", "continuous-bernoulli", "logistic-mixture"]
+Likelihood = Literal[
+    "bernoulli", "bernoulli-ar", "gaussian", "gaussian-fixed", "continuous-bernoulli", "logistic-mixture"
+]
 Architecture = Literal["mlp", "conv", "resnet"]
 Binarize = Literal["none", "dynamic", "static"]
 Objective = Literal["elbo", "iwae", "miwae", "piwae", "ciwae", "betatc", "factor", "dip-i", "dip-ii", "capacity"]

@@ -112,10 +112,14 @@ def export_model(
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     mc = model.cfg
-    if mc.layers or mc.posterior != "gaussian":
+    if mc.layers or mc.posterior != "gaussian" or model.likelihood.not_exportable:
         kinds = {"vq": "VQ-VAE codes (a quantizer and a code prior)", "gumbel": "categorical (Gumbel-softmax) latents"}
         what = (
-            "a hierarchy (model.layers)" if mc.layers else kinds.get(mc.posterior, f"a {mc.posterior} flow posterior")
+            "a hierarchy (model.layers)"
+            if mc.layers
+            else kinds.get(mc.posterior, f"a {mc.posterior} flow posterior")
+            if mc.posterior != "gaussian"
+            else model.likelihood.not_exportable
         )
         raise ConfigError(
             f"export writes an encoder x -> (loc, logvar) of a Gaussian q(z|x) and a decoder z -> pixels; this "

@@ -372,7 +372,7 @@ def fit(
             write_config(run_path, cfg)  # resume may extend --epochs
         logger.info("resuming %s at epoch %d step %d", run_path, st["epoch"] + 1, st["step"])
     else:
-        if tc.init_output_bias and model.cfg.likelihood == "bernoulli":
+        if tc.init_output_bias and model.likelihood.bias_is_logit:
             model.init_output_bias(mean_pixel(train).to(device))  # every rank computes the same mean
         if run_path is not None and is_main:
             run_path.mkdir(parents=True, exist_ok=True)

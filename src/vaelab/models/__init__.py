@@ -190,6 +190,12 @@ class BaseVAE(nn.Module):
             raise ConfigError(f"label {bad} is out of range: this model knows labels 0..{n - 1}")
         return F.one_hot(y, n).to(next(self.parameters()).dtype)
 
+    def set_likelihood(self, cfg: ModelConfig) -> None:
+        """p(x|z) of the config, with its own weights (if it has any) registered as `pixel_net`."""
+        self.likelihood = make_likelihood(cfg)
+        if self.likelihood.module is not None:
+            self.pixel_net = self.likelihood.module
+
     def log_px_z(self, x: Tensor, params: Tensor) -> Tensor:
         """log p(x|z) summed over pixels. x: (B, C, H, W); params: (..., B, P, C, H, W). Returns (..., B)."""
         return self.likelihood.log_prob(x, params)
@@ -282,7 +288,7 @@ class VAE(BaseVAE):
             what = "model.layers" if cfg.layers else f"posterior {cfg.posterior}"
             raise ConfigError(f"this config has {what}: build it with vaelab.build_model(cfg)")
         self.cfg = cfg
-        self.likelihood = make_likelihood(cfg)
+        self.set_likelihood(cfg)
         enc, dec = ARCHITECTURES[cfg.arch]
         self.encoder = enc(cfg)
         self.decoder = dec(cfg, self.likelihood.num_params)

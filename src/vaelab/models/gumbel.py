@@ -29,7 +29,6 @@ from torch import Tensor, nn
 from vaelab.config import ModelConfig
 from vaelab.errors import ConfigError
 from vaelab.models import ARCHITECTURES, BaseVAE, Draws, full
-from vaelab.models.likelihoods import make_likelihood
 
 
 def gumbel_noise(eps: Tensor) -> Tensor:
@@ -54,7 +53,7 @@ class GumbelVAE(BaseVAE):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.likelihood = make_likelihood(cfg)
+        self.set_likelihood(cfg)
         n, c = cfg.latent_dim, cfg.categories
         enc, dec = ARCHITECTURES[cfg.arch]
         self.encoder = enc(cfg)

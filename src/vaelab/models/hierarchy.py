@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from vaelab import objectives as obj
 from vaelab.config import ModelConfig
 from vaelab.models import BaseVAE, Draws, full
-from vaelab.models.likelihoods import make_likelihood
 from vaelab.models.networks import ACTIVATIONS, MLPDecoder, MLPEncoder, _mlp
 from vaelab.models.priors import make_prior
 
@@ -49,7 +48,7 @@ class HierarchicalVAE(BaseVAE):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.likelihood = make_likelihood(cfg)
+        self.set_likelihood(cfg)
         bottom = dataclasses.replace(cfg, layers=(), hidden=cfg.layers[0].hidden, latent_dim=cfg.layers[0].latent_dim)
         self.encoder = MLPEncoder(bottom)  # q(z_1 | x)
         self.decoder = MLPDecoder(bottom, self.likelihood.num_params)  # p(x | z_1)

@@ -1,5 +1,9 @@
 """Pixel likelihoods p(x|z): how many decoder outputs per pixel, the log-probability of the pixels,
-their mean, and whether that log-probability is a density of grey or of binary pixels."""
+their mean, and whether that log-probability is a density of grey or of binary pixels.
+
+One likelihood has weights of its own: "bernoulli-ar", whose pixels also depend on the pixels
+before them (:class:`PixelAutoregression`). The model registers that module (``pixel_net``), so its
+weights are trained, saved and loaded with the decoder's."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from vaelab import objectives as obj
 from vaelab.config import ModelConfig
@@ -30,6 +34,59 @@ class PixelLikelihood:
     # True when log_prob is a probability of 8-bit values k/255 (binary pixels are two of them):
     # the NLL is then a discrete one, and bits/dim are reported, for grey and binary pixels alike
     eight_bit: bool = False
+    # True when the first parameter is each pixel's logit (the Bernoulli family): init_output_bias then
+    # starts it at the logit of the mean training pixel
+    bias_is_logit: bool = False
+    # the likelihood's own weights (an nn.Module the model registers), or None
+    module: nn.Module | None = None
+    # what ONNX / pt2 export cannot write of this likelihood ("" when it exports: mean is one pass)
+    not_exportable: str = ""
+
+
+class PixelAutoregression(nn.Module):
+    """Linear connections from every pixel to the pixels after it, in raster order (channel, row,
+    column): pixel i's logit is f_i(z) + sum_{j<i} W_ij x_j, with f(z) the decoder's output.
+
+    Given z, p(x|z) = prod_i Bernoulli(x_i; sigmoid(f_i(z) + sum_{j<i} W_ij x_j)) is a fully visible
+    sigmoid belief network (Frey 1998) whose biases come from the decoder, as in the visible layer of
+    DARN (Gregor et al. 2014). It is an exact, normalised probability of binary images, computed in
+    one masked (D, D) matrix product, so the ELBO, IWAE and the importance-sampled NLL apply as they
+    are. The decoder's network need only model what the neighbouring pixels do not already say (the
+    strokes' edges). W starts at zero: the model starts as the plain Bernoulli decoder.
+
+    The mean has no closed form (E[x_i|z] sums over the earlier pixels): :meth:`mean` is the
+    deterministic mean-field pass p_i = sigmoid(f_i + sum_{j<i} W_ij p_j), D sequential steps.
+    """
+
+    mask: Tensor
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        d = math.prod(shape)
+        self.weight = nn.Parameter(torch.zeros(d, d))  # row i: pixel i's weights on the pixels j < i
+        self.register_buffer("mask", torch.ones(d, d).tril(-1), persistent=False)
+
+    def masked_weight(self) -> Tensor:
+        return self.weight * self.mask
+
+    def offsets(self, x: Tensor) -> Tensor:
+        """sum_{j<i} W_ij x_j for every pixel i: x (B, C, H, W) -> (B, C, H, W)."""
+        w = self.masked_weight()
+        return (x.flatten(1).to(w.dtype) @ w.T).view(x.shape)
+
+    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        return obj.bernoulli_log_prob(x, _single(params) + self.offsets(x))
+
+    def mean(self, params: Tensor) -> Tensor:
+        logits = _single(params)  # (..., B, C, H, W)
+        acc = logits.flatten(-3)  # (..., B, D): f_i + the contributions of the pixels done so far
+        w = self.masked_weight().to(acc.dtype)
+        probs = []
+        for i in range(acc.shape[-1]):
+            p = torch.sigmoid(acc[..., i])
+            probs.append(p)
+            acc = acc + p[..., None] * w[:, i]  # pixel i's share in the logits of the pixels after it
+        return torch.stack(probs, -1).view(logits.shape)
 
 
 def _single(params: Tensor) -> Tensor:
@@ -64,6 +121,7 @@ def make_likelihood(cfg: ModelConfig) -> PixelLikelihood:
             lambda p: torch.sigmoid(_single(p)),
             density_of_grey=False,
             density_of_binary=True,
+            bias_is_logit=True,
         ),
         "continuous-bernoulli": PixelLikelihood(
             1,
@@ -89,6 +147,18 @@ def make_likelihood(cfg: ModelConfig) -> PixelLikelihood:
             density_of_binary=False,
         ),
     }
+    if cfg.likelihood == "bernoulli-ar":
+        ar = PixelAutoregression(cfg.input_shape)
+        return PixelLikelihood(
+            1,
+            ar.log_prob,  # bound methods: a deepcopy of the model keeps them on its own copy of `ar`
+            ar.mean,
+            density_of_grey=False,
+            density_of_binary=True,
+            bias_is_logit=True,
+            module=ar,
+            not_exportable="an autoregressive pixel likelihood (bernoulli-ar: its mean is a sequential pass)",
+        )
     if cfg.likelihood == "logistic-mixture":
         k = cfg.mixture_components
         return PixelLikelihood(

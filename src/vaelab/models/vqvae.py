@@ -30,7 +30,6 @@ from vaelab.config import ModelConfig
 from vaelab.errors import ConfigError
 from vaelab.models import BaseVAE, Draws, full
 from vaelab.models.code_prior import CodePrior
-from vaelab.models.likelihoods import make_likelihood
 from vaelab.models.networks import GridDecoder, GridEncoder
 from vaelab.models.quantizer import VectorQuantizer
 
@@ -50,7 +49,7 @@ class VQVAE(BaseVAE):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.likelihood = make_likelihood(cfg)
+        self.set_likelihood(cfg)
         encoder = GridEncoder(cfg)
         self.grid = encoder.grid
         self.encoder = encoder  # type: ignore[assignment]
