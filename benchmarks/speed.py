@@ -794,7 +794,25 @@ def plan(args: argparse.Namespace, threads: str) -> list[Group]:
             ("two layers", "iwae-paper-2l", {}),
             ("two layers, IWAE k=5", "iwae-paper-2l", {"train.objective": "iwae", "train.k": 5}),
             ("MIWAE m=2 k=5", "iwae-paper", {"train.objective": "miwae", "train.m": 2, "train.k": 5}),
+            (
+                "IWAE k=5, DReG, bernoulli-ar",
+                "iwae-paper",
+                {
+                    "train.objective": "iwae",
+                    "train.k": 5,
+                    "train.estimator": "dreg",
+                    "model.likelihood": "bernoulli-ar",
+                },
+            ),
         ]
+        if args.variants:
+            wanted = args.variants.split(";")
+            unknown = sorted(set(wanted) - {label for label, _, _ in variants})
+            if unknown:
+                raise SystemExit(
+                    f"speed.py: --variants {unknown}: choose from {'; '.join(label for label, _, _ in variants)}"
+                )
+            variants = [v for v in variants if v[0] in wanted]
         for label, preset, over in variants:
             v = {"preset": preset, "batch": 100, "overrides": over}
             groups.append(
@@ -954,6 +972,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="comma-separated subset of: train,eval,scaling,family "
         "(family: the VAE-family variants at batch 100; not in the default run)",
+    )
+    p.add_argument(
+        "--variants",
+        default=None,
+        help="with --only family: the variants to measure, their labels separated by ';' "
+        "(default: all), e.g. 'IWAE k=5, DReG;IWAE k=5, DReG, bernoulli-ar'",
     )
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per group (default 3; 2 quick)")
     p.add_argument("--seconds", type=float, default=None, help="seconds per timed row (default 4; 1 quick)")
