@@ -30,10 +30,7 @@ def _all_images(shape: tuple[int, int, int]) -> torch.Tensor:
 
 @pytest.mark.parametrize("shape", [(1, 2, 2), (2, 1, 3), (1, 3, 3)])
 def test_probabilities_of_all_binary_images_sum_to_one(shape):
-    lik = make_likelihood(ModelConfig(input_shape=shape, likelihood="bernoulli-ar"))
-    with torch.no_grad():
-        g = torch.Generator().manual_seed(1)
-        lik.module.weight.copy_(3 * torch.randn(lik.module.weight.shape, generator=g))
+    lik = _ar(shape, seed=1, scale=3.0)
     lik.module.double()
     xs = _all_images(shape)
     f = 2 * torch.randn(4, 1, 1, *shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)

@@ -14,12 +14,25 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
 from vaelab import __version__
-from vaelab.config import EvalConfig, parse_value
+from vaelab.config import (
+    Activation,
+    Architecture,
+    Binarize,
+    Device,
+    Estimator,
+    EvalConfig,
+    Likelihood,
+    Objective,
+    Posterior,
+    Prior,
+    Schedule,
+    parse_value,
+)
 from vaelab.errors import ConfigError, VaelabError
 
 logger = logging.getLogger("vaelab")
@@ -161,40 +174,38 @@ def cli() -> None:
 @click.option(
     "--image-size", type=int, help="Image folders: centre-crop each image to a square and resize it to N x N."
 )
-@click.option("--binarize", type=click.Choice(["none", "dynamic", "static"]), help="Pixel mode.")
+@click.option("--binarize", type=click.Choice(get_args(Binarize)), help="Pixel mode.")
 @click.option(
     "--likelihood",
-    type=click.Choice(
-        ["bernoulli", "bernoulli-ar", "gaussian", "gaussian-fixed", "continuous-bernoulli", "logistic-mixture"]
-    ),
+    type=click.Choice(get_args(Likelihood)),
     help="p(x|z). bernoulli-ar: each pixel also depends on the pixels before it (exact; a D-step mean).",
 )
-@click.option("--arch", type=click.Choice(["mlp", "conv", "resnet"]), help="resnet: conv with --model.res_blocks.")
-@click.option("--activation", type=click.Choice(["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus"]))
+@click.option("--arch", type=click.Choice(get_args(Architecture)), help="resnet: conv with --model.res_blocks.")
+@click.option("--activation", type=click.Choice(get_args(Activation)))
 @click.option("--conditional", is_flag=True, help="Conditional VAE: encoder and decoder see the one-hot label.")
 @click.option(
     "--prior",
-    type=click.Choice(["normal", "mog", "vamp", "uniform"]),
+    type=click.Choice(get_args(Prior)),
     help="p(z): N(0, I), a learned mixture of Gaussians, the VampPrior; uniform for the discrete posteriors.",
 )
 @click.option("--prior-components", type=int, help="Mixture components (mog: 10) or pseudo-inputs (vamp: 500).")
 @click.option(
     "--posterior",
-    type=click.Choice(["gaussian", "planar", "iaf", "vq", "gumbel"]),
+    type=click.Choice(get_args(Posterior)),
     help="q(z|x): diagonal Gaussian, or pushed through planar / inverse autoregressive flow steps; discrete: "
     "vq (VQ-VAE codes; then `vaelab train-prior`), gumbel (categorical, Gumbel-softmax). docs/discrete.md.",
 )
 @click.option("--flow-steps", type=int, help="Steps of a planar or IAF posterior (default 4).")
 @click.option(
     "--objective",
-    type=click.Choice(["elbo", "iwae", "miwae", "piwae", "ciwae", "betatc", "factor", "dip-i", "dip-ii", "capacity"]),
+    type=click.Choice(get_args(Objective)),
     help="ELBO, IWAE (--k), MIWAE / PIWAE (--m groups of --k), CIWAE (--train.ciwae_beta); disentangling: "
     "betatc (TC weight --beta), factor (--train.factor_gamma), dip-i / dip-ii (--train.dip_lambda_od), "
     "capacity (--train.capacity_max, capacity_steps, capacity_gamma). docs/disentanglement.md.",
 )
 @click.option(
     "--estimator",
-    type=click.Choice(["reparam", "stl", "dreg"]),
+    type=click.Choice(get_args(Estimator)),
     help="Gradient estimator: reparameterization, sticking the landing, doubly reparameterized (iwae, miwae).",
 )
 @click.option("--k", type=int, help="Importance samples per image (per group for miwae / piwae).")
@@ -203,13 +214,13 @@ def cli() -> None:
 @click.option("--warmup", type=int, help="KL warm-up epochs (linear from 0 to beta).")
 @click.option(
     "--schedule",
-    type=click.Choice(["constant", "cosine", "burda", "time"]),
+    type=click.Choice(get_args(Schedule)),
     help="Learning-rate schedule; time: lr * 10^(-train.lr_decay * t / --max-minutes).",
 )
 @click.option("--patience", type=int, help="Early stopping after N epochs without validation improvement.")
 @click.option("--grad-clip", type=float, help="Clip the global gradient norm to this value.")
 @click.option("--max-minutes", type=float, help="Wall-clock budget; training ends cleanly when it is spent.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+@click.option("--device", type=click.Choice(get_args(Device)))
 @click.option("--threads", type=_Threads(), help=THREADS_HELP + " Recorded in config.json; a resume uses it.")
 @click.option("--checkpoint-every", type=int, help="Also checkpoint every N steps (default: each epoch).")
 @click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
@@ -358,9 +369,7 @@ def _load_run(run: str, device: str = "cpu", weights: str = "model.safetensors")
 
 
 run_arg = click.argument("run", type=click.Path(file_okay=False))
-device_opt = click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True
-)
+device_opt = click.option("--device", type=click.Choice(get_args(Device)), default="cpu", show_default=True)
 threads_opt = click.option("--threads", type=_Threads(), help=THREADS_HELP)
 weights_opt = click.option(
     "--weights",
