@@ -41,7 +41,7 @@ from vaelab.data import DataSplits, ImageData, load_splits
 from vaelab.errors import ConfigError
 from vaelab.evaluate import evaluate
 from vaelab.models import VAE
-from vaelab.train import fit, mean_pixel, resolve_device
+from vaelab.train import burda_stage_ends, fit, mean_pixel, resolve_device
 
 logger = logging.getLogger("iwae_table")
 
@@ -98,19 +98,7 @@ def init_output_bias(model: VAE, train: ImageData) -> None:
 # -- the schedule --------------------------------------------------------------------------------
 
 
-def stage_ends(total_epochs: int) -> list[int]:
-    """Cumulative last epoch of each of the 8 stages for a budget of `total_epochs`.
-
-    3280 gives the paper's 1, 4, 13, 40, 121, 364, 1093, 3280; fewer epochs shrink every stage in
-    proportion (stage 0 stays one epoch; a stage may become empty)."""
-    if total_epochs < 1:
-        raise ConfigError(f"the epoch budget must be >= 1, got {total_epochs}")
-    ends, cum = [], 0
-    for i in range(STAGES):
-        cum += 3**i
-        ends.append(max(1, round(total_epochs * cum / PAPER_EPOCHS)))
-    ends[-1] = total_epochs
-    return [max(e, ends[i - 1] if i else 1) for i, e in enumerate(ends)]
+stage_ends = burda_stage_ends  # the product's "burda-scaled" schedule lays its stages out the same way
 
 
 def stage_lr(base_lr: float, stage: int) -> float:

@@ -120,3 +120,53 @@ def test_mnist_best_uses_burdas_split_and_the_budget_recipe():
     assert (tc.objective, tc.k, tc.estimator) == ("iwae", 5, "dreg")  # Table A's best row
     assert cfg.model.likelihood == "bernoulli-ar"
     assert lr_at(tc, 0, 0.0) == pytest.approx(3e-3) and lr_at(tc, 5, 15 * 60.0) == pytest.approx(3e-3 * 10**-1.5)
+
+
+def test_burda_scaled_at_3280_epochs_is_the_papers_schedule():
+    """burda-scaled over the paper's 3280 epochs gives exactly the 3^i stages of schedule burda."""
+    t = dataclasses.replace(load_preset("iwae-paper").train, epochs=3280)
+    scaled = dataclasses.replace(t, schedule="burda-scaled")
+    assert [lr_at(scaled, e) for e in range(3280)] == [lr_at(t, e) for e in range(3280)]
+
+
+def test_burda_scaled_shrinks_the_stages_in_proportion():
+    """328 epochs (the reproduction rows): stage i ends at round(328 * (3^0 + ... + 3^i) / 3280),
+    stage 0 keeps one epoch, and the last epoch runs at the paper's final rate lr * 10^(-7/7)."""
+    from vaelab.train import burda_stage_ends
+
+    assert burda_stage_ends(3280) == [1, 4, 13, 40, 121, 364, 1093, 3280]
+    assert burda_stage_ends(328) == [1, 1, 1, 4, 12, 36, 109, 328]
+    t = load_preset("burda-vae").train
+    assert (t.epochs, t.schedule, t.batch_size, t.adam_eps) == (328, "burda-scaled", 20, 1e-4)
+    rates = [lr_at(t, e) for e in range(328)]
+    assert rates[0] == pytest.approx(1e-3)
+    assert rates[1] == pytest.approx(1e-3 * 10 ** (-3 / 7))  # stages 1 and 2 are empty at this budget
+    assert rates[108] == pytest.approx(1e-3 * 10 ** (-6 / 7)) and rates[109] == pytest.approx(1e-4)
+    assert rates[-1] == pytest.approx(1e-4)
+
+
+def test_exp_schedule_falls_lr_decay_decades_over_the_epochs():
+    t = load_preset("mnist-best-long").train
+    assert t.schedule == "exp" and t.max_minutes is None
+    assert lr_at(t, 0) == pytest.approx(3e-3)
+    assert lr_at(t, t.epochs // 2) == pytest.approx(3e-3 * 10 ** (-0.75))
+    assert lr_at(t, t.epochs) == pytest.approx(3e-3 * 10 ** (-1.5))
+
+
+@pytest.mark.parametrize(
+    "name,layers,objective,k,estimator",
+    [
+        ("burda-vae", 1, "elbo", 1, "reparam"),
+        ("burda-iwae-k5", 1, "iwae", 5, "reparam"),
+        ("burda-iwae-k5-dreg", 1, "iwae", 5, "dreg"),
+        ("burda-2l-iwae-k5", 2, "iwae", 5, "reparam"),
+    ],
+)
+def test_reproduction_presets_hold_burdas_recipe(name, layers, objective, k, estimator):
+    cfg = load_preset(name)
+    assert (cfg.data.binarize, cfg.data.val_size) == ("dynamic", 400)  # Burda's 59,600 / 400 split
+    assert (cfg.train.objective, cfg.train.k, cfg.train.estimator) == (objective, k, estimator)
+    assert (cfg.model.activation, cfg.model.likelihood) == ("tanh", "bernoulli")
+    assert len(cfg.model.layers or [None]) == layers
+    model = build_model(cfg.model)
+    assert model.decode(model(torch.rand(2, 1, 28, 28)).z[0]).shape == (2, 1, 28, 28)

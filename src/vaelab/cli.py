@@ -215,7 +215,9 @@ def cli() -> None:
 @click.option(
     "--schedule",
     type=click.Choice(get_args(Schedule)),
-    help="Learning-rate schedule; time: lr * 10^(-train.lr_decay * t / --max-minutes).",
+    help="Learning-rate schedule; burda: Burda et al.'s 3^i-epoch stages at lr * 10^(-i/7); burda-scaled: "
+    "those 8 stages shrunk to --epochs; exp: lr * 10^(-train.lr_decay * epoch / --epochs); "
+    "time: lr * 10^(-train.lr_decay * t / --max-minutes).",
 )
 @click.option("--patience", type=int, help="Early stopping after N epochs without validation improvement.")
 @click.option("--grad-clip", type=float, help="Clip the global gradient norm to this value.")

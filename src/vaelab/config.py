@@ -30,7 +30,7 @@ Architecture = Literal["mlp", "conv", "resnet"]
 Binarize = Literal["none", "dynamic", "static"]
 Objective = Literal["elbo", "iwae", "miwae", "piwae", "ciwae", "betatc", "factor", "dip-i", "dip-ii", "capacity"]
 Estimator = Literal["reparam", "stl", "dreg"]
-Schedule = Literal["constant", "cosine", "burda", "time"]
+Schedule = Literal["constant", "cosine", "burda", "burda-scaled", "exp", "time"]
 Prior = Literal["normal", "mog", "vamp", "uniform"]
 Posterior = Literal["gaussian", "planar", "iaf", "vq", "gumbel"]
 CodebookUpdate = Literal["ema", "loss"]
@@ -292,7 +292,7 @@ class TrainConfig:
     capacity_steps: int = 100_000  # ... over this many steps (Burgess et al. 2018)
     capacity_gamma: float = 1000.0  # capacity: weight on |KL - C|
     schedule: Schedule = "constant"  # "time": lr * 10^(-lr_decay * minutes / max_minutes), per epoch
-    lr_decay: float = 1.5  # decades the "time" schedule falls over max_minutes (3e-3 -> ~1e-4)
+    lr_decay: float = 1.5  # decades the "time" (over max_minutes) and "exp" (over epochs) schedules fall
     init_output_bias: bool = True  # Bernoulli decoders start at the logit of the mean training pixel
     adam_eps: float = 1e-8  # Burda et al. use 1e-4
     grad_clip: float | None = None  # max global gradient norm; None disables clipping

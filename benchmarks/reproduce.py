@@ -1,0 +1,205 @@
+"""The reproduction table: each row a shipped preset trained to its budget, then `vaelab eval --k 5000`.
+
+    python benchmarks/reproduce.py --out ~/vaelab-runs/reproduce --jobs 2   # every row not done yet
+    python benchmarks/reproduce.py --out DIR --rows burda-vae,burda-iwae-k5 # some rows
+    python benchmarks/reproduce.py --out DIR --table                         # the table of finished rows
+    python benchmarks/reproduce.py --out DIR --ship zoo                      # copy finished rows' models
+
+Every number comes from the product: `vaelab train --preset ROW` (the preset holds the whole recipe:
+model, objective, schedule, budget in epochs or steps, split) and `vaelab eval RUN --k 5000` on all
+10,000 test images (the test set binarized once, seed 2, as for every MNIST run). Budgets count
+epochs, never minutes, so a busy machine slows a row but does not change its result. Each row runs
+with one CPU thread (`--threads 1`): on this 2-core machine two 1-thread rows finish 1.7x the work
+of one 2-thread row (BENCHMARKS.md).
+
+A row is resumable: killed mid-training (a session that ends, a reboot), a rerun continues it from
+its checkpoint (`vaelab train --resume`); a trained row waits for its evaluation in RUN/train.json;
+a finished row is saved to RESULTS/ROW.json and skipped on a rerun. The CPU time of every training
+and evaluation process is summed into the row (CPU-hours). Run it from a frozen copy of the code
+(`git archive` of a commit, recorded in the row as VAELAB_COMMIT) so that the work tree can change
+meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "reproduce"
+
+
+@dataclass(frozen=True)
+class Row:
+    preset: str
+    paper: str  # the anchor, with its protocol
+    published: float | None  # nats, the anchor's test NLL
+    target: float | None  # nats: the row meets it when its NLL is at most this
+
+
+ROWS: dict[str, Row] = {
+    "burda-vae": Row("burda-vae", "Burda et al. 2016, VAE k=1, 3280 epochs", 86.76, 86.76),
+    "burda-iwae-k5": Row("burda-iwae-k5", "Burda et al. 2016, IWAE k=5, 3280 epochs", 85.54, 85.54),
+    "burda-iwae-k5-dreg": Row(
+        "burda-iwae-k5-dreg", "Tucker et al. 2018 (DReG), IWAE k=5, Burda's recipe", 84.90, 84.90
+    ),
+    "burda-2l-iwae-k5": Row(
+        "burda-2l-iwae-k5", "Burda et al. 2016, two stochastic layers, IWAE k=5, 3280 epochs", 83.89, 83.89
+    ),
+    "mnist-best-long": Row(
+        "mnist-best-long", "DARN (Gregor et al. 2014), static MNIST: ~84.13; target 83.0", 84.13, 83.0
+    ),
+}
+
+
+def vaelab(*args: str) -> list[str]:
+    """The `vaelab` command of this interpreter (the frozen copy's, when run from one)."""
+    return [sys.executable, "-m", "vaelab", *args]
+
+
+def run(cmd: list[str], log: Path) -> float:
+    """Run `cmd` with its output appended to `log`; return its CPU seconds (user + system)."""
+    with log.open("a") as f:
+        f.write(f"$ {shlex.join(cmd)}\n")
+        f.flush()
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(p.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} exited {code}; see {log}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_row(name: str, out: Path, results: Path, threads: int) -> dict[str, Any]:
+    row = ROWS[name]
+    run_dir = out / name
+    log = out / f"{name}.log"
+    cpu_file = out / f"{name}.cpu.json"
+    cpu = json.loads(cpu_file.read_text()) if cpu_file.exists() else {"train": 0.0, "eval": 0.0}
+    train_cmd = vaelab("train", "--preset", row.preset, "--out", str(run_dir), "--threads", str(threads))
+    if not (run_dir / "train.json").exists():
+        if (run_dir / "checkpoint.safetensors").exists():
+            cmd = vaelab("train", "--resume", str(run_dir))
+        else:
+            cmd = [*train_cmd, "--overwrite"]
+        cpu["train"] += run(cmd, log)
+        cpu_file.write_text(json.dumps(cpu))
+        (run_dir / "train.json").write_text(json.dumps({"command": shlex.join(train_cmd)}))
+    eval_cmd = vaelab("eval", str(run_dir), "--k", "5000", "--threads", str(threads), "--json")
+    with log.open("a") as f:
+        f.write(f"$ {shlex.join(eval_cmd)}\n")
+    p = subprocess.Popen(eval_cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    stdout = p.stdout.read() if p.stdout else ""
+    _, status, usage = os.wait4(p.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{shlex.join(eval_cmd)} failed")
+    cpu["eval"] += usage.ru_utime + usage.ru_stime
+    cpu_file.write_text(json.dumps(cpu))
+    ev = json.loads(stdout)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    metrics = (run_dir / "metrics.csv").read_text().splitlines()
+    header, last = metrics[0].split(","), metrics[-1].split(",")
+    result = {
+        "row": name,
+        "preset": row.preset,
+        "paper": row.paper,
+        "published": row.published,
+        "target": row.target,
+        "nll": ev["nll"],
+        "nll_stderr": ev["nll_stderr"],
+        "elbo": ev["elbo"],
+        "kl": ev["kl"],
+        "active_units": ev.get("active_units"),
+        "latent_dim": ev.get("latent_dim"),
+        "epochs": int(float(last[header.index("epoch")])),
+        "steps": int(float(last[header.index("step")])),
+        "budget_epochs": cfg["train"]["epochs"],
+        "cpu_hours_train": cpu["train"] / 3600,
+        "cpu_hours_eval": cpu["eval"] / 3600,
+        "commit": os.environ.get("VAELAB_COMMIT", "unrecorded"),
+        "commands": [shlex.join(train_cmd[2:]).replace("-m vaelab", "vaelab"), shlex.join(eval_cmd[2:])],
+        "eval": ev,
+    }
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def table(results: Path) -> str:
+    lines = [
+        "| row | paper | published | vaelab NLL ± s.e. | target | KL | active units | epochs (budget) | CPU-hours |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for name in ROWS:
+        f = results / f"{name}.json"
+        if not f.exists():
+            continue
+        r = json.loads(f.read_text())
+        met = (
+            "met" if r["target"] is not None and r["nll"] <= r["target"] else f"missed by {r['nll'] - r['target']:.2f}"
+        )
+        au = f"{r['active_units']} / {r['latent_dim']}" if r.get("latent_dim") else str(r["active_units"])
+        lines.append(
+            f"| `{name}` | {r['paper']} | {r['published']:.2f} | {r['nll']:.2f} ± {r['nll_stderr']:.2f} | "
+            f"≤ {r['target']:.2f}: {met} | {r['kl']:.2f} | {au} | {r['epochs']} ({r['budget_epochs']}) | "
+            f"{r['cpu_hours_train'] + r['cpu_hours_eval']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def ship(out: Path, results: Path, zoo: Path) -> None:
+    """Copy each finished row's run folder, without its training checkpoint, to ZOO/ROW."""
+    keep = ("config.json", "model.safetensors", "best.safetensors", "metrics.csv", "eval.json")
+    for name in ROWS:
+        if not (results / f"{name}.json").exists():
+            continue
+        src, dst = out / name, zoo / name
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in src.iterdir():
+            if f.name in keep or f.suffix == ".png":
+                shutil.copy2(f, dst / f.name)
+        shutil.copy2(results / f"{name}.json", dst / "result.json")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="folder of the run folders (outside the work tree)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help=f"finished rows' JSON (default {RESULTS})")
+    ap.add_argument("--rows", help="comma-separated rows (default: all): " + ", ".join(ROWS))
+    ap.add_argument("--jobs", type=int, default=1, help="rows trained at once, each with --threads")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--table", action="store_true", help="print the table of finished rows and stop")
+    ap.add_argument("--ship", type=Path, help="copy finished rows' models (no checkpoint) to this folder and stop")
+    args = ap.parse_args()
+    if args.table:
+        print(table(args.results))
+        return
+    if args.ship:
+        ship(args.out.expanduser(), args.results, args.ship)
+        return
+    names = args.rows.split(",") if args.rows else list(ROWS)
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        ap.error(f"unknown row(s) {unknown}; choose from {', '.join(ROWS)}")
+    todo = [n for n in names if not (args.results / f"{n}.json").exists()]
+    out = args.out.expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {n: pool.submit(run_row, n, out, args.results, args.threads) for n in todo}
+        for n, fut in futures.items():
+            r = fut.result()
+            print(f"{n}: NLL {r['nll']:.2f} ± {r['nll_stderr']:.2f} nats (published {r['published']})", flush=True)
+    print(table(args.results))
+
+
+if __name__ == "__main__":
+    main()
