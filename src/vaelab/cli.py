@@ -100,12 +100,19 @@ def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
-def _threads(n: int | str | None) -> None:
+def _threads(n: int | str | None) -> int:
+    """Set torch's CPU threads for a command (--threads), warn when busy cores will slow them."""
     import torch
 
     from vaelab.cpu import resolve_threads
+    from vaelab.omp import busy_warning
 
-    torch.set_num_threads(resolve_threads(n))
+    threads = resolve_threads(n)
+    torch.set_num_threads(threads)
+    warning = busy_warning(threads)
+    if warning is not None:
+        logger.warning("warning: %s", warning)
+    return threads
 
 
 class _Threads(click.ParamType):
@@ -141,6 +148,9 @@ def cli() -> None:
     pixels have no NLL). Train on binary pixels (`--binarize dynamic`, or the iwae-paper preset)
     and `vaelab eval RUN --k 5000` prints the test NLL with its standard error.
     """
+    from vaelab.omp import choose_wait_policy
+
+    choose_wait_policy()  # before any command imports torch: libgomp reads it as it loads
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -296,17 +306,23 @@ def train(
     n_params = sum(p.numel() for p in model.parameters())
     if rank == 0:
         logger.info(
-            "vaelab %s: %s, %s (%d images), %d parameters, %d epochs, batch %d, %s -> %s",
+            "vaelab %s: %s, %s (%d images), %d parameters, %s, batch %d, %s%s -> %s",
             __version__,
             run.label,
             splits.name,
             len(splits.train),
             n_params,
-            cfg.train.epochs,
+            _count(cfg.train.epochs, "epoch"),
             cfg.train.batch_size,
             world > 1 and f"{world} processes" or cfg.train.device,
+            "" if cfg.train.threads is None else f", {_count(cfg.train.threads, 'thread')}",
             run_dir,
         )
+        from vaelab.omp import busy_warning
+
+        warning = busy_warning(cfg.train.threads or 1)
+        if warning is not None:
+            logger.warning("warning: %s", warning)
     tb = None
     if tensorboard and rank == 0:  # before training: a missing package fails at once
         from vaelab.train import TensorBoardLog
@@ -351,6 +367,11 @@ def train(
         f"test ELBO {t.elbo:.2f} nats per image (log p(x|z) {t.log_px_z:.2f}, KL {t.kl:.2f}) over "
         f"{t.n} images; {_epochs_done(result.metrics, result.epochs)} ({result.stopped}); run folder {run_dir}"
     )
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 epoch', '2 epochs'."""
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _epochs_done(metrics: list[dict[str, float]], epochs: int) -> str:
@@ -554,6 +575,7 @@ def _save_figure(fig: Any, path: Path) -> None:
 @invert_opt
 @device_opt
 @weights_opt
+@threads_opt
 def sample(
     run: str,
     n: int,
@@ -564,8 +586,10 @@ def sample(
     invert: bool,
     device: str,
     weights: str,
+    threads: int | str | None,
 ) -> None:
     """Decode n draws z ~ p(z) of the model's own prior and save them as a grid image."""
+    _threads(threads)
     import numpy as np
     import torch
 
@@ -613,8 +637,12 @@ def sample(
 @invert_opt
 @device_opt
 @weights_opt
-def reconstruct(run: str, n: int, out: str | None, split: str, invert: bool, device: str, weights: str) -> None:
+@threads_opt
+def reconstruct(
+    run: str, n: int, out: str | None, split: str, invert: bool, device: str, weights: str, threads: int | str | None
+) -> None:
     """Reconstruct the first n images of a split: inputs above, reconstructions below."""
+    _threads(threads)
     import torch
 
     from vaelab.data import load_splits, to_float
@@ -640,11 +668,13 @@ def reconstruct(run: str, n: int, out: str | None, split: str, invert: bool, dev
 @click.option("--logvar", is_flag=True, help="Also write the posterior log-variances.")
 @device_opt
 @weights_opt
-def encode(run: str, out: str, split: str, logvar: bool, device: str, weights: str) -> None:
+@threads_opt
+def encode(run: str, out: str, split: str, logvar: bool, device: str, weights: str, threads: int | str | None) -> None:
     """Encode a split to its posterior means (N, D) (the tutorial's encoder), as .npy or .csv.
 
     The .csv has columns z1..zD (then logvar1..logvarD) and label when the data has labels.
     """
+    _threads(threads)
     import numpy as np
     import torch
 
@@ -693,8 +723,10 @@ def encode(run: str, out: str, split: str, logvar: bool, device: str, weights: s
 @invert_opt
 @device_opt
 @weights_opt
-def plot(run: str, label: int | None, invert: bool, device: str, weights: str) -> None:
+@threads_opt
+def plot(run: str, label: int | None, invert: bool, device: str, weights: str, threads: int | str | None) -> None:
     """Redraw the run's pictures: latent space, reconstructions, samples, manifold, learning curves."""
+    _threads(threads)
     from vaelab.checkpoint import read_metrics
     from vaelab.data import load_splits
     from vaelab.plots import save_run_pictures
@@ -724,11 +756,21 @@ def plot(run: str, label: int | None, invert: bool, device: str, weights: str) -
 @invert_opt
 @device_opt
 @weights_opt
+@threads_opt
 def traverse(
-    run: str, index: int, steps: int, span: float, out: str | None, invert: bool, device: str, weights: str
+    run: str,
+    index: int,
+    steps: int,
+    span: float,
+    out: str | None,
+    invert: bool,
+    device: str,
+    weights: str,
+    threads: int | str | None,
 ) -> None:
     """Latent traversals of a test image: one row per latent dimension (sorted by average KL, largest
     first), each sweeping that dimension of the image's code from -span to span."""
+    _threads(threads)
     from vaelab.data import load_splits, to_float
     from vaelab.factors import traversal_order, traversals
     from vaelab.plots import plot_traversals
@@ -757,10 +799,14 @@ def traverse(
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @device_opt
 @weights_opt
-def disentangle(run: str, split: str, points: int, seed: int, as_json: bool, device: str, weights: str) -> None:
+@threads_opt
+def disentangle(
+    run: str, split: str, points: int, seed: int, as_json: bool, device: str, weights: str, threads: int | str | None
+) -> None:
     """The disentanglement metrics of a run on data with ground-truth factors (shapes2d, dsprites):
     MIG, SAP, DCI, the beta-VAE and FactorVAE scores, each with disentanglement_lib's protocol, on the
     posterior means of a split. Writes RUN/disentanglement.json."""
+    _threads(threads)
     from vaelab.factors import REPORT, measure_run
     from vaelab.train import resolve_device
 
@@ -927,7 +973,8 @@ def serve(
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Folder to write [default: RUN/export-FORMAT].")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version (>= 15).")
 @weights_opt
-def export_(run: str, fmt: str, out: str | None, opset: int, weights: str) -> None:
+@threads_opt
+def export_(run: str, fmt: str, out: str | None, opset: int, weights: str, threads: int | str | None) -> None:
     """Write the encoder (x -> loc, logvar) and decoder (z -> pixel means) as ONNX or .pt2 files.
 
     A conditional model's graphs take the one-hot label as a second input, y_onehot. The folder
@@ -935,6 +982,7 @@ def export_(run: str, fmt: str, out: str | None, opset: int, weights: str) -> No
     load the files).
     """
     _setup_logging(True)
+    _threads(threads)
     from vaelab.export import export_model
 
     model, _ = _load_run(run, "cpu", WEIGHTS[weights])

@@ -10,11 +10,12 @@ import ctypes
 import math
 import os
 import platform
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+
+from vaelab.omp import affinity, busy_cores
 
 # torch's default intra-op thread count (the physical cores), read once: torch.get_num_threads()
 # later returns whatever the last set_num_threads() chose.
@@ -24,11 +25,7 @@ _TORCH_DEFAULT_THREADS = torch.get_num_threads()
 def usable_cores() -> int:
     """The cores this process may use: its CPU affinity, capped at torch's default (the physical
     core count) and at a container's cgroup quota. A fact of the machine, not of its load."""
-    try:
-        cpus = os.sched_getaffinity(0)
-    except AttributeError:  # macOS
-        cpus = set(range(os.cpu_count() or 1))
-    n = max(1, min(len(cpus), _TORCH_DEFAULT_THREADS))
+    n = max(1, min(len(affinity()), _TORCH_DEFAULT_THREADS))
     quota = cpu_quota()
     if quota is not None:  # a container may own fewer CPUs than it sees
         n = max(1, min(n, int(quota)))
@@ -63,11 +60,7 @@ def auto_threads() -> int:
     n = usable_cores()
     if n == 1:
         return n
-    try:
-        cpus = os.sched_getaffinity(0)
-    except AttributeError:
-        cpus = set(range(os.cpu_count() or 1))
-    return max(1, n - math.ceil(busy_cores(cpus) - 0.25))
+    return max(1, n - math.ceil(busy_cores(affinity()) - 0.25))
 
 
 def resolve_threads(threads: int | str | None) -> int:
@@ -95,33 +88,6 @@ def cpu_quota() -> float | None:
     except ValueError:  # "max"
         return None
     return q / p if q > 0 and p > 0 else None
-
-
-def busy_cores(cpus: set[int], window_s: float = 0.2) -> float:
-    """How many of `cpus` were busy (steal time included) over the next `window_s` seconds while
-    this process sleeps, from /proc/stat; elsewhere the 1-minute load average; 0.0 if neither exists."""
-
-    def sample() -> tuple[int, int]:
-        busy = total = 0
-        with open("/proc/stat") as f:
-            for line in f:
-                name, *fields = line.split()
-                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
-                    ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
-                    total += sum(ticks)
-                    busy += sum(ticks) - ticks[3] - ticks[4]
-        return busy, total
-
-    try:
-        b0, t0 = sample()
-        time.sleep(window_s)
-        b1, t1 = sample()
-        return len(cpus) * (b1 - b0) / max(1, t1 - t0)
-    except (OSError, ValueError, IndexError):
-        try:
-            return os.getloadavg()[0]
-        except (AttributeError, OSError):
-            return 0.0
 
 
 def keep_freed_memory() -> bool:

@@ -144,7 +144,15 @@ def prepare_run(
 
     init_distributed()
     rank, world = dist_info()
-    resolve_device(cfg.train.device)  # no CUDA here: one line, before anything is printed or written
+    device = resolve_device(cfg.train.device)  # no CUDA here: one line, before anything is printed or written
+    if device.type == "cpu" and not isinstance(cfg.train.threads, int):
+        # the count is chosen once, here, so that the header shows it and config.json records it
+        from vaelab.cpu import resolve_threads, usable_cores
+
+        threads = resolve_threads(cfg.train.threads)
+        if cfg.train.threads == "auto":
+            logger.info("threads auto: %d (of %d usable cores)", threads, usable_cores())
+        cfg = replace(cfg, {"train.threads": threads})
     splits = load_splits(cfg.data)
     if resume is None:
         model_over: dict[str, Any] = {"model.input_shape": list(splits.shape)}
