@@ -27,7 +27,45 @@ def test_the_ema_update_matches_the_formula_on_a_small_case():
     # by hand: N = 0.5 [1, 1] + 0.5 [2, 1] = [1.5, 1]; m = 0.5 [0, 10] + 0.5 [3, 9] = [1.5, 9.5]; e = m / N
     assert_close(vq.ema_count, torch.tensor([1.5, 1.0]))
     assert_close(vq.codebook_vectors, torch.tensor([[1.0], [9.5]]))
-    assert_close(out.z_q.flatten(), torch.tensor([1.0, 1.0, 9.5]))  # the codes after the update
+    assert_close(out.z_q.flatten(), torch.tensor([0.0, 0.0, 10.0]))  # the codes before the update
+
+
+def test_z_q_and_the_losses_use_the_codebook_before_the_ema_step():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(6, 3, decay=0.9, dead_threshold=0.0)
+    vq(torch.randn(4, 3, 2, 2))  # initialise (k-means, then one EMA step)
+    old = copy.deepcopy(vq)  # the codebook before the next forward
+    z = torch.randn(4, 3, 2, 2) + 0.3
+    out = vq(z)
+    assert not torch.equal(vq.codebook_vectors, old.codebook_vectors)  # the EMA step moved the codes
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 3)
+    codes = old.nearest(flat)
+    assert torch.equal(out.codes.flatten(), codes)
+    # exactly the straight-through value z_e + (e - z_e) of the old codes (e itself up to rounding)
+    z_q = out.z_q.permute(0, 2, 3, 1).reshape(-1, 3)
+    assert torch.equal(z_q, flat + (old.codebook_vectors[codes] - flat))
+    assert_close(z_q, old.codebook_vectors[codes], rtol=0, atol=1e-6)
+    assert (vq.codebook_vectors[codes] - old.codebook_vectors[codes]).abs().max() > 1e-3  # the new codes are not
+    by_hand = 0.25 * (flat - old.codebook_vectors[codes]).pow(2).sum(1).view(4, 4).sum(1)
+    assert_close(out.commitment, by_hand)
+
+
+def test_a_code_restarted_in_the_step_it_wins_a_position_still_quantizes_it_to_the_old_code():
+    torch.manual_seed(3)  # the restart then picks the first vector, not the one that won code 1
+    vq = VectorQuantizer(2, 1, decay=0.5, dead_threshold=0.5)  # dead: usage below 0.5 / 2 = 0.25
+    vq.codebook_vectors.copy_(torch.tensor([[0.0], [10.0]]))
+    vq.ema_sum.copy_(vq.codebook_vectors)
+    vq.usage.copy_(torch.tensor([0.95, 0.05]))  # code 1 is dying
+    vq.initialised.fill_(True)
+    data = torch.tensor([[0.5], [0.25], [-0.5], [9.0]])
+    out = vq(grid(data))
+    assert out.codes.flatten().tolist() == [0, 0, 0, 1]  # the last position won code 1 ...
+    # ... whose usage 0.5 * 0.05 + 0.5 * 1/4 = 0.15 fell below 0.25: restarted at a vector of the batch
+    assert float(vq.codebook_vectors[1]) == 0.5 and float(vq.ema_count[1]) == 1.0
+    # z_q is the code the position was assigned to, 10, not the restarted one (nor the EMA-moved code 0)
+    assert out.z_q.flatten().tolist() == [0.0, 0.0, 0.0, 10.0]
+    # by hand from the old codebook: 0.25 * (0.5^2 + 0.25^2 + 0.5^2 + 1^2) = 0.25 * 1.5625
+    assert_close(out.commitment, torch.tensor([0.390625]))
 
 
 def test_laplace_smoothing_keeps_an_unused_code_finite():

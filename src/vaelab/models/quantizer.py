@@ -14,9 +14,13 @@ The codes learn in one of two ways:
 Before the first update the codes are set by k-means on the first batch(es) of encoder outputs
 (`kmeans_iters` Lloyd steps from a random pick of the vectors), and a code whose usage (an EMA of
 its share of the assignments) falls below `dead_threshold` / K is restarted at a random encoder
-output of the current batch. All the state (codes, EMA counts and sums, usage, whether the
-codebook was initialised) is in buffers, so it is in the checkpoint, and every random choice uses
-torch's global generator, whose state the checkpoint keeps too: resume is bit-identical on CPU.
+output of the current batch. The EMA step and the restarts come after the step's quantization:
+z_q and the commitment and codebook losses use the codes the positions were assigned to, as they
+were before this step's update (as Sonnet's VectorQuantizerEMA and vector-quantize-pytorch do; the
+paper does not say), so a code restarted in the same step cannot hand its positions an unrelated
+vector. All the state (codes, EMA counts and sums, usage, whether the codebook was initialised) is
+in buffers, so it is in the checkpoint, and every random choice uses torch's global generator,
+whose state the checkpoint keeps too: resume is bit-identical on CPU.
 """
 
 from __future__ import annotations
@@ -133,11 +137,14 @@ class VectorQuantizer(nn.Module):
             self.kmeans_init(flat.detach())
         codes = self.nearest(flat.detach())
         n_k = torch.bincount(codes, minlength=self.num_codes).to(flat.dtype)
+        # (B*H*W, D): the codes that won, read before this step's EMA update and restarts (as Sonnet's
+        # VectorQuantizerEMA does), so z_q and the losses use the codebook the assignment was made with;
+        # indexing copies, so the in-place updates below leave q alone
+        q = self.codebook_vectors[codes]
         if self.training:
             if self.ema:
                 self.ema_update(flat.detach(), codes)
             self.restart_dead(flat.detach(), n_k)
-        q = self.codebook_vectors[codes]  # (B*H*W, D): after this step's update, as in the paper's EMA
         per_pos = (flat - q.detach()).pow(2).sum(1).view(b, h * w)
         commitment = self.beta * per_pos.sum(1)
         codebook = (
