@@ -94,6 +94,11 @@ def read_config(run_dir: Path) -> RunConfig:
             __version__,
         )
     sections = {k: doc[k] for k in ("data", "model", "train") if k in doc}
+    train = sections.get("train", {})
+    if isinstance(train, dict) and "tc_estimator" not in train:
+        # written before train.tc_estimator existed, when betatc always used the stratified
+        # estimator: read it as "mss", so an old run resumes and reports as it was trained
+        sections["train"] = {**train, "tc_estimator": "mss"}
     try:
         return RunConfig.from_dict(sections, source=str(path))
     except ConfigError as e:

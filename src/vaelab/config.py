@@ -30,6 +30,10 @@ Architecture = Literal["mlp", "conv", "resnet"]
 Binarize = Literal["none", "dynamic", "static"]
 Objective = Literal["elbo", "iwae", "miwae", "piwae", "ciwae", "betatc", "factor", "dip-i", "dip-ii", "capacity"]
 Estimator = Literal["reparam", "stl", "dreg"]
+# betatc's total-correlation estimator (Chen et al. 2018): mws, minibatch-weighted sampling, as in
+# disentanglement_lib and rtqichen/beta-tcvae's default (the one disentanglement_lib's beta grid was
+# tuned with); mss, the stratified estimator (own image 1/N, the others (N - 1) / (N (B - 1)))
+TcEstimator = Literal["mws", "mss"]
 Schedule = Literal["constant", "cosine", "burda", "burda-scaled", "exp", "time"]
 Prior = Literal["normal", "mog", "vamp", "uniform"]
 Posterior = Literal["gaussian", "planar", "iaf", "vq", "gumbel"]
@@ -282,6 +286,7 @@ class TrainConfig:
     ciwae_beta: float = 0.5  # ciwae: beta * ELBO + (1 - beta) * IWAE, from the same k draws
     estimator: Estimator = "reparam"  # gradient: reparam, stl (Roeder et al. 2017), dreg (Tucker et al. 2018)
     beta: float = 1.0  # weight on the KL term (beta-VAE; 1 is the true ELBO); betatc: on the TC term
+    tc_estimator: TcEstimator = "mws"  # betatc: mws (disentanglement_lib's) or mss (stratified); see TcEstimator
     warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over this many epochs
     # the disentangling objectives' weights (defaults: disentanglement_lib's, on dSprites)
     factor_gamma: float = 35.0  # factor: weight on the discriminator's TC estimate (Kim & Mnih 2018)
@@ -318,6 +323,7 @@ class TrainConfig:
         _non_negative("beta", self.beta)
         _choice("objective", self.objective, Objective)
         _choice("estimator", self.estimator, Estimator)
+        _choice("tc_estimator", self.tc_estimator, TcEstimator)
         _positive("lr_decay", self.lr_decay)
         if not (isinstance(self.ciwae_beta, (int, float)) and 0 <= self.ciwae_beta <= 1):
             raise ConfigError(f"ciwae_beta must lie in [0, 1], got {self.ciwae_beta!r}")

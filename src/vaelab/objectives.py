@@ -215,26 +215,51 @@ def pairwise_gaussian_log_density(z: Tensor, loc: Tensor, logvar: Tensor) -> Ten
     return -0.5 * (LOG_2PI + lvj + (zi - mj) ** 2 * torch.exp(-lvj))
 
 
-def beta_tc_terms(z: Tensor, loc: Tensor, logvar: Tensor, dataset_size: int) -> tuple[Tensor, Tensor, Tensor]:
+def beta_tc_terms(
+    z: Tensor, loc: Tensor, logvar: Tensor, dataset_size: int, estimator: str = "mws"
+) -> tuple[Tensor, Tensor, Tensor]:
     """The KL of a VAE split into index-code mutual information, total correlation and
     dimension-wise KL (Chen et al. 2018, "Isolating Sources of Disentanglement in VAEs"), per draw.
 
-    z: (B, D) one draw from each image's q(z|x) = N(loc, exp(logvar)); the prior is N(0, I).
-    The aggregate posterior q(z) = 1/N sum_n q(z|x_n) and its marginals q(z_d) are estimated from
-    the batch by minibatch-weighted sampling: the draw's own image gets weight 1/N and each of the
-    B - 1 others (N - 1) / (N (B - 1)), so the estimate of q(z) is exact when all posteriors agree.
+    z: (B, D) one draw z_i from each image's q(z|x_i) = N(loc_i, exp(logvar_i)); loc, logvar: (B, D);
+    the prior is N(0, I). The aggregate posterior q(z) = 1/N sum_n q(z|x_n) over a data set of
+    N = max(dataset_size, B) images, and its marginals q(z_d), are estimated from the batch, with
+    m_ijd = log q(z_id|x_j) (:func:`pairwise_gaussian_log_density`), by `estimator`:
+
+      "mws", minibatch-weighted sampling (Chen et al. 2018, appendix C.1):
+        log q(z_i)   ~ logsumexp_j sum_d m_ijd - log(N B),
+        log q(z_id)  ~ logsumexp_j m_ijd - log(N B),
+        i.e. log(1/(N B) sum_j q(z_i|x_j)), with Chen et al.'s -log(N B) constants included. It is
+        rtqichen/beta-tcvae's default and disentanglement_lib's `total_correlation`, which drops
+        the constants: its TC is this one minus (D - 1) log(N B), with the same gradient. Biased:
+        when every posterior is the same it gives mi = log N and tc = (D - 1) log N, not 0; when
+        the batch is the whole data set (B = N), tc is the exact TC plus (D - 1) log N.
+      "mss", stratified (close to Chen et al.'s minibatch stratified sampling, appendix C.2): the
+        draw's own image gets weight w_ii = 1/N and each of the B - 1 others w_ij =
+        (N - 1) / (N (B - 1)); log q(z_i) ~ logsumexp_j (log w_ij + sum_d m_ijd), and log q(z_id)
+        ~ logsumexp_j (log w_ij + m_ijd). Its estimate of q(z_i) is unbiased (of log q(z_i),
+        biased low, by Jensen); exact when all posteriors agree or when the batch is the data set.
+
     Returns (mi, tc, dwkl), each (B,) nats:
       mi = log q(z|x) - log q(z),  tc = log q(z) - sum_d log q(z_d),  dwkl = sum_d log q(z_d) - log p(z),
-    whose sum is log q(z|x) - log p(z), the one-draw KL estimate.
+    whose sum is log q(z|x) - log p(z), the one-draw KL estimate, for either estimator.
     """
-    b = z.shape[0]
+    b, dims = z.shape
     n = max(int(dataset_size), b)
     m = pairwise_gaussian_log_density(z, loc, logvar)  # (B, B, D)
-    log_w = torch.full((b, b), math.log((n - 1) / (n * (b - 1))) if b > 1 else 0.0, dtype=z.dtype, device=z.device)
-    log_w.fill_diagonal_(math.log(1.0 / n) if b > 1 else 0.0)
     log_qz_x = m.diagonal(dim1=0, dim2=1).sum(0)  # (B,): each draw under its own image's posterior
-    log_qz = torch.logsumexp(log_w + m.sum(2), 1)  # (B,)
-    log_prod_qzd = torch.logsumexp(log_w[:, :, None] + m, 1).sum(1)  # (B,)
+    if estimator == "mws":
+        log_nb = math.log(n * b)
+        log_qz = torch.logsumexp(m.sum(2), 1) - log_nb  # (B,)
+        log_prod_qzd = torch.logsumexp(m, 1).sum(1) - dims * log_nb  # (B,)
+    elif estimator == "mss":
+        log_other = math.log((n - 1) / (n * (b - 1))) if b > 1 else 0.0
+        log_w = torch.full((b, b), log_other, dtype=z.dtype, device=z.device)
+        log_w.fill_diagonal_(math.log(1.0 / n) if b > 1 else 0.0)
+        log_qz = torch.logsumexp(log_w + m.sum(2), 1)  # (B,)
+        log_prod_qzd = torch.logsumexp(log_w[:, :, None] + m, 1).sum(1)  # (B,)
+    else:
+        raise ValueError(f"total-correlation estimator {estimator!r}: choose mws or mss")
     log_pz = std_normal_log_prob(z)
     return log_qz_x - log_qz, log_qz - log_prod_qzd, log_prod_qzd - log_pz
 
@@ -301,14 +326,16 @@ def disentangling_objective(
     lambda_od: float = 10.0,
     lambda_d: float = 10.0,
     tc_logits: Tensor | None = None,
+    tc_estimator: str = "mws",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The value (B,) nats-scaled (higher is better) and the reported terms of one disentangling
     objective, from one draw per image (d.z (1, B, D), d.loc and d.logvar (B, D), N(0, I) prior):
 
-      betatc:   ELBO - (weight - 1) TC, TC by minibatch-weighted sampling over the batch of a data
-                set of `dataset_size` images (Chen et al. 2018; the closed-form KL keeps the ELBO's
-                variance low, as disentanglement_lib does). Terms mi, tc, dwkl (they add up to the
-                one-draw KL).
+      betatc:   ELBO - (weight - 1) TC, TC estimated over the batch of a data set of `dataset_size`
+                images by `tc_estimator`, "mws" (minibatch-weighted, disentanglement_lib's) or "mss"
+                (stratified): :func:`beta_tc_terms` (Chen et al. 2018; the closed-form KL keeps the
+                ELBO's variance low, as disentanglement_lib does). Terms mi, tc, dwkl (they add up
+                to the one-draw KL).
       factor:   ELBO - gamma TC, TC = logit_0 - logit_1 of a discriminator told codes (class 0) from
                 codes permuted per dimension (class 1): `tc_logits` (B, 2) (Kim & Mnih 2018).
       dip-i/ii: ELBO - lambda_od sum_{i!=j} C_ij^2 - lambda_d sum_i (C_ii - 1)^2 (Kumar et al. 2018).
@@ -318,7 +345,7 @@ def disentangling_objective(
     if d.loc is None or d.logvar is None:
         raise ValueError(f"objective {objective} needs the Gaussian (loc, logvar) of q(z|x), which this model lacks")
     if objective == "betatc":
-        mi, tc, dwkl = beta_tc_terms(d.z[0], d.loc, d.logvar, dataset_size)
+        mi, tc, dwkl = beta_tc_terms(d.z[0], d.loc, d.logvar, dataset_size, tc_estimator)
         return elbo_value - (weight - 1.0) * tc, {"mi": mi, "tc": tc, "dwkl": dwkl}
     if objective == "factor":
         if tc_logits is None:

@@ -347,6 +347,7 @@ def fit(
             if tc.objective in obj.DISENTANGLING:
                 extra = {
                     "dataset_size": n,
+                    "tc_estimator": tc.tc_estimator,
                     "capacity": capacity,
                     "gamma": tc.capacity_gamma if tc.objective == "capacity" else tc.factor_gamma,
                     "lambda_od": tc.dip_lambda_od,
