@@ -177,6 +177,13 @@ def save_weights(path: Path, model: torch.nn.Module) -> None:
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
 
+def load_weights(path: Path, model: torch.nn.Module) -> None:
+    """Load a weights file written by :func:`save_weights` into `model`, checked against it."""
+    tensors, _ = _read_safetensors(path)
+    check_state_dict(model, tensors, str(path))
+    model.load_state_dict(tensors)
+
+
 def load(run_dir: str | os.PathLike[str], weights: str = MODEL, device: str | torch.device = "cpu") -> BaseVAE:
     """Rebuild a trained model from its run folder alone, in eval mode.
 
@@ -192,9 +199,7 @@ def load(run_dir: str | os.PathLike[str], weights: str = MODEL, device: str | to
         )
     cfg = read_config(run_dir)
     model = build_model(cfg.model)
-    tensors, _ = _read_safetensors(run_dir / weights)
-    check_state_dict(model, tensors, str(run_dir / weights))
-    model.load_state_dict(tensors)
+    load_weights(run_dir / weights, model)
     return model.to(device).eval()
 
 

@@ -315,12 +315,12 @@ def train(
             _count(cfg.train.epochs, "epoch"),
             cfg.train.batch_size,
             world > 1 and f"{world} processes" or cfg.train.device,
-            "" if cfg.train.threads is None else f", {_count(cfg.train.threads, 'thread')}",
+            f", {_count(cfg.train.threads, 'thread')}" if isinstance(cfg.train.threads, int) else "",
             run_dir,
         )
         from vaelab.omp import busy_warning
 
-        warning = busy_warning(cfg.train.threads or 1)
+        warning = busy_warning(cfg.train.threads if isinstance(cfg.train.threads, int) else 1)
         if warning is not None:
             logger.warning("warning: %s", warning)
     tb = None

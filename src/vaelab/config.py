@@ -22,7 +22,10 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser as the `tomli` package (a dependency there only)
     import tomli as tomllib
 
-Activation = Literal["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus"]
+# gated: each dense layer is h = (W x + b) * sigmoid(V x + c) (Dauphin et al. 2017), the VampPrior code's
+# GatedDense, in place of Linear then an activation (MLP models only)
+Activation = Literal["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus", "gated"]
+WeightInit = Literal["torch", "he"]
 Likelihood = Literal[
     "bernoulli", "bernoulli-ar", "gaussian", "gaussian-fixed", "continuous-bernoulli", "logistic-mixture"
 ]
@@ -113,6 +116,12 @@ class ModelConfig:
     activation: Activation = "relu"
     likelihood: Likelihood = "bernoulli"
     arch: Architecture = "mlp"
+    # "he": every linear layer's weights drawn from N(0, 2 / fan_in), as jmtomczak/vae_vampprior's
+    # he_init; "torch": PyTorch's default (uniform, std 1 / sqrt(3 fan_in))
+    weight_init: WeightInit = "torch"
+    # (lo, hi): the encoder's logvar passes through hardtanh(lo, hi), as the VampPrior code's (-6, 2);
+    # None leaves it unbounded
+    logvar_range: tuple[float, float] | None = None
     channels: tuple[int, ...] = (32, 64)  # conv / resnet arch: channels of the stride-2 conv layers
     res_blocks: int = 2  # resnet arch: residual blocks (3x3 then 1x1 conv) at the coarsest scale, each side
     num_classes: int = 0  # > 0 makes a conditional VAE: encoder and decoder see a one-hot label
@@ -167,6 +176,14 @@ class ModelConfig:
         _choice("activation", self.activation, Activation)
         _choice("likelihood", self.likelihood, Likelihood)
         _choice("arch", self.arch, Architecture)
+        _choice("weight_init", self.weight_init, WeightInit)
+        if self.activation == "gated" and self.arch != "mlp":
+            raise ConfigError(f"activation gated is a dense layer of MLP models; arch {self.arch} takes another")
+        if self.logvar_range is not None:
+            object.__setattr__(self, "logvar_range", tuple(self.logvar_range))
+            lo, hi = self.logvar_range
+            if not (len(self.logvar_range) == 2 and math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ConfigError(f"logvar_range must be (lo, hi) with lo < hi, got {self.logvar_range!r}")
         if not isinstance(self.num_classes, int) or self.num_classes < 0:
             raise ConfigError(f"num_classes must be an integer >= 0, got {self.num_classes!r}")
         _positive("fixed_scale", self.fixed_scale)
@@ -302,6 +319,9 @@ class TrainConfig:
     adam_eps: float = 1e-8  # Burda et al. use 1e-4
     grad_clip: float | None = None  # max global gradient norm; None disables clipping
     patience: int | None = None  # early stopping after this many epochs without val improvement
+    # end with the weights of the best validation ELBO (model.safetensors, the test ELBO and every
+    # later command use them), as early stopping in the VampPrior code keeps its best epoch
+    restore_best: bool = False
     max_minutes: float | None = None  # wall-clock budget; training ends cleanly when spent
     device: Device = "auto"
     # torch intra-op threads on CPU. None: the usable cores, whatever the load (the count changes the

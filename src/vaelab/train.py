@@ -37,6 +37,7 @@ from vaelab.checkpoint import (
     MODEL,
     check_resumable,
     load_checkpoint,
+    load_weights,
     remove_stale_temps,
     save_checkpoint,
     save_weights,
@@ -428,6 +429,7 @@ def fit(
         initial=st["step"] * tc.batch_size,
     )
     first_bad = None
+    best_state: dict[str, Tensor] | None = None  # restore_best: the best validation epoch's weights
     with StopFlag() if world == 1 else AgreedStopFlag() as stop:
         while st["epoch"] < tc.epochs and st["stopped"] == "completed":
             epoch = st["epoch"]
@@ -557,6 +559,8 @@ def fit(
                 st["best_val"], st["bad_epochs"] = val.elbo, 0
                 if run_path is not None and is_main:
                     save_weights(run_path / BEST, model)
+                if tc.restore_best:
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 st["bad_epochs"] += 1
                 if tc.patience is not None and st["bad_epochs"] >= tc.patience:
@@ -568,6 +572,11 @@ def fit(
             checkpoint()
     if bar is not None:
         bar.close()
+    if tc.restore_best:  # the best validation epoch's weights, kept in memory or (resumed since) on disk
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        elif run_path is not None and (run_path / BEST).is_file():
+            load_weights(run_path / BEST, model)
 
     test = evaluate_elbo(model, splits.test, seed=tc.seed + 2, shard=(rank, world))
     if run_path is not None and is_main:

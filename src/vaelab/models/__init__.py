@@ -13,6 +13,7 @@ conditional model. Build any model from its config with :func:`build_model`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -357,19 +358,33 @@ class VAE(BaseVAE):
 def build_model(cfg: ModelConfig) -> BaseVAE:
     """The model a config describes: a :class:`VAE`, a :class:`HierarchicalVAE` for model.layers, a
     :class:`VQVAE` for posterior vq, a :class:`GumbelVAE` for posterior gumbel."""
+    model: BaseVAE
     if cfg.posterior == "vq":
         from vaelab.models.vqvae import VQVAE
 
-        return VQVAE(cfg)
-    if cfg.posterior == "gumbel":
+        model = VQVAE(cfg)
+    elif cfg.posterior == "gumbel":
         from vaelab.models.gumbel import GumbelVAE
 
-        return GumbelVAE(cfg)
-    if cfg.layers:
+        model = GumbelVAE(cfg)
+    elif cfg.layers:
         from vaelab.models.hierarchy import HierarchicalVAE
 
-        return HierarchicalVAE(cfg)
-    return VAE(cfg)
+        model = HierarchicalVAE(cfg)
+    else:
+        model = VAE(cfg)
+    if cfg.weight_init == "he":
+        he_init(model)
+    return model
+
+
+def he_init(model: nn.Module) -> None:
+    """Every linear layer's weights from N(0, 2 / fan_in) (He et al. 2015), biases as they are: the
+    VampPrior code's he_init. Draws from torch's global generator, in module order."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.normal_(0.0, math.sqrt(2.0 / m.in_features))
 
 
 def interpolate_latents(z1: Tensor, z2: Tensor, steps: int, spherical: bool = False) -> Tensor:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from vaelab import objectives as obj
 from vaelab.config import ModelConfig
 from vaelab.models import BaseVAE, Draws, full
-from vaelab.models.networks import ACTIVATIONS, MLPDecoder, MLPEncoder, _mlp
+from vaelab.models.networks import MLPDecoder, MLPEncoder, _mlp
 from vaelab.models.priors import make_prior
 
 
@@ -34,7 +34,7 @@ class GaussianMLP(nn.Module):
 
     def __init__(self, d_in: int, hidden: tuple[int, ...], d_out: int, activation: str):
         super().__init__()
-        self.body = _mlp([d_in, *hidden], ACTIVATIONS[activation])
+        self.body = _mlp([d_in, *hidden], activation)
         self.head = nn.Linear(hidden[-1], 2 * d_out)
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:

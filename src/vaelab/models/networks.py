@@ -23,10 +23,24 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-def _mlp(sizes: list[int], act: type[nn.Module]) -> nn.Sequential:
+class GatedDense(nn.Module):
+    """h = (W x + b) * sigmoid(V x + c): a dense layer gated by a second one (Dauphin et al. 2017),
+    as GatedDense in jmtomczak/vae_vampprior. x (..., a) -> (..., b)."""
+
+    def __init__(self, a: int, b: int):
+        super().__init__()
+        self.h = nn.Linear(a, b)
+        self.g = nn.Linear(a, b)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.h(x) * torch.sigmoid(self.g(x))
+
+
+def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    """Dense layers of the given widths, each followed by the activation (or gated: GatedDense)."""
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), act()]
+        layers += [GatedDense(a, b)] if activation == "gated" else [nn.Linear(a, b), ACTIVATIONS[activation]()]
     return nn.Sequential(*layers)
 
 
@@ -36,12 +50,15 @@ class GaussianEncoder(nn.Module):
 
     head: nn.Linear
     features_dim: int  # the size of `features`, the context of a flow posterior
+    logvar_range: tuple[float, float] | None = None  # ModelConfig.logvar_range
 
     def features(self, x: Tensor, y1h: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
     def params(self, h: Tensor) -> tuple[Tensor, Tensor]:
         loc, logvar = self.head(h).chunk(2, dim=-1)  # (B, D) each
+        if self.logvar_range is not None:
+            logvar = nn.functional.hardtanh(logvar, *self.logvar_range)
         return loc, logvar
 
     def forward(self, x: Tensor, y1h: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -53,10 +70,10 @@ class MLPEncoder(GaussianEncoder):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        act = ACTIVATIONS[cfg.activation]
-        self.body = _mlp([cfg.num_pixels + cfg.num_classes, *cfg.hidden], act)
+        self.body = _mlp([cfg.num_pixels + cfg.num_classes, *cfg.hidden], cfg.activation)
         self.features_dim = cfg.hidden[-1] if cfg.hidden else cfg.num_pixels + cfg.num_classes
         self.head = nn.Linear(self.features_dim, 2 * cfg.latent_dim)
+        self.logvar_range = cfg.logvar_range
 
     def features(self, x: Tensor, y1h: Tensor | None = None) -> Tensor:
         """The last hidden layer, (B, features_dim): the context of a flow posterior."""
@@ -71,9 +88,8 @@ class MLPDecoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig, num_params: int):
         super().__init__()
-        act = ACTIVATIONS[cfg.activation]
         hidden = list(reversed(cfg.hidden))
-        self.body = _mlp([cfg.latent_dim + cfg.num_classes, *hidden], act)
+        self.body = _mlp([cfg.latent_dim + cfg.num_classes, *hidden], cfg.activation)
         self.out = nn.Linear(hidden[-1] if hidden else cfg.latent_dim + cfg.num_classes, num_params * cfg.num_pixels)
         self.shape = (num_params, *cfg.input_shape)
 
@@ -156,6 +172,7 @@ class ConvEncoder(GaussianEncoder):
         self.dense = nn.Sequential(nn.Linear(c * h * w + cfg.num_classes, width), act())
         self.features_dim = width
         self.head = nn.Linear(width, 2 * cfg.latent_dim)
+        self.logvar_range = cfg.logvar_range
 
     def features(self, x: Tensor, y1h: Tensor | None = None) -> Tensor:
         """The dense layer after the convolutions, (B, features_dim): the context of a flow posterior."""
