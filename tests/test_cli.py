@@ -190,6 +190,14 @@ def test_quiet_hides_the_header_and_epochs_and_one_epoch_is_singular(tmp_path, n
     assert "vaelab 0.1.0: tiny" in loud.stderr and "epoch 1: train ELBO" in loud.stderr
 
 
+def test_the_bar_of_a_time_budget_shows_the_minutes_left(tmp_path, npz_dataset):
+    """Under --max-minutes the bar has no total (the epochs are an upper bound): it counts down time."""
+    args = ["--preset", "tiny", "--dataset", str(npz_dataset), "--epochs", "1", "--no-plots", "--threads", "1"]
+    proc = _subprocess_train(*args, "--max-minutes", "5", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    assert " of 5 min left" in proc.stderr
+
+
 def test_log_lines_are_written_above_the_live_progress_bar_not_into_it(tmp_path, npz_dataset):
     """tqdm's logging redirect clears the bar (a carriage return) before each epoch line."""
     proc = _subprocess_train(

@@ -5,6 +5,7 @@ small shapes2d grid."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -76,7 +77,7 @@ def small_shapes2d(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_disentangle_and_traverse_a_shapes2d_run(small_shapes2d, capsys):
+def test_disentangle_and_traverse_a_shapes2d_run(small_shapes2d, capsys, caplog):
     run = small_shapes2d / "run"
     small = ["--model.channels", "[4, 4, 8, 8]", "--model.hidden", "[16]", "--threads", "1"]
     code, out, err = run_cli(
@@ -101,8 +102,11 @@ def test_disentangle_and_traverse_a_shapes2d_run(small_shapes2d, capsys):
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train_mi", "train_tc", "train_dwkl"} <= set(header)
 
+    caplog.set_level(logging.INFO, logger="vaelab.factors")
     code, out, err = run_cli(["disentangle", str(run), "--points", "28"], capsys)
     assert code == 0, err
+    # each metric is announced before it runs (DCI takes minutes on 10,000 points: issue #23)
+    assert "[4/6] DCI (gradient-boosted trees" in caplog.text and "dci: " in caplog.text
     report = json.loads((run / REPORT).read_text())
     assert report["points"] == 28 and report["split"] == "test"
     assert report["factor_names"] == list(S.FACTOR_NAMES)

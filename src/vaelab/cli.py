@@ -806,6 +806,7 @@ def disentangle(
     """The disentanglement metrics of a run on data with ground-truth factors (shapes2d, dsprites):
     MIG, SAP, DCI, the beta-VAE and FactorVAE scores, each with disentanglement_lib's protocol, on the
     posterior means of a split. Writes RUN/disentanglement.json."""
+    _setup_logging(False)  # each metric's progress on stderr: DCI takes minutes
     _threads(threads)
     from vaelab.factors import REPORT, measure_run
     from vaelab.train import resolve_device

@@ -8,6 +8,7 @@ themselves are in :mod:`vaelab.disentanglement` and take plain arrays.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from vaelab.models import BaseVAE
 from vaelab.objectives import gaussian_kl
 
 REPORT = "disentanglement.json"
+
+logger = logging.getLogger(__name__)
 TRAVERSAL_RANGE = 3.0  # traversals sweep each dimension over [-3, 3], the bulk of the N(0, 1) prior
 
 
@@ -138,10 +141,23 @@ def measure(
     factors = data.factors[: len(codes)]
     seconds["encode"] = time.perf_counter() - t
 
+    # Each metric announces itself and its time on the module logger (INFO): DCI alone fits 2 x D
+    # gradient-boosted classifiers and takes minutes on 10,000 points, which must not look like a hang.
+    stages = {
+        "mig": "MIG",
+        "sap": "SAP",
+        "dci": "DCI (gradient-boosted trees: the slow one, minutes on 10,000 points)",
+        "beta_vae_score": "beta-VAE score",
+        "factor_vae_score": "FactorVAE score",
+    }
+    logger.info("[1/%d] encoded %d images in %.1f s", len(stages) + 1, len(codes), seconds["encode"])
+
     def timed(name: str, fn: Any) -> Any:
+        logger.info("[%d/%d] %s ...", list(stages).index(name) + 2, len(stages) + 1, stages[name])
         t0 = time.perf_counter()
         out = fn(codes, factors, seed=seed)
         seconds[name] = time.perf_counter() - t0
+        logger.info("      %s: %.1f s", name, seconds[name])
         return out
 
     mig = timed("mig", dis.mig)

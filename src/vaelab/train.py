@@ -428,6 +428,14 @@ def fit(
         total=None if tc.max_minutes is not None else tc.epochs * steps_per_epoch * tc.batch_size,
         initial=st["step"] * tc.batch_size,
     )
+
+    def postfix(text: str) -> str:
+        """The bar's text; under a time budget, which has no total to count down, the minutes left."""
+        if tc.max_minutes is None:
+            return text
+        left = max(0.0, 60 * tc.max_minutes - (time.monotonic() - t_start))
+        return f"{text}, {left / 60:.1f} of {tc.max_minutes:g} min left"
+
     first_bad = None
     best_state: dict[str, Tensor] | None = None  # restore_best: the best validation epoch's weights
     with StopFlag() if world == 1 else AgreedStopFlag() as stop:
@@ -500,7 +508,9 @@ def fit(
                 if bar is not None and (st["step"] % tc.log_every == 0 or s + 1 == steps_per_epoch):
                     bar.update(st["step"] * tc.batch_size - bar.n)
                     if device.type == "cpu":
-                        bar.set_postfix_str(f"epoch {epoch + 1} elbo {sums[1].item() / ((s + 1) * tc.batch_size):.2f}")
+                        bar.set_postfix_str(
+                            postfix(f"epoch {epoch + 1} elbo {sums[1].item() / ((s + 1) * tc.batch_size):.2f}")
+                        )
                 if tc.checkpoint_every and st["step"] % tc.checkpoint_every == 0:
                     st["elapsed"] = time.monotonic() - t_start
                     checkpoint()
@@ -554,7 +564,7 @@ def fit(
             if on_log is not None and is_main:
                 on_log(row)
             if bar is not None:
-                bar.set_postfix_str(f"epoch {epoch + 1} elbo {means[1]:.2f} val {val.elbo:.2f}")
+                bar.set_postfix_str(postfix(f"epoch {epoch + 1} elbo {means[1]:.2f} val {val.elbo:.2f}"))
             if val.elbo > st["best_val"]:
                 st["best_val"], st["bad_epochs"] = val.elbo, 0
                 if run_path is not None and is_main:
