@@ -170,3 +170,10 @@ def test_reproduction_presets_hold_burdas_recipe(name, layers, objective, k, est
     assert len(cfg.model.layers or [None]) == layers
     model = build_model(cfg.model)
     assert model.decode(model(torch.rand(2, 1, 28, 28)).z[0]).shape == (2, 1, 28, 28)
+
+
+def test_dsprites_short_is_dsprites_with_a_rate_for_minutes():
+    """The docs' 30-minute command: the dsprites model, lr 5e-4 (1e-4 is paced for 300,000 steps)."""
+    short, full = load_preset("dsprites-short"), load_preset("dsprites")
+    assert short.model == full.model and short.data == full.data
+    assert (short.train.lr, short.train.max_minutes, full.train.lr) == (5e-4, 30.0, 1e-4)
