@@ -30,7 +30,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from vaelab import __version__
-from vaelab.config import RunConfig
+from vaelab.config import RunConfig, TrainConfig
 from vaelab.errors import CheckpointError, ConfigError, TrainingDiverged
 from vaelab.models import BaseVAE, build_model
 from vaelab.storage import atomic_write_bytes, atomic_write_text
@@ -45,14 +45,23 @@ FORMAT = "vaelab-run-1"
 logger = logging.getLogger(__name__)
 
 
-def write_config(run_dir: Path, cfg: RunConfig) -> None:
+def write_config(run_dir: Path, cfg: RunConfig, preset: str | None = None) -> None:
+    """config.json: the settings, the preset they started from (kept from the file when not given,
+    so a resume that rewrites it keeps the name), versions and time."""
+    path = run_dir / CONFIG
+    if preset is None and path.is_file():
+        try:
+            preset = json.loads(path.read_text()).get("preset")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            preset = None
     doc = {
         "format": FORMAT,
+        **({"preset": preset} if preset else {}),
         **cfg.to_dict(),
         "versions": {"vaelab": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_write_text(run_dir / CONFIG, json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:
@@ -64,6 +73,16 @@ def _version_tuple(v: str) -> tuple[int, ...]:
             break
         out.append(int(digits))
     return tuple(out)
+
+
+def read_preset(run_dir: Path) -> str | None:
+    """The preset name a run's config.json records (runs written before it was recorded: None)."""
+    try:
+        doc = json.loads((Path(run_dir) / CONFIG).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    preset = doc.get("preset") if isinstance(doc, dict) else None
+    return preset if isinstance(preset, str) else None
 
 
 def read_config(run_dir: Path) -> RunConfig:
@@ -412,3 +431,29 @@ def replace_tensors(run_dir: Path, tensors: dict[str, torch.Tensor]) -> list[Pat
     for path, data in plans:  # every file checked before any is written
         atomic_write_bytes(path, data)
     return [p for p, _ in plans]
+
+
+# appended to the errors of a resume that cannot go on: the other way out
+START_AGAIN = "; to train {run} again from the start instead, give `vaelab train --out {run} --overwrite`"
+
+
+def check_not_complete(run_path: Path, st: dict[str, Any], tc: TrainConfig) -> None:
+    """A resume with nothing left to train is a mistake to report, not a run to redo the pictures of."""
+    done = st["epoch"]
+    if "test" not in st:  # killed after the last epoch but before the test ELBO: resume finishes that
+        return
+    if st["stopped"] == "time-budget":
+        raise ConfigError(
+            f"--resume {run_path}: the run already used its time budget of {tc.max_minutes:g} minutes "
+            f"({st['elapsed'] / 60:.1f} min, {done} epochs); give a larger --max-minutes to train on"
+        )
+    if st["stopped"] == "early-stopping":
+        raise ConfigError(
+            f"--resume {run_path}: the run already stopped early after {done} epochs (patience "
+            f"{tc.patience}); start a new run to train further"
+        )
+    if done >= tc.epochs:
+        raise ConfigError(
+            f"--resume {run_path}: the run is already complete ({done} of {done} epochs); to train further, "
+            f"pass --epochs N with N above {done}, e.g. --resume {run_path} --epochs {done + max(1, done // 2)}"
+        )

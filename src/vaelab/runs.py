@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vaelab.config import RunConfig, load_preset, replace
-from vaelab.errors import ConfigError
+from vaelab.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     from vaelab.data import DataSplits
@@ -46,7 +46,7 @@ class Run:
     model: BaseVAE
     resume: bool  # continue from the folder's checkpoint (False for a new run, or a resume of a
     #               run that stopped before its first checkpoint: it starts again from step 0)
-    label: str  # the preset's name, or "resume"
+    label: str  # the preset's name, or "resume of PRESET" (the name config.json records)
     rank: int = 0  # this process under torchrun (0 of 1 otherwise)
     world: int = 1
 
@@ -72,21 +72,34 @@ def configure(
         from vaelab import checkpoint as ckpt
 
         run_dir = Path(resume)
-        cfg = ckpt.read_config(run_dir)
+        try:
+            cfg = ckpt.read_config(run_dir)
+            state = ckpt.read_state(run_dir)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}{ckpt.START_AGAIN.format(run=run_dir)}") from e
         frozen = sorted(set(overrides) - RESUMABLE)
         if frozen or conditional:
             raise ConfigError(
                 f"--resume continues a run as it was configured; cannot change {frozen or ['--conditional']} "
                 f"(allowed: {', '.join(sorted(RESUMABLE))})"
             )
+        cfg = replace(cfg, overrides)
         from_start = not (run_dir / ckpt.CHECKPOINT).is_file()
+        if from_start and (run_dir / ckpt.MODEL).is_file():  # trained, then the checkpoint went
+            raise ConfigError(
+                f"--resume {run_dir}: its {ckpt.CHECKPOINT} is missing but the run has trained weights "
+                f"({ckpt.MODEL}); resuming would start again from step 0 and overwrite them. Restore the "
+                f"checkpoint to continue{ckpt.START_AGAIN.format(run=run_dir)}"
+            )
         if from_start:  # stopped before its first checkpoint
             logger.warning(
                 "--resume %s: no %s yet, so the run starts again from step 0 with its config.json",
                 run_dir,
                 ckpt.CHECKPOINT,
             )
-        return replace(cfg, overrides), run_dir, from_start
+        elif state:  # nothing left to train: say so before anything is printed or loaded
+            ckpt.check_not_complete(run_dir, state, cfg.train)
+        return cfg, run_dir, from_start
     cfg = load_preset(preset)
     if config_file is not None:
         cfg = merge_file(cfg, Path(config_file))
@@ -181,7 +194,7 @@ def prepare_run(
         splits,
         model,
         resume=resume is not None and not from_start,
-        label="resume" if resume is not None else preset,
+        label=preset if resume is None else f"resume of {_recorded_preset(run_dir)}",
         rank=rank,
         world=world,
     )
@@ -193,7 +206,16 @@ def train_run(
     """`vaelab.train.fit` on a prepared run: its model, data, config and folder."""
     from vaelab.train import fit
 
-    return fit(run.model, run.splits, run.cfg, run.run_dir, resume=run.resume, progress=progress, on_log=on_log)
+    preset = None if run.label.startswith("resume of ") else run.label
+    return fit(
+        run.model, run.splits, run.cfg, run.run_dir, resume=run.resume, progress=progress, on_log=on_log, preset=preset
+    )
+
+
+def _recorded_preset(run_dir: Path) -> str:
+    from vaelab.checkpoint import read_preset
+
+    return read_preset(run_dir) or "a run from before presets were recorded"
 
 
 def merge_file(cfg: RunConfig, path: Path) -> RunConfig:

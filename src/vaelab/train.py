@@ -35,6 +35,8 @@ from vaelab.checkpoint import (
     BEST,
     CHECKPOINT,
     MODEL,
+    START_AGAIN,
+    check_not_complete,
     check_resumable,
     load_checkpoint,
     load_weights,
@@ -269,11 +271,12 @@ def fit(
     resume: bool = False,
     on_log: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
+    preset: str | None = None,
 ) -> TrainResult:
     """Train `model` on `splits.train`, validating on `splits.val` each epoch; test ELBO at the end.
 
-    Writes config.json, checkpoint/model/best safetensors and metrics.csv into `run_dir` (rank 0),
-    each atomically. With `resume=True` it continues exactly from run_dir's checkpoint.
+    Writes config.json (with `preset`, the name the run was made from, when given), checkpoint/model/
+    best safetensors and metrics.csv into `run_dir` (rank 0), each atomically. With `resume=True` it continues exactly from run_dir's checkpoint.
     Raises TrainingDiverged on a NaN/inf loss and TrainingInterrupted on SIGINT/SIGTERM, in both
     cases after leaving a good checkpoint behind.
     """
@@ -355,7 +358,9 @@ def fit(
                     "lambda_d": tc.dip_lambda_diag,
                     "tc_logits": None if disc is None else disc(draws.z[0]),
                 }
-            out = obj.training_objective(draws, tc.objective, tc.estimator, tc.m, klw, tc.ciwae_beta, **extra)
+            out = obj.training_objective(
+                draws, tc.objective, tc.estimator, tc.m, klw, tc.ciwae_beta, tc.free_bits, **extra
+            )
             if disc is not None and u is not None:
                 out[5]["disc_loss"] = discriminator_loss(disc, draws.z[0], u)
             return out
@@ -378,7 +383,10 @@ def fit(
     if resume:
         if run_path is None:
             raise ConfigError("resume needs a run folder")
-        rng, extra, st = load_checkpoint(run_path, model, optimizer, aux)
+        try:
+            rng, extra, st = load_checkpoint(run_path, model, optimizer, aux)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}{START_AGAIN.format(run=run_path)}") from e
         check_resumable(run_path, rng, extra, st)
         try:
             noise.set_state(rng["noise"])
@@ -396,18 +404,18 @@ def fit(
             sums.zero_()
         if st["stopped"] == "time-budget" and (tc.max_minutes is None or 60 * tc.max_minutes > st["elapsed"]):
             st["stopped"] = "completed"  # resumed with a larger (or no) --max-minutes: go on
-        _check_not_complete(run_path, st, tc)
+        check_not_complete(run_path, st, tc)
         if is_main:
             remove_stale_temps(run_path)  # temporary files of a write that a crash interrupted
         if is_main:
-            write_config(run_path, cfg)  # resume may extend --epochs
+            write_config(run_path, cfg)  # resume may extend --epochs (the recorded preset is kept)
         logger.info("resuming %s at epoch %d step %d", run_path, st["epoch"] + 1, st["step"])
     else:
         if tc.init_output_bias and model.likelihood.bias_is_logit:
             model.init_output_bias(mean_pixel(train).to(device))  # every rank computes the same mean
         if run_path is not None and is_main:
             run_path.mkdir(parents=True, exist_ok=True)
-            write_config(run_path, cfg)
+            write_config(run_path, cfg, preset)
 
     def checkpoint() -> None:
         if run_path is None or not is_main:
@@ -594,28 +602,6 @@ def fit(
         checkpoint()
     model.eval()
     return TrainResult(model, run_path, st["epoch"], st["step"], st["metrics"], test, st["stopped"])
-
-
-def _check_not_complete(run_path: Path, st: dict[str, Any], tc: TrainConfig) -> None:
-    """A resume with nothing left to train is a mistake to report, not a run to redo the pictures of."""
-    done = st["epoch"]
-    if "test" not in st:  # killed after the last epoch but before the test ELBO: resume finishes that
-        return
-    if st["stopped"] == "time-budget":
-        raise ConfigError(
-            f"--resume {run_path}: the run already used its time budget of {tc.max_minutes:g} minutes "
-            f"({st['elapsed'] / 60:.1f} min, {done} epochs); give a larger --max-minutes to train on"
-        )
-    if st["stopped"] == "early-stopping":
-        raise ConfigError(
-            f"--resume {run_path}: the run already stopped early after {done} epochs (patience "
-            f"{tc.patience}); start a new run to train further"
-        )
-    if done >= tc.epochs:
-        raise ConfigError(
-            f"--resume {run_path}: the run is already complete ({done} of {done} epochs); to train further, "
-            f"pass --epochs N with N above {done}, e.g. --resume {run_path} --epochs {done + max(1, done // 2)}"
-        )
 
 
 @torch.no_grad()
