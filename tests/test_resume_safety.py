@@ -54,3 +54,26 @@ def test_a_refused_resume_prints_no_header_and_a_resume_names_its_preset(tmp_pat
     more = _train("--resume", str(run), "--epochs", "2", "--no-plots")
     assert more.returncode == 0, more.stderr
     assert "vaelab 0.1.0: resume of tiny, " in more.stderr
+
+
+def test_after_ctrl_c_the_resume_instruction_is_the_last_line(tmp_path, npz_dataset):
+    """The live bar is closed before the message, so it is not redrawn below "--resume RUN"."""
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    args = ["--preset", "tiny", "--dataset", str(npz_dataset), "--epochs", "100000", "--no-plots", "--threads", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaelab", "train", *args, "--train.log_every=1", "--out", str(run)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.csv").is_file() and time.monotonic() < deadline:  # an epoch is done: the bar runs
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    last = [line for line in err.replace("\r", "\n").split("\n") if line.strip()][-1]
+    assert f"vaelab train --resume {run}" in last, repr(err[-400:])

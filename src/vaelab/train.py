@@ -446,150 +446,154 @@ def fit(
 
     first_bad = None
     best_state: dict[str, Tensor] | None = None  # restore_best: the best validation epoch's weights
-    with StopFlag() if world == 1 else AgreedStopFlag() as stop:
-        while st["epoch"] < tc.epochs and st["stopped"] == "completed":
-            epoch = st["epoch"]
-            lr = lr_at(tc, epoch, time.monotonic() - t_start)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            perm = epoch_permutation(n, tc.seed, epoch, device if resident else torch.device("cpu"))
-            t_epoch = time.monotonic()
-            steps_this_run = 0
-            for s in range(st["step_in_epoch"], steps_per_epoch):
-                idx = perm[s * tc.batch_size : (s + 1) * tc.batch_size]  # the global batch
-                gb = len(idx)
-                per = -(-gb // world)  # batch_size / world, or fewer in a last partial batch
-                lo, hi = min(rank * per, gb), min((rank + 1) * per, gb)
-                mine = idx[lo:hi]  # my slice of the global batch
-                # index_select copies whole rows: 10-16x faster than images[mine] on CPU (docs/speed.md)
-                xb = images.index_select(0, mine) if resident else train.batch(mine)[0]
-                x = to_float(xb.to(device, non_blocking=True))  # (b, C, H, W) in [0, 1]
-                if dynamic:  # a fresh binary image per use; draw for the global batch, keep my slice
-                    u = torch.rand((gb, c, h, w), generator=noise, device=device)
-                    x = (u[lo:hi] < x).to(x.dtype)
-                eps = torch.randn((tc.m * tc.k, gb, model.noise_dim), generator=noise, device=device)
-                eps = eps[:, lo:hi]
-                y = None
-                if model.cfg.num_classes:
-                    y = labels.index_select(0, mine) if resident else train.labels[mine].to(device)  # type: ignore[union-attr,index]
+    try:
+        with StopFlag() if world == 1 else AgreedStopFlag() as stop:
+            while st["epoch"] < tc.epochs and st["stopped"] == "completed":
+                epoch = st["epoch"]
+                lr = lr_at(tc, epoch, time.monotonic() - t_start)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                perm = epoch_permutation(n, tc.seed, epoch, device if resident else torch.device("cpu"))
+                t_epoch = time.monotonic()
+                steps_this_run = 0
+                for s in range(st["step_in_epoch"], steps_per_epoch):
+                    idx = perm[s * tc.batch_size : (s + 1) * tc.batch_size]  # the global batch
+                    gb = len(idx)
+                    per = -(-gb // world)  # batch_size / world, or fewer in a last partial batch
+                    lo, hi = min(rank * per, gb), min((rank + 1) * per, gb)
+                    mine = idx[lo:hi]  # my slice of the global batch
+                    # index_select copies whole rows: 10-16x faster than images[mine] on CPU (docs/speed.md)
+                    xb = images.index_select(0, mine) if resident else train.batch(mine)[0]
+                    x = to_float(xb.to(device, non_blocking=True))  # (b, C, H, W) in [0, 1]
+                    if dynamic:  # a fresh binary image per use; draw for the global batch, keep my slice
+                        u = torch.rand((gb, c, h, w), generator=noise, device=device)
+                        x = (u[lo:hi] < x).to(x.dtype)
+                    eps = torch.randn((tc.m * tc.k, gb, model.noise_dim), generator=noise, device=device)
+                    eps = eps[:, lo:hi]
+                    y = None
+                    if model.cfg.num_classes:
+                        y = labels.index_select(0, mine) if resident else train.labels[mine].to(device)  # type: ignore[union-attr,index]
 
-                # factor: the uniforms whose argsort shuffles each latent dimension over the batch
-                shuffle: Tensor | None = None
-                if disc is not None:
-                    shuffle = torch.rand((gb, model.cfg.latent_dim), generator=noise, device=device)[lo:hi]
-                klw = kl_weight(tc, st["step"], steps_per_epoch)
-                cap = obj.capacity_at(st["step"], tc.capacity_max, tc.capacity_steps)
-                surrogate, objective, elbo, log_px_z, kl, terms = step_terms(x, y, eps, klw, cap, shuffle)  # (b,) nats
-                loss = _loss(surrogate, world, gb)
-                if device.type == "cpu" and not math.isfinite(loss.item()):  # free on CPU: no device sync
-                    first_bad = st["step"]
-                    break
-                optimizer.zero_grad(set_to_none=True)
-                if isinstance(surrogate, tuple):  # piwae: each part of the model has its own objective
-                    _backward_by_part(model, _loss(surrogate[0], world, gb), _loss(surrogate[1], world, gb))
-                else:
-                    loss.backward()
-                if tc.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                optimizer.step()
-                if disc is not None and disc_opt is not None:  # the model's loss left gradients in disc too
-                    disc_opt.zero_grad(set_to_none=True)
-                    terms["disc_loss"].mean().backward()
-                    disc_opt.step()
-                with torch.no_grad():
-                    sums += torch.stack([objective, elbo, log_px_z, kl, *(terms[t] for t in term_names)]).sum(1)
-                st["step"] += 1
-                st["step_in_epoch"] = s + 1
-                steps_this_run += 1
-                if world > 1 and (
-                    st["step"] % tc.log_every == 0
-                    or s + 1 == steps_per_epoch
-                    or (tc.checkpoint_every and st["step"] % tc.checkpoint_every == 0)
-                ):
-                    dist.all_reduce(sums)  # rank 0 keeps the sums of all ranks, the others start again
-                    if not is_main:
-                        sums.zero_()
-                    stop.agree(
-                        device,
-                        is_main and tc.max_minutes is not None and time.monotonic() - t_start > 60 * tc.max_minutes,
-                    )
-                if bar is not None and (st["step"] % tc.log_every == 0 or s + 1 == steps_per_epoch):
-                    bar.update(st["step"] * tc.batch_size - bar.n)
-                    if device.type == "cpu":
-                        bar.set_postfix_str(
-                            postfix(f"epoch {epoch + 1} elbo {sums[1].item() / ((s + 1) * tc.batch_size):.2f}")
+                    # factor: the uniforms whose argsort shuffles each latent dimension over the batch
+                    shuffle: Tensor | None = None
+                    if disc is not None:
+                        shuffle = torch.rand((gb, model.cfg.latent_dim), generator=noise, device=device)[lo:hi]
+                    klw = kl_weight(tc, st["step"], steps_per_epoch)
+                    cap = obj.capacity_at(st["step"], tc.capacity_max, tc.capacity_steps)
+                    surrogate, objective, elbo, log_px_z, kl, terms = step_terms(
+                        x, y, eps, klw, cap, shuffle
+                    )  # (b,) nats
+                    loss = _loss(surrogate, world, gb)
+                    if device.type == "cpu" and not math.isfinite(loss.item()):  # free on CPU: no device sync
+                        first_bad = st["step"]
+                        break
+                    optimizer.zero_grad(set_to_none=True)
+                    if isinstance(surrogate, tuple):  # piwae: each part of the model has its own objective
+                        _backward_by_part(model, _loss(surrogate[0], world, gb), _loss(surrogate[1], world, gb))
+                    else:
+                        loss.backward()
+                    if tc.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                    optimizer.step()
+                    if disc is not None and disc_opt is not None:  # the model's loss left gradients in disc too
+                        disc_opt.zero_grad(set_to_none=True)
+                        terms["disc_loss"].mean().backward()
+                        disc_opt.step()
+                    with torch.no_grad():
+                        sums += torch.stack([objective, elbo, log_px_z, kl, *(terms[t] for t in term_names)]).sum(1)
+                    st["step"] += 1
+                    st["step_in_epoch"] = s + 1
+                    steps_this_run += 1
+                    if world > 1 and (
+                        st["step"] % tc.log_every == 0
+                        or s + 1 == steps_per_epoch
+                        or (tc.checkpoint_every and st["step"] % tc.checkpoint_every == 0)
+                    ):
+                        dist.all_reduce(sums)  # rank 0 keeps the sums of all ranks, the others start again
+                        if not is_main:
+                            sums.zero_()
+                        stop.agree(
+                            device,
+                            is_main and tc.max_minutes is not None and time.monotonic() - t_start > 60 * tc.max_minutes,
                         )
-                if tc.checkpoint_every and st["step"] % tc.checkpoint_every == 0:
-                    st["elapsed"] = time.monotonic() - t_start
-                    checkpoint()
-                if stop.signal is not None:
-                    st["elapsed"] = time.monotonic() - t_start
-                    checkpoint()
-                    raise TrainingInterrupted(
-                        stop.signal,
-                        f"stopped by signal {signal.Signals(stop.signal).name} at step {st['step']}; "
-                        f"checkpoint saved, continue with `vaelab train --resume {run_path}`",
-                    )
-                if (
-                    stop.budget_spent
-                    if world > 1
-                    else tc.max_minutes is not None and time.monotonic() - t_start > 60 * tc.max_minutes
-                ):
-                    st["stopped"] = "time-budget"
-                    break
+                    if bar is not None and (st["step"] % tc.log_every == 0 or s + 1 == steps_per_epoch):
+                        bar.update(st["step"] * tc.batch_size - bar.n)
+                        if device.type == "cpu":
+                            bar.set_postfix_str(
+                                postfix(f"epoch {epoch + 1} elbo {sums[1].item() / ((s + 1) * tc.batch_size):.2f}")
+                            )
+                    if tc.checkpoint_every and st["step"] % tc.checkpoint_every == 0:
+                        st["elapsed"] = time.monotonic() - t_start
+                        checkpoint()
+                    if stop.signal is not None:
+                        st["elapsed"] = time.monotonic() - t_start
+                        checkpoint()
+                        raise TrainingInterrupted(
+                            stop.signal,
+                            f"stopped by signal {signal.Signals(stop.signal).name} at step {st['step']}; "
+                            f"checkpoint saved, continue with `vaelab train --resume {run_path}`",
+                        )
+                    if (
+                        stop.budget_spent
+                        if world > 1
+                        else tc.max_minutes is not None and time.monotonic() - t_start > 60 * tc.max_minutes
+                    ):
+                        st["stopped"] = "time-budget"
+                        break
 
-            # A non-finite loss (checked per step on CPU; on GPU once per epoch, to avoid syncs)
-            if first_bad is not None or not bool(torch.isfinite(sums).all()):
-                where = f"step {first_bad}" if first_bad is not None else f"epoch {epoch + 1}"
-                raise TrainingDiverged(
-                    f"the loss became NaN/inf at {where} (lr {lr:g}); the last good checkpoint is kept. "
-                    f"Check that pixels lie in [0, 1] and try a smaller --lr or --train.grad_clip"
-                )
-            # -- end of epoch (or of the time budget): validate, log, checkpoint -------------
-            seen = min(st["step_in_epoch"] * tc.batch_size, n)
-            means = (sums / max(1, seen)).tolist()
-            dt = time.monotonic() - t_epoch
-            val = evaluate_elbo(model, splits.val, seed=tc.seed, shard=(rank, world))
-            row = {
-                "epoch": epoch + 1,
-                "step": st["step"],
-                "lr": lr,
-                "kl_weight": kl_weight(tc, st["step"], steps_per_epoch),
-                "train_objective": means[0],
-                "train_elbo": means[1],
-                "train_log_px_z": means[2],
-                "train_kl": means[3],
-                **{f"train_{t}": means[4 + i] for i, t in enumerate(term_names)},
-                "val_elbo": val.elbo,
-                "val_log_px_z": val.log_px_z,
-                "val_kl": val.kl,
-                "epoch_seconds": dt,
-                "samples_per_s": steps_this_run * tc.batch_size / max(dt, 1e-9),
-                # < 1 when the time budget ended the epoch early (it still counts as an epoch)
-                "epoch_fraction": st["step_in_epoch"] / steps_per_epoch,
-            }
-            st["metrics"].append(row)
-            if on_log is not None and is_main:
-                on_log(row)
-            if bar is not None:
-                bar.set_postfix_str(postfix(f"epoch {epoch + 1} elbo {means[1]:.2f} val {val.elbo:.2f}"))
-            if val.elbo > st["best_val"]:
-                st["best_val"], st["bad_epochs"] = val.elbo, 0
-                if run_path is not None and is_main:
-                    save_weights(run_path / BEST, model)
-                if tc.restore_best:
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                st["bad_epochs"] += 1
-                if tc.patience is not None and st["bad_epochs"] >= tc.patience:
-                    st["stopped"] = "early-stopping"
-            st["epoch"] += 1
-            st["step_in_epoch"] = 0
-            sums.zero_()
-            st["elapsed"] = time.monotonic() - t_start
-            checkpoint()
-    if bar is not None:
-        bar.close()
+                # A non-finite loss (checked per step on CPU; on GPU once per epoch, to avoid syncs)
+                if first_bad is not None or not bool(torch.isfinite(sums).all()):
+                    where = f"step {first_bad}" if first_bad is not None else f"epoch {epoch + 1}"
+                    raise TrainingDiverged(
+                        f"the loss became NaN/inf at {where} (lr {lr:g}); the last good checkpoint is kept. "
+                        f"Check that pixels lie in [0, 1] and try a smaller --lr or --train.grad_clip"
+                    )
+                # -- end of epoch (or of the time budget): validate, log, checkpoint -------------
+                seen = min(st["step_in_epoch"] * tc.batch_size, n)
+                means = (sums / max(1, seen)).tolist()
+                dt = time.monotonic() - t_epoch
+                val = evaluate_elbo(model, splits.val, seed=tc.seed, shard=(rank, world))
+                row = {
+                    "epoch": epoch + 1,
+                    "step": st["step"],
+                    "lr": lr,
+                    "kl_weight": kl_weight(tc, st["step"], steps_per_epoch),
+                    "train_objective": means[0],
+                    "train_elbo": means[1],
+                    "train_log_px_z": means[2],
+                    "train_kl": means[3],
+                    **{f"train_{t}": means[4 + i] for i, t in enumerate(term_names)},
+                    "val_elbo": val.elbo,
+                    "val_log_px_z": val.log_px_z,
+                    "val_kl": val.kl,
+                    "epoch_seconds": dt,
+                    "samples_per_s": steps_this_run * tc.batch_size / max(dt, 1e-9),
+                    # < 1 when the time budget ended the epoch early (it still counts as an epoch)
+                    "epoch_fraction": st["step_in_epoch"] / steps_per_epoch,
+                }
+                st["metrics"].append(row)
+                if on_log is not None and is_main:
+                    on_log(row)
+                if bar is not None:
+                    bar.set_postfix_str(postfix(f"epoch {epoch + 1} elbo {means[1]:.2f} val {val.elbo:.2f}"))
+                if val.elbo > st["best_val"]:
+                    st["best_val"], st["bad_epochs"] = val.elbo, 0
+                    if run_path is not None and is_main:
+                        save_weights(run_path / BEST, model)
+                    if tc.restore_best:
+                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    st["bad_epochs"] += 1
+                    if tc.patience is not None and st["bad_epochs"] >= tc.patience:
+                        st["stopped"] = "early-stopping"
+                st["epoch"] += 1
+                st["step_in_epoch"] = 0
+                sums.zero_()
+                st["elapsed"] = time.monotonic() - t_start
+                checkpoint()
+    finally:  # before any error's message: a bar closed later is redrawn below it
+        if bar is not None:
+            bar.close()
     if tc.restore_best:  # the best validation epoch's weights, kept in memory or (resumed since) on disk
         if best_state is not None:
             model.load_state_dict(best_state)
