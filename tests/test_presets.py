@@ -25,6 +25,31 @@ def test_all_presets_are_shipped():
     assert set(PRESETS) <= set(preset_names())
 
 
+@pytest.mark.parametrize("name", preset_names())
+def test_every_shipped_preset_builds_and_runs_on_its_own_input_shape(name):
+    """Every preset in vaelab/presets, not only the ones other tests name: it loads, builds, and
+    encodes and decodes a batch of its own image shape to pixel parameters of that shape."""
+    cfg = load_preset(name)
+    model = build_model(cfg.model).eval()
+    x = torch.rand(2, *cfg.model.input_shape)
+    with torch.no_grad():
+        assert model.reconstruct(x).shape == (2, *cfg.model.input_shape)
+        assert model.decode(model.sample_latents(2)).shape == (2, *cfg.model.input_shape)
+
+
+def test_iwae_paper_2l_is_burda_et_als_two_stochastic_layers():
+    """784-(200,200)-100-(100,100)-50 tanh: q(z1|x) and p(x|z1) through 200-unit layers, q(z2|z1)
+    and p(z1|z2) through 100-unit layers (Burda et al. 2016, sec. 5)."""
+    cfg = load_preset("iwae-paper-2l")
+    model = build_model(cfg.model)
+    assert _linear_sizes(model.encoder) == [(784, 200), (200, 200), (200, 2 * 100)]
+    assert _linear_sizes(model.decoder) == [(100, 200), (200, 200), (200, 784)]
+    assert [_linear_sizes(m) for m in model.up] == [[(100, 100), (100, 100), (100, 2 * 50)]]
+    assert [_linear_sizes(m) for m in model.down] == [[(50, 100), (100, 100), (100, 2 * 100)]]
+    t = cfg.train
+    assert (t.batch_size, t.lr, t.adam_eps, t.schedule, t.epochs) == (20, 1e-3, 1e-4, "burda", 3280)
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_builds_for_28x28_images(name):
     cfg = load_preset(name)

@@ -77,3 +77,16 @@ def test_after_ctrl_c_the_resume_instruction_is_the_last_line(tmp_path, npz_data
     assert proc.returncode == 128 + signal.SIGINT, err
     last = [line for line in err.replace("\r", "\n").split("\n") if line.strip()][-1]
     assert f"vaelab train --resume {run}" in last, repr(err[-400:])
+
+
+def test_overwrite_clears_what_later_commands_derived_from_the_old_run(tmp_path, npz_dataset, capsys):
+    """After --overwrite the new run must not claim the old one's fitted code prior or its
+    disentanglement report (issue #22)."""
+    run = _tiny_run(tmp_path, npz_dataset, capsys)
+    for name in ("prior.json", "disentanglement.json"):
+        (run / name).write_text("{}")
+    (run / "notes.txt").write_text("mine")  # not vaelab's: kept
+    code, _, err = run_cli(["train", *TINY, "--dataset", str(npz_dataset), "--out", str(run), "--overwrite"], capsys)
+    assert code == 0, err
+    assert not (run / "prior.json").exists() and not (run / "disentanglement.json").exists()
+    assert (run / "notes.txt").read_text() == "mine"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -108,7 +109,11 @@ def test_iwae_objective_and_conditional_train(tiny_cfg, tiny_splits):
     row = res.metrics[0]
     assert row["train_objective"] >= row["train_elbo"] - 1.0  # the IWAE bound is the tighter one
     cond = dataclasses.replace(tiny_cfg, model=dataclasses.replace(tiny_cfg.model, num_classes=4))
-    assert _fit(cond, tiny_splits).test is not None
+    res = _fit(cond, tiny_splits)
+    assert res.model.cfg.num_classes == 4 and len(res.metrics) == cond.train.epochs
+    # a conditional model trains: its test ELBO is a finite bound over every test image, better than at step 0
+    assert res.test is not None and res.test.n == len(tiny_splits.test) and math.isfinite(res.test.elbo)
+    assert res.metrics[-1]["train_elbo"] > res.metrics[0]["train_elbo"]
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tiny_cfg, tiny_splits, tmp_path):
@@ -117,6 +122,24 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tiny_cfg, tiny_sp
     cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, epochs=3, lr=1e30))
     with pytest.raises(TrainingDiverged, match=r"NaN/inf at step \d+ .*smaller --lr"):
         _fit(cfg, tiny_splits, tmp_path)
-    if (tmp_path / ckpt.MODEL).exists():
-        weights = ckpt.load(tmp_path).state_dict()
-        assert all(torch.isfinite(v).all() for v in weights.values())
+    # lr 1e30 diverges within the first epoch, before any checkpoint: nothing non-finite was written
+    assert not (tmp_path / ckpt.CHECKPOINT).exists() and not (tmp_path / ckpt.MODEL).exists()
+
+
+def test_nan_loss_after_a_checkpoint_keeps_the_last_good_one(tiny_cfg, tiny_splits, tmp_path, monkeypatch):
+    """Divergence in epoch 2: the epoch-1 checkpoint and weights stay, all finite."""
+    from vaelab import train as train_module
+    from vaelab.errors import TrainingDiverged
+
+    real = train_module.kl_weight
+
+    def nan_in_epoch_two(cfg, step, steps_per_epoch):
+        return math.nan if step >= steps_per_epoch else real(cfg, step, steps_per_epoch)
+
+    monkeypatch.setattr(train_module, "kl_weight", nan_in_epoch_two)
+    cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, epochs=3))
+    with pytest.raises(TrainingDiverged, match=r"NaN/inf at step \d+"):
+        _fit(cfg, tiny_splits, tmp_path)
+    assert ckpt.read_state(tmp_path)["epoch"] == 1
+    weights = ckpt.load(tmp_path).state_dict()
+    assert all(torch.isfinite(v).all() for v in weights.values())

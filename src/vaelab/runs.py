@@ -234,11 +234,16 @@ def merge_file(cfg: RunConfig, path: Path) -> RunConfig:
 
 
 def clear_run(run_dir: Path) -> None:
-    """Delete the files of the run that `overwrite` replaces (and nothing else in the folder)."""
+    """Delete the files of the run that `overwrite` replaces (and nothing else in the folder): what
+    training wrote, and what later commands derived from it (a fitted code prior, the
+    disentanglement report), which would otherwise be claimed by the new run."""
     from vaelab import checkpoint as ckpt
+    from vaelab.factors import REPORT
     from vaelab.plots import PICTURES
+    from vaelab.prior_fit import PRIOR_RECORD
 
-    for name in (ckpt.CONFIG, ckpt.MODEL, ckpt.BEST, ckpt.CHECKPOINT, ckpt.METRICS, "eval.json", *PICTURES.values()):
+    derived = ("eval.json", PRIOR_RECORD, REPORT)
+    for name in (ckpt.CONFIG, ckpt.MODEL, ckpt.BEST, ckpt.CHECKPOINT, ckpt.METRICS, *derived, *PICTURES.values()):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)  # events of the run being replaced
 
