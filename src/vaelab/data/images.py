@@ -15,6 +15,7 @@ from vaelab.errors import DataError
 logger = logging.getLogger("vaelab.data")  # one logger for every data source
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+_NAMED = 5  # skip_bad_images: the warning names this many of the skipped files
 _GREY_MODES = ("1", "L", "LA", "I", "F")  # and "I;16*"; Pillow's single-channel modes (LA: plus alpha)
 
 
@@ -47,7 +48,9 @@ def _square_resize(im: Any, size: int) -> Any:
     return im.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
 
 
-def load_image_folder(folder: Path, image_size: int | None = None) -> DataSplits:
+def load_image_folder(
+    folder: Path, image_size: int | None = None, val_size: int | None = None, skip_bad_images: bool = False
+) -> DataSplits:
     """PNG/JPEG images of one size, either flat or one sub-folder per class (ImageFolder layout).
 
     Colour is kept: a folder of greyscale images gives (1, H, W) images, a folder of colour images
@@ -57,7 +60,10 @@ def load_image_folder(folder: Path, image_size: int | None = None) -> DataSplits
     warning on the "vaelab.data" logger says how many were converted. Without `image_size` all
     images must have one size; with it, each is centre-cropped to a square and resized to
     image_size x image_size (Pillow's Lanczos filter; CelebA's img_align_celeba at 64 is the usual
-    CelebA-64). A file that cannot be decoded is named in the error.
+    CelebA-64). A file that cannot be decoded is named in the error; with `skip_bad_images` it is
+    left out instead, and one warning on the "vaelab.data" logger counts them and names the first
+    few. A fixed permutation (seed 0) splits the images 80/10/10, or with `val_size` validation
+    images and 10% test.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -72,6 +78,7 @@ def load_image_folder(folder: Path, image_size: int | None = None) -> DataSplits
     labels: list[int] = []
     names: list[str] = []
     grey: list[Path] = []
+    bad: list[Path] = []
     for label, (name, files) in enumerate(groups):
         names.append(name)
         for f in files:
@@ -83,8 +90,15 @@ def load_image_folder(folder: Path, image_size: int | None = None) -> DataSplits
                 with Image.open(f) as im:
                     im.load()
                     arr = _decode_image(im if image_size is None else _square_resize(im, image_size))
-            except (UnidentifiedImageError, OSError) as e:
-                raise DataError(f"{f}: cannot decode the image ({e})") from e
+            # what Pillow raises on a truncated or garbled file (SyntaxError: "broken PNG file")
+            except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as e:
+                if skip_bad_images:
+                    bad.append(f)
+                    continue
+                raise DataError(
+                    f"{f}: cannot decode the image ({e}); remove it, or pass --data.skip_bad_images=true "
+                    f"to leave out every file that cannot be decoded"
+                ) from e
             if images and arr.shape[:2] != images[0].shape[:2]:
                 raise DataError(
                     f"{f}: size {arr.shape[1]}x{arr.shape[0]} differs from {images[0].shape[1]}x{images[0].shape[0]}"
@@ -95,7 +109,17 @@ def load_image_folder(folder: Path, image_size: int | None = None) -> DataSplits
                 grey.append(f)
             images.append(arr)
             labels.append(label)
+    if bad:
+        logger.warning(
+            "%s: skipped %d image file(s) that cannot be decoded (skip_bad_images): %s%s",
+            folder,
+            len(bad),
+            ", ".join(str(b.relative_to(folder)) for b in bad[:_NAMED]),
+            f" and {len(bad) - _NAMED} more" if len(bad) > _NAMED else "",
+        )
     if not images:
+        if bad:
+            raise DataError(f"{folder}: none of its {len(bad)} image files can be decoded; replace them")
         raise DataError(f"{folder}: no images found; put PNG files in it (or one sub-folder per class)")
     if len(grey) == len(images):
         x = np.stack(images)[:, None]
@@ -113,5 +137,5 @@ def load_image_folder(folder: Path, image_size: int | None = None) -> DataSplits
         x = np.stack([np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a for a in images])
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     y = np.asarray(labels, dtype=np.int64) if subdirs else None
-    splits = _random_splits(folder.name, x, y)
+    splits = _random_splits(folder.name, x, y, val_size=val_size, source=str(folder))
     return replace(splits, class_names=tuple(names) if subdirs else ())

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaelab.data.core import DataSplits, ImageData, _check_labels
+from vaelab.data.core import DataSplits, ImageData, _check_labels, _check_val_size
 from vaelab.errors import DataError
 
 
@@ -39,13 +39,15 @@ def _npy_images(path: Path) -> np.ndarray:
     return x
 
 
-def load_npy_folder(folder: Path) -> DataSplits:
+def load_npy_folder(folder: Path, val_size: int | None = None) -> DataSplits:
     """A folder with `images.npy` (uint8 (N, H, W) or (N, C, H, W)) and optional `labels.npy`, memory-mapped.
 
     Batches read only the rows they need (see ImageData.batch), so the data can be larger than
     memory. Optional `test_images.npy`/`test_labels.npy` give the test set, and the last 10% (at most
     10k) of images.npy validate; otherwise the last 10% (at most 10k) images are the test set and
-    the 10% before them validate. Labels (int, (N,)) are small and read into memory.
+    the 10% before them validate. `val_size` images validate in place of that 10%. The splits are
+    contiguous runs of the file, in order: train, validation, test. Labels (int, (N,)) are small
+    and read into memory.
     """
     x = _npy_images(folder / "images.npy")
     y = None
@@ -68,8 +70,9 @@ def load_npy_folder(folder: Path) -> DataSplits:
             raise DataError(f"{folder}: labels.npy is there but test_labels.npy is not; add it or remove labels.npy")
         if n < 2:
             raise DataError(f"{folder / 'images.npy'}: {n} image(s) are too few to split into train/val (need >= 2)")
-        n_val = max(1, min(10_000, n // 10))
-        cut = n - n_val
+        if val_size is not None:
+            _check_val_size(val_size, n, f"{folder / 'images.npy'} ({n} images)")
+        cut = n - (max(1, min(10_000, n // 10)) if val_size is None else val_size)
         test = ImageData(xte, None if yte is None else torch.from_numpy(yte))
         k = 0 if y is None else int(max(y.max(), -1 if yte is None else yte.max())) + 1
     else:
@@ -78,7 +81,9 @@ def load_npy_folder(folder: Path) -> DataSplits:
                 f"{folder / 'images.npy'}: {n} image(s) are too few to split into train/val/test (need >= 3)"
             )
         n_hold = max(1, min(10_000, n // 10))
-        cut, n = n - 2 * n_hold, n - n_hold
+        if val_size is not None:
+            _check_val_size(val_size, n - n_hold, f"{folder / 'images.npy'} ({n} images, the last {n_hold} test)")
+        cut, n = n - n_hold - (n_hold if val_size is None else val_size), n - n_hold
         test = ImageData(x[n:], None if yt is None else yt[n:])
         k = 0 if y is None else int(y.max()) + 1
     train = ImageData(x[:cut], None if yt is None else yt[:cut])

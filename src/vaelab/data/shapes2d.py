@@ -15,7 +15,8 @@ The images are written once into the cache (``$VAELAB_DATA/shapes2d-v1``) as a m
 ``images.npy`` (uint8 0/255, (N, 1, 64, 64), 3.0 GB), with ``factors.npy`` (N, 5) float64 values and
 ``classes.npy`` (N, 5) int16 indices, all three in one fixed random order (seed 0), so that the
 contiguous train / validation / test splits of a folder of .npy files (vaelab.data.npy: the last
-10,000 images test, the 10,000 before them validate) are random samples of the grid. Generation works in blocks of 1,024 images (about 5 MB at a
+10,000 images test, the 10,000 before them validate, or DataConfig.val_size before them) are
+random samples of the grid. Generation works in blocks of 1,024 images (about 5 MB at a
 time), so neither generating nor training (which reads the memory map batch by batch) needs more
 than a few hundred MB of memory.
 """
@@ -27,10 +28,12 @@ import logging
 import math
 import os
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from vaelab.data.core import DataSplits
 from vaelab.errors import DataError
@@ -79,11 +82,12 @@ def render(shape: int, scale: float, orientation: float, pos_x: np.ndarray, pos_
     return (x**2 + y**2 - 1) ** 3 - x**2 * y**3 <= 0.0
 
 
-def generate(folder: Path, sizes: tuple[int, ...] = FACTOR_SIZES, block: int = 1024) -> Path:
+def generate(folder: Path, sizes: tuple[int, ...] = FACTOR_SIZES, block: int = 1024, progress: bool = True) -> Path:
     """Render the grid `sizes` into `folder` (images.npy, factors.npy, classes.npy, meta.json).
 
     Written into a temporary sibling folder and renamed at the end: an interrupted run leaves no
-    half-written dataset. Returns `folder`.
+    half-written dataset. `progress`: a tqdm bar on stderr counts the blocks rendered (the full
+    grid takes a few minutes). Returns `folder`.
     """
     if len(sizes) != len(FACTOR_NAMES) or any(int(n) < 1 for n in sizes):
         raise DataError(f"shapes2d grid {sizes}: give {len(FACTOR_NAMES)} positive sizes ({', '.join(FACTOR_NAMES)})")
@@ -100,14 +104,17 @@ def generate(folder: Path, sizes: tuple[int, ...] = FACTOR_SIZES, block: int = 1
     where = np.random.default_rng(0).permutation(n)  # grid row i is stored at row where[i]
     per_sprite = sizes[3] * sizes[4]  # the positions of one (shape, scale, orientation)
     px, py = values[3][classes[:per_sprite, 3]], values[4][classes[:per_sprite, 4]]
-    for start in range(0, n, per_sprite):
-        k = classes[start]
-        for lo in range(0, per_sprite, block):
-            hi = min(per_sprite, lo + block)
-            mask = render(int(k[0]), values[1][k[1]], values[2][k[2]], px[lo:hi], py[lo:hi])
-            rows = where[start + lo : start + hi]
-            order = np.argsort(rows)  # write in file order
-            images[rows[order], 0] = mask[order].astype(np.uint8) * 255
+    blocks = (n // per_sprite) * -(-per_sprite // block)
+    with tqdm(total=blocks, desc="shapes2d", unit="block", file=sys.stderr, disable=not progress) as bar:
+        for start in range(0, n, per_sprite):
+            k = classes[start]
+            for lo in range(0, per_sprite, block):
+                hi = min(per_sprite, lo + block)
+                mask = render(int(k[0]), values[1][k[1]], values[2][k[2]], px[lo:hi], py[lo:hi])
+                rows = where[start + lo : start + hi]
+                order = np.argsort(rows)  # write in file order
+                images[rows[order], 0] = mask[order].astype(np.uint8) * 255
+                bar.update(1)
     images.flush()
     del images
     stored = np.empty_like(where)
@@ -140,7 +147,12 @@ def ensure_shapes2d(cache: Path, sizes: tuple[int, ...] | None = None) -> Path:
     except (OSError, ValueError):
         pass
     n = int(np.prod(sizes))
-    logger.info("shapes2d: rendering %d images of 64x64 into %s (once; %.1f GB)", n, folder, n * SIZE * SIZE / 1e9)
+    logger.info(
+        "shapes2d: a one-time generation of %.1f GB (%d images of 64x64) into %s; later runs read it from there",
+        n * SIZE * SIZE / 1e9,
+        n,
+        folder,
+    )
     return generate(folder, tuple(sizes))
 
 
