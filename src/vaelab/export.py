@@ -117,7 +117,7 @@ def export_model(
         what = (
             "a hierarchy (model.layers)"
             if mc.layers
-            else kinds.get(mc.posterior, f"a {mc.posterior} flow posterior")
+            else kinds.get(mc.posterior, f"{_article(mc.posterior)} {mc.posterior} flow posterior")
             if mc.posterior != "gaussian"
             else model.likelihood.not_exportable
         )
@@ -229,3 +229,8 @@ def _to_pt2(graph: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: list
     batch = torch.export.Dim("B")
     program = torch.export.export(graph, args, dynamic_shapes={name: {0: batch} for name in inputs})
     torch.export.save(program, str(path))
+
+
+def _article(word: str) -> str:
+    """'a' or 'an' before a word as it is read aloud: an iaf, a planar."""
+    return "an" if word[:1].lower() in "aeio" else "a"
