@@ -244,6 +244,10 @@ def test_page_in_chromium(trained_run, tmp_path, record_property):
         try:
             page, requests, errors = open_page(browser, srv.url)
 
+            # The headings name this run's prior and data, from /api/info (quadrants are no digits).
+            assert page.locator("#sample-sub").inner_text() == "z ~ N(0, I)"
+            assert page.locator("#h-draw").inner_text() == "Draw an image"
+
             # The scatter: all 60 test points, in the four class colours, with a 4-entry legend.
             assert page.locator("#plane").get_attribute("data-points") == "60"
             rgb = canvas_pixels(page, "plane")[..., :3].astype(int)

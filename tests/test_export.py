@@ -270,3 +270,13 @@ def test_tensorboard_is_optional(npz_dataset, tmp_path, monkeypatch, capsys):
     assert e.value.code == 2
     assert "--tensorboard needs the tensorboard package: pip install 'vaelab[tensorboard]'" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
+
+
+@pytest.mark.parametrize("posterior,article", [("iaf", "an"), ("planar", "a")])
+def test_a_flow_posterior_is_refused_in_plain_english(posterior, article, tmp_path):
+    from vaelab.config import ModelConfig
+    from vaelab.models import build_model
+
+    model = build_model(ModelConfig(hidden=(8,), latent_dim=2, posterior=posterior, flow_steps=1))
+    with pytest.raises(ConfigError, match=rf"this model has {article} {posterior} flow posterior"):
+        export_model(model, tmp_path / "x", "onnx")

@@ -74,7 +74,7 @@ def test_every_image_figure_uses_the_one_colour_path():
         figs = [
             plots.plot_reconstructions(x, x, invert=invert),
             plots.plot_samples(x, invert=invert),
-            plots.plot_manifold(x, 2, (-1.0, 1.0), invert=invert),
+            plots.plot_manifold(x, plots.manifold_axis(2), invert=invert),
         ]
         for fig in figs:
             for ax in fig.axes:
@@ -124,7 +124,9 @@ def test_small_and_large_grids_keep_titles_inside_and_cells_readable(n):
 def test_manifold_title_fits_and_cells_are_readable(n):
     x = np.random.default_rng(n).random((n * n, 1, 28, 28))
     _check_layout(
-        plots.plot_manifold(x, n, (-1.5, 1.5), label=9, class_names=[f"class {i}" for i in range(9)] + ["Ankle boot"])
+        plots.plot_manifold(
+            x, plots.manifold_axis(n), label=9, class_names=[f"class {i}" for i in range(9)] + ["Ankle boot"]
+        )
     )
 
 
@@ -156,13 +158,104 @@ def test_manifold_grid_is_the_inverse_normal_cdf_of_a_uniform_grid():
     np.testing.assert_allclose(g[0::4, 1], q[::-1], rtol=1e-6)  # z2 decreases downwards
 
 
+def _tick_values(texts) -> list[float]:
+    return [float(t.get_text().replace("\u2212", "-")) for t in texts]
+
+
+@pytest.mark.parametrize("n", [5, 20, 45])
+def test_manifold_ticks_give_the_z_of_the_tile_under_them(n):
+    """#23: the tiles sit at Phi^-1((i + 0.5) / n) but the ticks were on a linear z axis, so the
+    tile under "1.0" was decoded at z = 0.76. Each tile here carries its own grid point in its
+    pixels (red = Phi(z1), green = Phi(z2)); the tile under each tick must be the z its label says."""
+    nd = NormalDist()
+    pts = plots.manifold_grid(n)  # the points the tiles are decoded at, row-major from the top left
+    u = np.array([[nd.cdf(float(a)), nd.cdf(float(b))] for a, b in pts])  # (n*n, 2) in (0, 1)
+    images = np.zeros((n * n, 3, 4, 4), np.float32)
+    images[:, :2] = u[:, :, None, None]
+    fig = plots.plot_manifold(images, plots.manifold_axis(n))
+    FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    im = ax.images[0]
+    grid = np.asarray(im.get_array())  # (4n, 4n, 3)
+    left, right, bottom, top = im.get_extent()
+    hh, ww = grid.shape[:2]
+
+    xs, x_labels = ax.get_xticks(), _tick_values(ax.get_xticklabels())
+    ys, y_labels = ax.get_yticks(), _tick_values(ax.get_yticklabels())
+    for p, label in zip(xs, x_labels):
+        col = (p - left) / (right - left) * ww  # image pixels from the left
+        z1 = nd.inv_cdf(float(grid[hh // 2, int(col), 0]))
+        assert abs(label - z1) <= 0.005 + 1e-4, (p, label, z1)
+        assert abs(col % 4 - 2) < 1e-6  # at the centre of a tile
+    for p, label in zip(ys, y_labels):
+        row = (top - p) / (top - bottom) * hh  # image pixels from the top
+        z2 = nd.inv_cdf(float(grid[int(row), ww // 2, 1]))
+        assert abs(label - z2) <= 0.005 + 1e-4, (p, label, z2)
+        assert abs(row % 4 - 2) < 1e-6
+    assert len(xs) == len(x_labels) >= min(n, 10) and len(ys) == len(y_labels) >= min(n, 10)
+    assert x_labels == y_labels == [-v for v in x_labels[::-1]]  # symmetric about z = 0
+    if n <= plots.MAX_MANIFOLD_TICKS:
+        assert len(x_labels) == n  # every tile labelled
+
+
+def test_manifold_refuses_values_that_do_not_match_the_images():
+    from vaelab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"9 images need 3 ascending values.*manifold_axis"):
+        plots.plot_manifold(np.zeros((9, 1, 4, 4)), plots.manifold_axis(4))
+
+
+def _line(ax, label: str):
+    (line,) = [ln for ln in ax.lines if ln.get_label() == label]
+    return line
+
+
+TRAIN, VAL = "train ELBO (mean over the epoch's steps)", "validation ELBO (at the step it was measured)"
+
+
+def test_learning_curves_of_a_run_shorter_than_an_epoch_are_drawn_by_step():
+    """#23: a 2-minute run of one partial epoch drew one dot on an epoch axis. With < 3 epoch rows
+    the x axis is the step: validation at the step it was measured, train as a segment over the
+    steps it averages; nothing is invented between the rows."""
+    one = [{"epoch": 1.0, "step": 37.0, "train_elbo": -210.0, "val_elbo": -190.0, "epoch_fraction": 0.37}]
+    ax = plots.plot_learning_curves(one).axes[0]
+    assert ax.get_xlabel() == "step"
+    assert list(_line(ax, TRAIN).get_xdata()) == [37] and list(_line(ax, TRAIN).get_ydata()) == [-210.0]
+    assert list(_line(ax, VAL).get_xdata()) == [37] and list(_line(ax, VAL).get_ydata()) == [-190.0]
+    spans = [ln for ln in ax.lines if ln.get_label().startswith("_")]
+    assert [(list(ln.get_xdata()), list(ln.get_ydata())) for ln in spans] == [([0, 37], [-210.0, -210.0])]
+    assert "1 epoch row" in ax.get_title() and "37% done" in ax.get_title()
+    assert ax.get_xlim()[0] == 0 and ax.get_xlim()[1] > 37
+
+    two = [
+        {"epoch": 1, "step": 100, "train_elbo": -200.0, "val_elbo": -180.0, "epoch_fraction": 1.0},
+        {"epoch": 2, "step": 150, "train_elbo": -170.0, "val_elbo": -165.0, "epoch_fraction": 0.5},
+    ]
+    ax = plots.plot_learning_curves(two).axes[0]
+    assert ax.get_xlabel() == "step" and "2 epoch rows" in ax.get_title()
+    assert list(_line(ax, VAL).get_xdata()) == [100, 150] and list(_line(ax, VAL).get_ydata()) == [-180.0, -165.0]
+    spans = [ln for ln in ax.lines if ln.get_label().startswith("_")]
+    assert [list(ln.get_xdata()) for ln in spans] == [[0, 100], [100, 150]]
+
+
+def test_learning_curves_of_three_epochs_or_more_stay_by_epoch():
+    rows = [{"epoch": e, "step": 100 * e, "train_elbo": -200.0 + e, "val_elbo": -190.0 + e} for e in (1, 2, 3)]
+    ax = plots.plot_learning_curves(rows).axes[0]
+    assert ax.get_xlabel() == "epoch" and ax.get_title() == "Learning curves"
+    assert [list(ln.get_xdata()) for ln in ax.lines] == [[1, 2, 3], [1, 2, 3]]
+    # an older run's row without a step column (read_metrics gives NaN): by epoch, as before
+    old = [{"epoch": 1.0, "step": float("nan"), "train_elbo": -200.0, "val_elbo": -190.0}]
+    assert plots.plot_learning_curves(old).axes[0].get_xlabel() == "epoch"
+
+
 def test_figures_render_to_png():
     rng = np.random.default_rng(0)
     figs = [
         plots.plot_latent(rng.normal(size=(100, 2)), rng.integers(0, 10, 100), [str(i) for i in range(10)]),
         plots.plot_reconstructions(rng.random((8, 1, 5, 5)), rng.random((8, 1, 5, 5))),
         plots.plot_samples(rng.random((16, 1, 5, 5))),
-        plots.plot_manifold(rng.random((9, 1, 5, 5)), 3, (-1.0, 1.0)),
+        plots.plot_manifold(rng.random((9, 1, 5, 5)), plots.manifold_axis(3)),
         plots.plot_learning_curves(
             [{"epoch": 1, "train_elbo": -200, "val_elbo": -190}, {"epoch": 2, "train_elbo": -150, "val_elbo": -160}]
         ),

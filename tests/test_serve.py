@@ -43,11 +43,12 @@ ATOL = 6e-5  # images travel rounded to 4 decimals
 
 
 def make_explorer(
-    latent_dim: int = 2, num_classes: int = 0, cfg: ServeConfig = ServeConfig(), n: int = N_TEST
+    latent_dim: int = 2, num_classes: int = 0, cfg: ServeConfig = ServeConfig(), n: int = N_TEST, prior: str = "normal"
 ) -> Explorer:
     torch.manual_seed(0)
     x, y = make_images(n, seed=1)
-    model = VAE(ModelConfig(input_shape=(1, 8, 8), hidden=(16,), latent_dim=latent_dim, num_classes=num_classes))
+    mc = ModelConfig(input_shape=(1, 8, 8), hidden=(16,), latent_dim=latent_dim, num_classes=num_classes, prior=prior)
+    model = VAE(mc)
     return Explorer(
         model,
         ImageData(torch.from_numpy(x), torch.from_numpy(y)),
@@ -100,6 +101,8 @@ def test_info(client):
         "class_names": ["a", "b", "c", "d"],
         "likelihood": "bernoulli",
         "prior": "normal",
+        "prior_description": "N(0, I)",
+        "draw_title": "Draw an image",  # the data are not MNIST's digits
         "posterior": "gaussian",
         "layers": [],
         "arch": "mlp",
@@ -255,6 +258,43 @@ def test_sample_is_reproducible_by_seed(client, plain):
     assert len(fresh["images"]) == 16 and 0 <= fresh["seed"] < 2**31
     again = client.post("/api/sample", json={"seed": fresh["seed"]}).json()
     assert again["images"] == fresh["images"]
+
+
+@pytest.mark.parametrize("prior, words", [("normal", "N(0, I)"), ("mog", "mixture"), ("vamp", "VampPrior")])
+def test_samples_are_named_by_the_models_own_prior(prior, words):
+    """#23: the explorer called every prior N(0, I). It names it as `vaelab sample` does, from
+    model.prior_description, in the API, its schema and (through /api/info) the page."""
+    ex = make_explorer(prior=prior)
+    c = TestClient(create_app(ex))
+    info = c.get("/api/info").json()
+    assert info["prior"] == prior
+    assert info["prior_description"] == ex.model.prior_description and words in info["prior_description"]
+    summary = c.get("/openapi.json").json()["paths"]["/api/sample"]["post"]["summary"]
+    assert ex.model.prior_description in summary
+    if prior != "normal":
+        assert "N(0, I)" not in summary
+    # the page writes no prior of its own: its heading is filled in from /api/info
+    assert "N(0, I)" not in c.get("/").text
+    js = c.get("/static/app.js").text
+    assert "N(0, I)" not in js and "i.prior_description" in js
+
+
+@pytest.mark.parametrize(
+    "dataset, title",
+    [
+        ("mnist", "Draw a digit"),
+        ("fashion-mnist", "Draw an image"),
+        ("shapes2d", "Draw an image"),
+        ("cifar10", "Draw an image"),
+        ("my-photos", "Draw an image"),  # a folder of colour images
+    ],
+)
+def test_the_drawing_panel_asks_for_a_digit_only_for_mnist(plain, dataset, title):
+    ex = Explorer(plain.model, plain.test, dataset=dataset)
+    c = TestClient(create_app(ex))
+    assert c.get("/api/info").json()["draw_title"] == title
+    assert "digit" not in c.get("/").text  # the page's heading before /api/info answers
+    assert "i.draw_title" in c.get("/static/app.js").text
 
 
 def test_conditional_model_uses_the_label(cond_client, cond):
@@ -791,6 +831,7 @@ def test_app_from_run_serves_the_whole_test_set(run_dir):
     c = TestClient(srv.app_from_run(run_dir))
     info = c.get("/api/info").json()
     assert info["name"] == "run" and info["dataset"] == "tiny" and info["test_images"] == 20
+    assert info["draw_title"] == "Draw an image" and info["prior_description"] == "N(0, I)"
 
 
 @pytest.mark.parametrize("host,warned", [(None, False), ("0.0.0.0", True)])

@@ -251,15 +251,31 @@ def plot_traversals(
     return fig
 
 
-def manifold_grid(n: int) -> np.ndarray:
-    """(n*n, 2) latent points: the inverse normal CDF of a uniform grid over (0, 1)^2, row-major from
-    top-left, z_2 decreasing downwards (Kingma & Welling 2014, fig. 4)."""
+def manifold_axis(n: int) -> np.ndarray:
+    """(n,) the latent values of the manifold's tile columns, ascending: Phi^-1((i + 0.5) / n), the
+    inverse normal CDF at the centres of n equal cells of (0, 1). Not evenly spaced in z."""
     from statistics import NormalDist
 
     u = (np.arange(n) + 0.5) / n
-    q = np.array([NormalDist().inv_cdf(float(v)) for v in u])
+    return np.array([NormalDist().inv_cdf(float(v)) for v in u]).astype(np.float32)
+
+
+def manifold_grid(n: int) -> np.ndarray:
+    """(n*n, 2) latent points: the inverse normal CDF of a uniform grid over (0, 1)^2, row-major from
+    top-left, z_2 decreasing downwards (Kingma & Welling 2014, fig. 4). Each axis is manifold_axis(n)."""
+    q = manifold_axis(n)
     z1, z2 = np.meshgrid(q, q[::-1])
     return np.stack([z1.ravel(), z2.ravel()], 1).astype(np.float32)
+
+
+MAX_MANIFOLD_TICKS = 20  # per axis; a larger grid labels every k-th tile (and its mirror image)
+
+
+def _tile_ticks(n: int) -> list[int]:
+    """The tiles (0..n-1) that get a tick: all up to MAX_MANIFOLD_TICKS, else every k-th from both
+    ends, so the labels stay symmetric about z = 0."""
+    k = math.ceil(n / MAX_MANIFOLD_TICKS)
+    return sorted({i for i in range(0, n, k)} | {n - 1 - i for i in range(0, n, k)})
 
 
 def label_name(label: int, class_names: Sequence[str] = ()) -> str:
@@ -269,17 +285,29 @@ def label_name(label: int, class_names: Sequence[str] = ()) -> str:
 
 def plot_manifold(
     images: np.ndarray,
-    n: int,
-    span: tuple[float, float],
+    values: np.ndarray | Sequence[float],
     invert: bool = False,
     label: int | None = None,
     class_names: Sequence[str] = (),
 ) -> Figure:
-    """The learned 2-D manifold: n*n decoded images (from manifold_grid) tiled without gaps.
+    """The learned 2-D manifold: n*n decoded images (N, C, H, W) at manifold_grid(n), tiled without
+    gaps; `values` (n,) are the latent values of the tile columns, ascending (manifold_axis(n)),
+    and of the tile rows from the bottom up.
 
+    The tiles are evenly spaced in the normal CDF, not in z, so each tick sits at the centre of a
+    tile and gives that tile's own z_1 (or z_2), read from `values`.
     `label`: the class the (conditional) decoder was given, named in the title; None for an
     unconditional model. `invert` draws 1 - x (dark on white).
     """
+    from vaelab.errors import ConfigError
+
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    if values.ndim != 1 or n * n != len(images):
+        raise ConfigError(
+            f"plot_manifold: {len(images)} images need {math.isqrt(len(images))} ascending values (the z of "
+            f"each tile column), got values of shape {values.shape}; pass manifold_axis(n) for n x n images"
+        )
     grid = image_grid(images, n, pad=0)
     width = max(7.0, n * MIN_CELL_PX / DPI + 1.0)
     title = "Learned manifold: decoded means over $\\Phi^{-1}$(uniform grid)"
@@ -288,28 +316,75 @@ def plot_manifold(
     title = _wrap(title, width - 0.6)
     fig = Figure(figsize=(width, width + _title_height(title) - 0.3), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
-    _show(ax, grid, invert, extent=(span[0], span[1], span[0], span[1]))
-    ax.set_xlabel("$z_1$ (grid uniform in the normal CDF)")
-    ax.set_ylabel("$z_2$")
+    # axes in tile units: column i spans [i, i + 1] on x, and so does row i counted from the bottom
+    _show(ax, grid, invert, extent=(0, n, 0, n))
+    ticks = _tile_ticks(n)
+    centres = [i + 0.5 for i in ticks]
+    names = [f"{values[i]:.2f}" for i in ticks]
+    ax.set_xticks(centres, names, fontsize=7, rotation=90)
+    ax.set_yticks(centres, names, fontsize=7)
+    ax.set_xlabel("$z_1$ of the tile (tiles evenly spaced in the normal CDF, not in z)")
+    ax.set_ylabel("$z_2$ of the tile")
     ax.set_title(title, fontsize=TITLE_SIZE)
     return fig
 
 
+MIN_EPOCH_ROWS = 3  # fewer epoch rows than this: learning curves are drawn against the step
+
+
 def plot_learning_curves(rows: list[dict[str, float]]) -> Figure:
-    """Train and validation ELBO per epoch (nats per image, higher is better)."""
+    """Train and validation ELBO per epoch (nats per image, higher is better), from metrics.csv's
+    rows (one per epoch: "epoch", "step", "train_elbo", "val_elbo").
+
+    With fewer than MIN_EPOCH_ROWS rows (a run of an epoch or two, or one cut short by its time
+    budget) an epoch axis shows a dot or two, so the x axis is the training step instead: each
+    validation ELBO at the step it was measured, each train ELBO (a mean over the epoch's steps) as
+    a segment over the steps it averages. fit() records nothing between epochs, so no point is
+    added; the title says how many rows there are.
+    """
     fig = Figure(figsize=(6.4, 4), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
-    epochs = [r["epoch"] for r in rows]
-    ax.plot(epochs, [r["train_elbo"] for r in rows], "o-", ms=3, label="train ELBO (mean over the epoch)")
-    ax.plot(epochs, [r["val_elbo"] for r in rows], "s-", ms=3, label="validation ELBO (end of epoch)")
-    ax.set_xlabel("epoch")
+    train = [r["train_elbo"] for r in rows]
+    val = [r["val_elbo"] for r in rows]
+    if 0 < len(rows) < MIN_EPOCH_ROWS and all(_finite(r, "step") for r in rows):
+        steps = [int(r["step"]) for r in rows]
+        # where each row's steps began: 0 for epoch 1, else the step the row before ended at
+        starts = [0 if rows[0]["epoch"] == 1 else None, *steps[:-1]]
+        for a, b, t in zip(starts, steps, train):
+            if a is not None and a < b:
+                ax.plot([a, b], [t, t], "-", color="tab:blue", lw=2, alpha=0.5)  # no legend entry
+        ax.plot(steps, train, "o", ms=5, color="tab:blue", label="train ELBO (mean over the epoch's steps)")
+        ax.plot(steps, val, "s", ms=5, color="tab:orange", label="validation ELBO (at the step it was measured)")
+        ax.set_xlabel("step")
+        ax.set_xlim(0, max(steps) * 1.05 + 1)
+        n = len(rows)
+        done = "; ".join(
+            f"epoch {r['epoch']:g}"
+            + (f", {100 * r['epoch_fraction']:.0f}% done" if _finite(r, "epoch_fraction") else "")
+            for r in rows
+        )
+        title = (
+            f"Learning curves by step: only {n} epoch row{'s' if n > 1 else ''} ({done}); the run logs once per epoch"
+        )
+        ax.set_title(_wrap(title, 6.4), fontsize=TITLE_SIZE)
+    else:
+        epochs_x = [r["epoch"] for r in rows]
+        ax.plot(epochs_x, train, "o-", ms=3, label="train ELBO (mean over the epoch)")
+        ax.plot(epochs_x, val, "s-", ms=3, label="validation ELBO (end of epoch)")
+        ax.set_xlabel("epoch")
+        ax.set_title("Learning curves")
+        if len(epochs_x) == 1:
+            ax.set_xticks(epochs_x)
     ax.set_ylabel("ELBO (nats per image, higher is better)")
-    ax.set_title("Learning curves")
     ax.grid(alpha=0.3)
     ax.legend()
-    if len(epochs) == 1:
-        ax.set_xticks(epochs)
     return fig
+
+
+def _finite(row: dict[str, float], key: str) -> bool:
+    """The row has a finite `key` (read_metrics gives NaN for a column an older run did not write)."""
+    v = row.get(key)
+    return v is not None and math.isfinite(v)
 
 
 def plot_compared_curves(curves: dict[str, list[dict[str, float]]], x: str = "epoch") -> Figure:
@@ -426,8 +501,8 @@ def save_run_pictures(
         label = (0 if manifold_label is None else manifold_label) if cond else None
         y = None if label is None else torch.full((len(pts),), label, dtype=torch.long, device=device)
         imgs = model.decode(pts, y).cpu().numpy()
-        lim = float(abs(manifold_grid(n)).max())
-        save(plot_manifold(imgs, n, (-lim, lim), invert=invert, label=label, class_names=class_names), "manifold")
+        axis = manifold_axis(n)
+        save(plot_manifold(imgs, axis, invert=invert, label=label, class_names=class_names), "manifold")
     if model.continuous_latents and model.latent_size > 2:  # codes and categories have no traversal
         from vaelab.factors import traversal_order, traversals
 

@@ -1,9 +1,10 @@
 """`vaelab serve RUN`: a latent-space explorer in the browser (FastAPI + vanilla JS, no network).
 
 The page (``vaelab/static``) shows the test set in latent space, decodes a draggable cursor live,
-interpolates between two test images, samples the prior and encodes a digit drawn with the mouse.
-Its JSON API is documented by the app's OpenAPI schema at ``/openapi.json`` (FastAPI's ``/docs``
-page is switched off: it loads Swagger UI from a CDN, and this app loads nothing from the network):
+interpolates between two test images, samples the model's prior and encodes an image drawn with
+the mouse. Its JSON API is documented by the app's OpenAPI schema at ``/openapi.json`` (FastAPI's
+``/docs`` page is switched off: it loads Swagger UI from a CDN, and this app loads nothing from the
+network):
 
     GET  /api/info               the model: latent dim D, image shape, classes, request limits
     GET  /api/points             the scatter: subsampled test-set latent means on the plane (cached)

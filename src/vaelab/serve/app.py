@@ -166,7 +166,11 @@ def create_app(explorer: Explorer) -> FastAPI:
             "values": t["values"].tolist(),
         }
 
-    @app.post("/api/sample", response_model=SampleResponse, summary="Decoded draws z ~ N(0, I) from the prior")
+    @app.post(
+        "/api/sample",
+        response_model=SampleResponse,
+        summary=f"Decoded draws z ~ p(z), the model's own prior: {explorer.model.prior_description}",
+    )
     def sample(req: SampleRequest) -> dict[str, Any]:
         seed = secrets.randbelow(2**31) if req.seed is None else req.seed
         return {**_images(explorer.sample(req.n, req.label, seed)), "seed": seed}

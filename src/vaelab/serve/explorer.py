@@ -18,6 +18,15 @@ from vaelab.models import BaseVAE, interpolate_latents
 from vaelab.plots import latent_axes
 from vaelab.serve.guards import _host_name
 
+# Datasets whose images are handwritten digits: for them the drawing panel asks for a digit, for any
+# other data (Fashion-MNIST, shapes2d, CIFAR-10, a folder of images) for an image.
+DIGIT_DATASETS = ("mnist",)
+
+
+def draw_title(dataset: str) -> str:
+    """The drawing panel's heading for images of `dataset` (a DataSplits.name)."""
+    return "Draw a digit" if dataset in DIGIT_DATASETS else "Draw an image"
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -238,6 +247,9 @@ class Explorer:
             "input_shape": list(mc.input_shape),
             "num_classes": mc.num_classes,
             "prior": mc.prior,
+            # p(z) in words, as `vaelab sample` titles its picture ("N(0, I)", "the VampPrior", ...)
+            "prior_description": self.model.prior_description,
+            "draw_title": draw_title(self.dataset),
             "posterior": mc.posterior,
             "layers": [layer.latent_dim for layer in mc.layers],
             "class_names": list(self.class_names),

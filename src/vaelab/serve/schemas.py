@@ -77,6 +77,11 @@ class InfoResponse(BaseModel):
     class_names: list[str]
     likelihood: str
     prior: str = Field(description="normal, mog or vamp: what /api/sample draws from")
+    prior_description: str = Field(
+        description='that prior in words, as `vaelab sample` names it: "N(0, I)", "the learned mixture prior", '
+        '"the VampPrior", ...'
+    )
+    draw_title: str = Field(description='the drawing panel\'s heading: "Draw a digit" for MNIST, else "Draw an image"')
     posterior: str = Field(description="gaussian, planar or iaf")
     layers: list[int] = Field(description="latent sizes of a hierarchy, bottom first; [] for one layer")
     arch: str
