@@ -4,6 +4,7 @@
     python benchmarks/reproduce.py --out DIR --rows burda-vae,burda-iwae-k5 # some rows
     python benchmarks/reproduce.py --out DIR --table                         # the table of finished rows
     python benchmarks/reproduce.py --out DIR --ship zoo                      # copy finished rows' models
+    python benchmarks/reproduce.py --out DIR --verify zoo                    # they evaluate to their rows
 
 Every number comes from the product: `vaelab train --preset ROW` (the preset holds the whole recipe:
 model, objective, schedule, budget in epochs or steps, split) and `vaelab eval RUN --k 5000` on all
@@ -214,6 +215,30 @@ def ship(out: Path, results: Path, zoo: Path) -> None:
         shutil.copy2(results / f"{name}.json", dst / "result.json")
 
 
+def verify(zoo: Path, threads: int) -> int:
+    """Evaluate every shipped model in ZOO as its row was evaluated and compare with its result.json:
+    the same command on the same weights must give the table's numbers (to 0.01 nats)."""
+    bad = 0
+    for name in ROWS:
+        folder = zoo / name
+        if not (folder / "result.json").is_file():
+            continue
+        r = json.loads((folder / "result.json").read_text())
+        k = "5000" if r["nll"] is not None else "1"
+        out = subprocess.run(
+            vaelab("eval", str(folder), "--k", k, "--threads", str(threads), "--json"),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        ev = json.loads(out)
+        key = "nll" if r["nll"] is not None else "elbo"
+        ok = abs(ev[key] - r[key]) <= 0.01
+        bad += not ok
+        print(f"{name}: {key} {ev[key]:.2f} against the table's {r[key]:.2f}: {'ok' if ok else 'DIFFERENT'}")
+    return 1 if bad else 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="folder of the run folders (outside the work tree)")
@@ -223,10 +248,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--table", action="store_true", help="print the table of finished rows and stop")
     ap.add_argument("--ship", type=Path, help="copy finished rows' models (no checkpoint) to this folder and stop")
+    ap.add_argument("--verify", type=Path, help="evaluate the shipped models in this folder against their rows")
     args = ap.parse_args()
     if args.table:
         print(table(args.results))
         return
+    if args.verify:
+        raise SystemExit(verify(args.verify, args.threads))
     if args.ship:
         ship(args.out.expanduser(), args.results, args.ship)
         return
