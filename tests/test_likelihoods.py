@@ -13,7 +13,9 @@ from torch.testing import assert_close
 
 from vaelab import objectives as obj
 from vaelab.config import ModelConfig
+from vaelab.errors import ConfigError
 from vaelab.models import MIN_PIXEL_LOGVAR, make_likelihood
+from vaelab.models.likelihoods import continuous_bernoulli_icdf
 
 # Both sides of the switches to series expansions (|l| = 1e-2 in log_norm, 1e-3 in mean) included.
 LOGITS = [
@@ -158,3 +160,161 @@ def test_log_prob_shapes_with_sample_dimensions(name):
     assert out.shape == (2, 7, 5)
     assert_close(out[1, 3], lik.log_prob(x, params[1, 3]))
     assert lik.mean(params).shape == (2, 7, 5, 1, 3, 4)
+
+
+# -- draws x ~ p(x|z) ------------------------------------------------------------------------------
+
+ALL = ["bernoulli", "bernoulli-ar", "continuous-bernoulli", "gaussian", "gaussian-fixed", "logistic-mixture"]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_likelihood_draws_seeded_with_sample_dimensions(name):
+    shape = (3, 2, 3) if name == "logistic-mixture" else (1, 3, 4)
+    lik = make_likelihood(ModelConfig(input_shape=shape, likelihood=name, mixture_components=2))
+    params = torch.randn(2, 5, lik.num_params, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = lik.draw(params, torch.Generator().manual_seed(1))
+        b = lik.pixels(params, "draw", torch.Generator().manual_seed(1))
+        c = lik.draw(params, torch.Generator().manual_seed(2))
+        assert torch.equal(lik.pixels(params), lik.mean(params))  # the default is the mean, as before
+    assert a.shape == (2, 5, *shape) and a.dtype == params.dtype and torch.isfinite(a).all()
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    if lik.density_of_binary and not lik.eight_bit:
+        assert set(a.unique().tolist()) <= {0.0, 1.0}
+    if lik.eight_bit:
+        assert_close(a * 255, (a * 255).round(), atol=1e-4, rtol=0)
+        assert float(a.min()) >= 0 and float(a.max()) <= 1
+    assert lik.describe("draw") == "draws x ~ p(x|z)"
+    assert lik.describe("mean") == ("mean-field pass" if name == "bernoulli-ar" else "pixel means") + " of p(x|z)"
+    with pytest.raises(ConfigError, match="pixel mode 'median'"):
+        lik.pixels(params, "median")  # type: ignore[arg-type]
+
+
+def test_bernoulli_draws_are_binary_with_mean_sigmoid_logits():
+    lik = make_likelihood(ModelConfig(input_shape=(1, 2, 3), likelihood="bernoulli"))
+    logits = torch.tensor([-4.0, -1.0, 0.0, 0.5, 2.0, 6.0], dtype=torch.float64).view(1, 1, 1, 2, 3)
+    n = 50_000
+    with torch.no_grad():
+        x = lik.draw(logits.expand(n, 1, 1, 2, 3), torch.Generator().manual_seed(3))
+    assert set(x.unique().tolist()) == {0.0, 1.0}
+    p = torch.sigmoid(logits).view(1, 2, 3)
+    sd = (p * (1 - p) / n).sqrt()
+    assert ((x.mean(0) - p).abs() <= 4.5 * sd).all(), (x.mean(0), p)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "gaussian-fixed", "continuous-bernoulli"])
+def test_grey_draws_follow_their_distribution(name):
+    """Kolmogorov-Smirnov test of the draws of each parameter value against torch.distributions' CDF."""
+    from scipy.stats import kstest
+
+    lik = make_likelihood(ModelConfig(input_shape=(1, 1, 1), likelihood=name, fixed_scale=0.1))
+    raw = torch.tensor([-5.0, -0.7, 0.0, 0.3, 5.0], dtype=torch.float64)
+    n = 20_000
+    params = _params(raw, lik.num_params)  # (L, P, 1, 1, 1); gaussian: logvar = raw too
+    with torch.no_grad():
+        x = lik.draw(params.repeat(n, 1, 1, 1, 1), torch.Generator().manual_seed(4)).view(n, len(raw))
+    ref = {
+        "gaussian": lambda r: torch.distributions.Normal(torch.sigmoid(r), torch.exp(r / 2)),
+        "gaussian-fixed": lambda r: torch.distributions.Normal(torch.sigmoid(r), torch.tensor(0.1, dtype=r.dtype)),
+        "continuous-bernoulli": lambda r: torch.distributions.ContinuousBernoulli(logits=r),
+    }[name]
+    for i, r in enumerate(raw):
+        dist = ref(r)
+        p_value = kstest(x[:, i].numpy(), lambda v, d=dist: d.cdf(torch.as_tensor(v)).numpy()).pvalue
+        assert p_value > 1e-3, (name, float(r), p_value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_continuous_bernoulli_draws_stay_in_the_unit_interval_at_extreme_logits(dtype):
+    lik = make_likelihood(ModelConfig(input_shape=(1, 1, 1), likelihood="continuous-bernoulli"))
+    lg = torch.tensor(LOGITS, dtype=dtype)
+    n = 20_000
+    with torch.no_grad():
+        x = lik.draw(_params(lg, 1).repeat(n, 1, 1, 1, 1), torch.Generator().manual_seed(5)).view(n, len(lg))
+    assert torch.isfinite(x).all() and float(x.min()) >= 0 and float(x.max()) <= 1
+    mean = obj.continuous_bernoulli_mean(lg.double())
+    sd = x.double().std(0) / math.sqrt(n)  # the draws' own spread: 1/|l| at large |l|
+    assert ((x.double().mean(0) - mean).abs() <= 4.5 * sd + 1e-6).all(), (x.mean(0), mean)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_continuous_bernoulli_icdf_inverts_the_cdf_even_at_the_ends(dtype):
+    lg = torch.tensor(LOGITS, dtype=dtype)[:, None]  # (L, 1)
+    tiny = torch.finfo(dtype).eps / 2
+    u = torch.tensor([0.0, tiny, 0.1, 0.5, 0.9, 1 - tiny], dtype=dtype)  # torch.rand's range [0, 1)
+    x = continuous_bernoulli_icdf(u, lg)  # (L, U)
+    assert torch.isfinite(x).all() and float(x.min()) >= 0 and float(x.max()) <= 1
+    assert (x.diff(dim=1) >= 0).all()  # monotone in u
+    assert_close(x[:, 0], torch.zeros(len(lg), dtype=dtype), atol=1e-12, rtol=0)  # F^-1(0) = 0
+    # F(F^-1(u)) = u, with F(x) = expm1(x l) / expm1(l) in float64 (exact to ~1e-15 for these l)
+    l64, x64 = lg.double(), x.double()
+    tol = 1e-12 if dtype == torch.float64 else 2e-5  # float32 x: 6e-8 relative, times dF/dx <= 80
+    f = torch.where(l64 == 0, x64, torch.expm1(x64 * l64) / torch.expm1(torch.where(l64 == 0, 1.0, l64)))
+    assert_close(f, u.double().expand_as(f), atol=tol, rtol=0)
+    # and that F is torch.distributions' CDF, where its probabilities hold (0.5 <= |l| <= 5)
+    moderate = (lg.abs().flatten() >= 0.5) & (lg.abs().flatten() <= 5)
+    cdf = torch.distributions.ContinuousBernoulli(logits=l64[moderate]).cdf(x64[moderate])
+    assert_close(cdf, f[moderate], atol=1e-12, rtol=0)
+
+
+def test_logistic_mixture_draws_match_the_probability_of_every_8_bit_value():
+    """One grey pixel, K = 3: the frequencies of the 256 values against exp(log_prob)."""
+    from scipy.stats import chi2
+
+    lik = make_likelihood(ModelConfig(input_shape=(1, 1, 1), likelihood="logistic-mixture", mixture_components=3))
+    p = torch.zeros(1, 12, 1, 1, 1, dtype=torch.float64)
+    p[0, 0:3, 0] = torch.tensor([0.5, -0.3, 0.0]).view(3, 1, 1)  # mixture logits
+    p[0, 3:6, 0] = torch.tensor([-0.99, 0.1, 0.6]).view(3, 1, 1)  # means in [-1, 1]: one near black
+    p[0, 6:9, 0] = torch.tensor([-3.0, -4.0, -2.5]).view(3, 1, 1)  # log-scales
+    values = torch.arange(256, dtype=torch.float64).view(256, 1, 1, 1) / 255
+    probs = lik.log_prob(values, p.expand(256, 12, 1, 1, 1)).exp()
+    assert_close(probs.sum(), torch.tensor(1.0, dtype=torch.float64), atol=1e-3, rtol=0)
+    n = 100_000
+    with torch.no_grad():
+        x = lik.draw(p.expand(n, 12, 1, 1, 1), torch.Generator().manual_seed(6)).flatten()
+    counts = torch.bincount((x * 255).round().long(), minlength=256).double()
+    expected = n * probs / probs.sum()
+    big = expected >= 5
+    obs = torch.cat([counts[big], counts[~big].sum().view(1)])
+    exp = torch.cat([expected[big], expected[~big].sum().view(1)])
+    stat = float(((obs - exp).square() / exp).sum())
+    assert chi2.sf(stat, len(obs) - 1) > 1e-3
+    assert counts[0] > 0.1 * n  # the component at -0.99 puts its left tail on the edge bin 0
+
+
+def test_logistic_mixture_rgb_draws_chain_the_channels():
+    """One RGB pixel, K = 2, small scales: the joint frequencies of (r, g, b) against exp(log_prob)
+    on a window of 48^3 values around 127 (what falls outside is one pooled cell). Green's mean moves
+    with the drawn red, blue's with red and green (PixelCNN++'s coefficients)."""
+    from scipy.stats import chi2
+
+    k = 2
+    lik = make_likelihood(ModelConfig(input_shape=(3, 1, 1), likelihood="logistic-mixture", mixture_components=k))
+    p = torch.zeros(1, 4 * k, 3, 1, 1, dtype=torch.float64)
+    p[0, 0:2, 0] = torch.tensor([0.3, -0.2]).view(2, 1, 1)
+    p[0, 2:4] = torch.tensor([[0.02, -0.03, 0.05], [-0.02, 0.03, 0.0]]).view(2, 3, 1, 1)  # means
+    p[0, 4:6] = -4.5  # log-scales: s = 0.011, about 1.4 bins
+    p[0, 6:8] = torch.tensor([[0.9, -0.6, 0.5], [-0.8, 0.4, 0.9]]).view(2, 3, 1, 1)  # tanh -> coefficients
+    w = torch.arange(104, 152)
+    grid = torch.stack(torch.meshgrid(w, w, w, indexing="ij"), -1).view(-1, 3, 1, 1).double() / 255
+    probs = lik.log_prob(grid, p.expand(len(grid), 4 * k, 3, 1, 1)).exp()
+    assert 1 - 1e-3 < float(probs.sum()) <= 1 + 1e-9
+    n = 100_000
+    with torch.no_grad():
+        x = lik.draw(p.expand(n, 4 * k, 3, 1, 1), torch.Generator().manual_seed(7)).view(n, 3)
+    v = (x * 255).round().long() - int(w[0])
+    inside = ((v >= 0) & (v < len(w))).all(1)
+    v = v[inside]
+    counts = torch.bincount((v[:, 0] * len(w) + v[:, 1]) * len(w) + v[:, 2], minlength=len(grid)).double()
+    expected = n * probs
+    big = expected >= 5
+    obs = torch.cat([counts[big], (counts[~big].sum() + (~inside).sum()).view(1)])
+    exp = torch.cat([expected[big], (n - expected[big].sum()).view(1)])
+    assert chi2.sf(float(((obs - exp).square() / exp).sum()), len(obs) - 1) > 1e-3
+    # the test has power: the same draws with the channels shuffled across images (independent
+    # channels with the right marginals) are rejected
+    perm = torch.randperm(len(v), generator=torch.Generator().manual_seed(8))
+    shuffled = torch.stack([v[:, 0], v[perm, 1], v[:, 2]], 1)
+    counts = torch.bincount((shuffled[:, 0] * len(w) + shuffled[:, 1]) * len(w) + shuffled[:, 2], minlength=len(grid))
+    obs = torch.cat([counts[big].double(), (counts[~big].sum() + (~inside).sum()).view(1).double()])
+    assert chi2.sf(float(((obs - exp).square() / exp).sum()), len(obs) - 1) < 1e-6

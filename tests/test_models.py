@@ -126,3 +126,37 @@ def test_posterior_distribution_matches_encode():
     loc, logvar = model.encode(x)
     assert_close(q.mean, loc)
     assert_close(q.variance, logvar.exp())
+
+
+def test_sample_draws_x_given_the_same_z_as_the_means():
+    """mode="draw" draws z ~ p(z) from the generator first, as mode="mean" does, then x ~ p(x|z):
+    with the same seed the draws are Bernoulli draws of the very means that mode="mean" shows."""
+    model = VAE(ModelConfig(input_shape=(1, 4, 4), hidden=(8,), latent_dim=2))
+    with torch.no_grad():
+        model.decoder.out.weight.mul_(8.0)  # pixel means near 0 or 1, as z says: a draw must follow z
+        means = model.sample(3000, generator=torch.Generator().manual_seed(5))
+        default = model.sample(3000, generator=torch.Generator().manual_seed(5), mode="mean")
+        x = model.sample(3000, generator=torch.Generator().manual_seed(5), mode="draw")
+        again = model.sample(3000, generator=torch.Generator().manual_seed(5), mode="draw")
+    assert torch.equal(means, default)  # the default is unchanged: pixel means
+    assert x.shape == means.shape == (3000, 1, 4, 4) and torch.equal(x, again)
+    assert set(x.unique().tolist()) == {0.0, 1.0}
+    # sum of x - p over every pixel of every image, in standard deviations of a sum of Bernoullis
+    z = float((x - means).sum() / (means * (1 - means)).sum().sqrt())
+    assert abs(z) < 4.5, z
+    # and x agrees with the likelier value of each pixel as often as the means say: E max(p, 1 - p)
+    agree = (x == (means > 0.5)).double().sum()
+    want = torch.maximum(means, 1 - means).double().sum()
+    assert abs(float(agree - want)) < 4.5 * float((means * (1 - means)).double().sum().sqrt())
+
+
+def test_decode_draws_keep_the_sample_dimensions_and_reject_unknown_modes():
+    model = VAE(ModelConfig(input_shape=(1, 4, 4), hidden=(8,), latent_dim=3, likelihood="gaussian"))
+    z = torch.randn(2, 5, 3)
+    with torch.no_grad():
+        x = model.decode(z, mode="draw", generator=torch.Generator().manual_seed(0))
+        y = model.decode(z, mode="draw", generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 5, 1, 4, 4) and torch.equal(x, y)
+    assert not torch.equal(x, model.decode(z).detach())  # a draw, not the mean
+    with pytest.raises(ConfigError, match="pixel mode 'binary'"):
+        model.sample(2, mode="binary")  # type: ignore[arg-type]

@@ -98,3 +98,107 @@ def test_the_model_owns_the_weights_and_a_copy_keeps_them_linked():
     x = torch.ones(2, 1, 3, 3)
     params = torch.zeros(1, 2, 1, 1, 3, 3)
     assert not torch.equal(twin.log_px_z(x, params), model.log_px_z(x, params))  # the copy uses its own W
+
+
+def _chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    """Pearson's chi-square test of counts (M,) against probabilities (M,): the cells expected
+    fewer than 5 times are pooled into one. Returns the p-value."""
+    from scipy.stats import chi2
+
+    n = counts.sum().double()
+    expected = n * probs.double()
+    big = expected >= 5
+    obs = torch.cat([counts[big].double(), counts[~big].double().sum().view(1)])
+    exp = torch.cat([expected[big], expected[~big].sum().view(1)])
+    keep = exp > 0
+    stat = ((obs[keep] - exp[keep]).square() / exp[keep]).sum()
+    return float(chi2.sf(float(stat), int(keep.sum()) - 1))
+
+
+def _image_index(x: torch.Tensor) -> torch.Tensor:
+    """Binary images (N, C, H, W) -> their row in _all_images (raster order, first pixel the top bit)."""
+    bits = x.flatten(1).long()
+    return (bits * (2 ** torch.arange(bits.shape[1] - 1, -1, -1))).sum(1)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 2), (1, 3, 3)])
+def test_ancestral_draws_match_the_exact_probability_of_every_binary_image(shape):
+    lik = _ar(shape, seed=6, scale=2.0)
+    lik.module.double()
+    xs = _all_images(shape)
+    f = 1.5 * torch.randn(1, 1, *shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)  # one z
+    probs = lik.log_prob(xs, f.expand(len(xs), 1, *shape)).exp().detach()  # (2^D,), sums to 1
+    n = 40_000
+    with torch.no_grad():
+        x = lik.draw(f.expand(n, 1, *shape), torch.Generator().manual_seed(8))  # (n, C, H, W)
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    counts = torch.bincount(_image_index(x), minlength=len(xs))
+    assert _chi_square_p_value(counts, probs) > 1e-3
+    # the test has power: independent Bernoulli pixels at the mean-field probabilities (what the
+    # pictures showed before) are rejected, although they are right for the first pixel
+    with torch.no_grad():
+        mf = lik.mean(f.expand(n, 1, *shape))
+    mean_field = (torch.rand(mf.shape, generator=torch.Generator().manual_seed(8), dtype=mf.dtype) < mf).double()
+    assert _chi_square_p_value(torch.bincount(_image_index(mean_field), minlength=len(xs)), probs) < 1e-6
+
+
+def test_draws_are_binary_seeded_and_keep_the_sample_dimensions():
+    shape = (1, 3, 3)
+    lik = _ar(shape, seed=9, scale=1.0)
+    params = torch.randn(2, 5, 1, *shape, generator=torch.Generator().manual_seed(10))  # (K, B, 1, C, H, W)
+    with torch.no_grad():
+        a = lik.draw(params, torch.Generator().manual_seed(11))
+        b = lik.draw(params, torch.Generator().manual_seed(11))
+        c = lik.draw(params, torch.Generator().manual_seed(12))
+    assert a.shape == (2, 5, *shape)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert set(a.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(lik.pixels(params, "draw", torch.Generator().manual_seed(11)), a)
+    assert lik.describe("mean") == "mean-field pass of p(x|z)" and lik.describe("draw") == "draws x ~ p(x|z)"
+
+
+def test_a_strong_weight_makes_the_drawn_pixels_copy_each_other():
+    # f = (0, -20, 20), W_21 = 40, W_31 = -40: pixel 2's logit is +-20 as pixel 1 is 1 or 0, so it
+    # copies pixel 1 (up to e^-20), and pixel 3 negates it. The mean-field pass is (1/2, 1/2, 1/2).
+    lik = _ar((1, 1, 3), scale=0.0)
+    with torch.no_grad():
+        lik.module.weight[1, 0] = 40.0
+        lik.module.weight[2, 0] = -40.0
+    params = torch.tensor([0.0, -20.0, 20.0]).view(1, 1, 1, 1, 3).expand(2000, 1, 1, 1, 3)
+    with torch.no_grad():
+        x = lik.draw(params, torch.Generator().manual_seed(13)).view(-1, 3)
+        assert_close(lik.mean(params[:1]).flatten(), torch.full((3,), 0.5))
+    assert torch.equal(x[:, 1], x[:, 0]) and torch.equal(x[:, 2], 1 - x[:, 0])
+    assert 0.45 < float(x[:, 0].mean()) < 0.55  # pixel 1 ~ Bernoulli(1/2): 2000 draws, 4.5 sd
+
+
+def test_vaelab_sample_draw_writes_binary_draws_and_says_so_in_the_title(tmp_path, npz_dataset, capsys, monkeypatch):
+    import numpy as np
+
+    import vaelab.plots
+    from conftest import run_cli
+
+    run = tmp_path / "ar"
+    train = ["train", "--preset", "tiny", "--dataset", str(npz_dataset), "--binarize", "dynamic", "--hidden", "12"]
+    train += ["--likelihood", "bernoulli-ar", "--epochs", "1", "--threads", "1", "--out", str(run), "--no-plots", "-q"]
+    code, _, err = run_cli(train, capsys)
+    assert code == 0, err
+    titles: list[str] = []
+    real = vaelab.plots.plot_samples
+
+    def spy(images, *args, **kwargs):
+        titles.append(kwargs["title"])
+        return real(images, *args, **kwargs)
+
+    monkeypatch.setattr(vaelab.plots, "plot_samples", spy)
+    for name, flags in (("mean", []), ("draw", ["--draw"]), ("again", ["--draw"])):
+        args = ["sample", str(run), "-n", "6", "--seed", "3", "-o", str(tmp_path / f"{name}.png")]
+        code, out, err = run_cli([*args, "--npy", str(tmp_path / f"{name}.npy"), "--threads", "1", *flags], capsys)
+        assert code == 0, err
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    mean, draw, again = (np.load(tmp_path / f"{name}.npy") for name in ("mean", "draw", "again"))
+    assert draw.shape == mean.shape == (6, 1, 8, 8)
+    assert set(np.unique(draw).tolist()) <= {0.0, 1.0} and not set(np.unique(mean).tolist()) <= {0.0, 1.0}
+    assert np.array_equal(draw, again)  # --seed makes the draws reproducible
+    assert titles[0] == "Samples: mean-field pass of p(x|z), z ~ N(0, I)"
+    assert titles[1] == titles[2] == "Samples: draws x ~ p(x|z), z ~ N(0, I)"

@@ -571,7 +571,14 @@ def _save_figure(fig: Any, path: Path) -> None:
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False), help="Image file [default: RUN/samples.png].")
 @click.option("--label", type=int, help="Class to draw (conditional models).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--npy", type=click.Path(dir_okay=False), help="Also save the pixel means as .npy (n, C, H, W).")
+@click.option(
+    "--draw",
+    is_flag=True,
+    help="Show one exact draw x ~ p(x|z) per z instead of the pixel means: binary pixels for bernoulli "
+    "(bernoulli-ar: drawn pixel by pixel, given the pixels drawn before), 8-bit values for "
+    "logistic-mixture, grey values for the others. Without it, bernoulli-ar shows its mean-field pass.",
+)
+@click.option("--npy", type=click.Path(dir_okay=False), help="Also save the images as .npy (n, C, H, W).")
 @invert_opt
 @device_opt
 @weights_opt
@@ -582,17 +589,20 @@ def sample(
     out: str | None,
     label: int | None,
     seed: int,
+    draw: bool,
     npy: str | None,
     invert: bool,
     device: str,
     weights: str,
     threads: int | str | None,
 ) -> None:
-    """Decode n draws z ~ p(z) of the model's own prior and save them as a grid image."""
+    """Decode n draws z ~ p(z) of the model's own prior and save them as a grid image: the pixel
+    means of p(x|z), or with --draw one draw x ~ p(x|z) each (the picture's title says which)."""
     _threads(threads)
     import numpy as np
     import torch
 
+    from vaelab.models import PixelMode
     from vaelab.plots import plot_samples
 
     if n <= 0:
@@ -611,10 +621,13 @@ def sample(
     if label is not None and not 0 <= label < k:
         raise ConfigError(f"--label {label} is out of range: this model knows labels 0..{k - 1}")
     g = torch.Generator(model.device).manual_seed(seed)
+    mode: PixelMode = "draw" if draw else "mean"
     with torch.no_grad():
-        imgs = model.sample(n, label, generator=g).cpu().numpy()
+        imgs = model.sample(n, label, generator=g, mode=mode).cpu().numpy()
     path = Path(out or Path(run) / "samples.png")
-    title = f"Samples: decoded z ~ {model.prior_description}" + (f", label {label}" if label is not None else "")
+    title = f"Samples: {model.likelihood.describe(mode)}, z ~ {model.prior_description}" + (
+        f", label {label}" if label is not None else ""
+    )
     _save_figure(plot_samples(imgs, ncols=min(n, 8), title=title, invert=invert), path)
     if npy:
         import io

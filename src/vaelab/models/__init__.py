@@ -25,7 +25,13 @@ from torch import Tensor, nn
 from vaelab import objectives as obj
 from vaelab.config import ModelConfig
 from vaelab.errors import ConfigError
-from vaelab.models.likelihoods import MIN_PIXEL_LOGVAR, PixelLikelihood, make_likelihood  # noqa: F401
+from vaelab.models.likelihoods import (  # noqa: F401
+    MIN_PIXEL_LOGVAR,
+    PIXEL_MODES,
+    PixelLikelihood,
+    PixelMode,
+    make_likelihood,
+)
 from vaelab.models.networks import (  # noqa: F401
     ACTIVATIONS,
     ConvDecoder,
@@ -226,9 +232,22 @@ class BaseVAE(nn.Module):
         """Parameters of p(x|z), (..., B, P, C, H, W), for latents z (..., B, D)."""
         raise NotImplementedError
 
-    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """Pixel means of p(x|z), (..., B, C, H, W) in [0, 1], for latents z (..., B, D)."""
-        return self.likelihood.mean(self.decode_params(z, y))
+    def decode(
+        self,
+        z: Tensor,
+        y: Tensor | None = None,
+        *,
+        mode: PixelMode = "mean",
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Pixels of p(x|z), (..., B, C, H, W), for latents z (..., B, D).
+
+        mode "mean": the pixel means in [0, 1] (bernoulli-ar: the mean-field pass, not an exact
+        mean). mode "draw": one exact draw x ~ p(x|z) per z from `generator`: {0, 1} pixels for the
+        Bernoulli families (bernoulli-ar pixel by pixel, given the pixels drawn before), k/255 for
+        the logistic mixture, [0, 1] for the continuous Bernoulli, real values for the Gaussians.
+        """
+        return self.likelihood.pixels(self.decode_params(z, y), mode, generator)
 
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """decode(encode_mean(x)): (B, C, H, W) pixel means in [0, 1]."""
@@ -238,10 +257,19 @@ class BaseVAE(nn.Module):
         """n draws z ~ p(z) from the model's own prior: (n, D)."""
         raise NotImplementedError
 
-    def sample(self, n: int, y: Tensor | int | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """Decode n draws z ~ p(z) of the model's own prior: (n, C, H, W) pixel means in [0, 1]."""
+    def sample(
+        self,
+        n: int,
+        y: Tensor | int | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        mode: PixelMode = "mean",
+    ) -> Tensor:
+        """Decode n draws z ~ p(z) of the model's own prior: (n, C, H, W) pixels of p(x|z), its pixel
+        means in [0, 1] (mode "mean") or exact draws x ~ p(x|z) (mode "draw"; see :meth:`decode`).
+        z, then the pixels, come from `generator`."""
         z = self.sample_latents(n, generator)
-        return self.decode(z, None if y is None else torch.as_tensor(y))
+        return self.decode(z, None if y is None else torch.as_tensor(y), mode=mode, generator=generator)
 
     def elbo(
         self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None, beta: float = 1.0

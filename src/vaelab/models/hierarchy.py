@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from vaelab import objectives as obj
 from vaelab.config import ModelConfig
-from vaelab.models import BaseVAE, Draws, full
+from vaelab.models import BaseVAE, Draws, PixelMode, full
 from vaelab.models.networks import MLPDecoder, MLPEncoder, _mlp
 from vaelab.models.priors import make_prior
 
@@ -116,8 +116,16 @@ class HierarchicalVAE(BaseVAE):
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.prior.sample(n, generator)
 
-    def sample(self, n: int, y: Tensor | int | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """Ancestral draws z_L ~ p(z_L), z_{l-1} ~ p(z_{l-1} | z_l), then the pixel means of p(x | z_1)."""
+    def sample(
+        self,
+        n: int,
+        y: Tensor | int | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        mode: PixelMode = "mean",
+    ) -> Tensor:
+        """Ancestral draws z_L ~ p(z_L), z_{l-1} ~ p(z_{l-1} | z_l), then the pixel means of p(x | z_1)
+        (mode "mean") or one exact draw x ~ p(x | z_1) (mode "draw"; see BaseVAE.decode)."""
         if y is not None:
             self.one_hot(torch.as_tensor(y), n)
         z = self.prior.sample(n, generator)
@@ -126,4 +134,4 @@ class HierarchicalVAE(BaseVAE):
             z = obj.reparameterize(
                 loc, logvar, torch.randn(loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
             )
-        return self.likelihood.mean(self.decoder(z))
+        return self.likelihood.pixels(self.decoder(z), mode, generator)
