@@ -339,3 +339,21 @@ def test_every_channel_count_is_drawn_by_one_rule(c, tmp_path):
     want = imgs[0, 0] if c < 3 else imgs[0, :3].transpose(1, 2, 0)  # (H, W) grey or (H, W, 3)
     np.testing.assert_array_equal(g[:6, :5], want)
     plots.plot_samples(imgs, ncols=3).savefig(tmp_path / "s.png")  # imshow takes what the grid gives
+
+
+def test_the_runs_sample_picture_says_what_it_shows(tmp_path, monkeypatch):
+    """#23 item 8: samples.png of a bernoulli-ar run is titled a mean-field pass, with the model's prior."""
+    from vaelab import plots
+    from vaelab.config import ModelConfig
+    from vaelab.models import build_model
+
+    titles = []
+    real = plots.plot_samples
+    monkeypatch.setattr(plots, "plot_samples", lambda *a, **k: titles.append(k.get("title")) or real(*a, **k))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(input_shape=(1, 8, 8), hidden=(8,), latent_dim=3, likelihood="bernoulli-ar"))
+    from vaelab.data import ImageData
+
+    images = ImageData(torch.randint(0, 256, (20, 1, 8, 8), dtype=torch.uint8), None)
+    plots.save_run_pictures(model, images, tmp_path, [], ())
+    assert titles == ["Samples: mean-field pass of p(x|z), z ~ N(0, I)"]

@@ -43,11 +43,23 @@ ATOL = 6e-5  # images travel rounded to 4 decimals
 
 
 def make_explorer(
-    latent_dim: int = 2, num_classes: int = 0, cfg: ServeConfig = ServeConfig(), n: int = N_TEST, prior: str = "normal"
+    latent_dim: int = 2,
+    num_classes: int = 0,
+    cfg: ServeConfig = ServeConfig(),
+    n: int = N_TEST,
+    prior: str = "normal",
+    likelihood: str = "bernoulli",
 ) -> Explorer:
     torch.manual_seed(0)
     x, y = make_images(n, seed=1)
-    mc = ModelConfig(input_shape=(1, 8, 8), hidden=(16,), latent_dim=latent_dim, num_classes=num_classes, prior=prior)
+    mc = ModelConfig(
+        input_shape=(1, 8, 8),
+        hidden=(16,),
+        latent_dim=latent_dim,
+        num_classes=num_classes,
+        prior=prior,
+        likelihood=likelihood,
+    )
     model = VAE(mc)
     return Explorer(
         model,
@@ -102,6 +114,7 @@ def test_info(client):
         "likelihood": "bernoulli",
         "prior": "normal",
         "prior_description": "N(0, I)",
+        "samples_show": "pixel means of p(x|z)",
         "draw_title": "Draw an image",  # the data are not MNIST's digits
         "posterior": "gaussian",
         "layers": [],
@@ -939,3 +952,12 @@ def test_fuzz_api_unconditional(case):
 @_FUZZ
 def test_fuzz_api_conditional(case):
     _validate(case)
+
+
+def test_the_explorer_says_an_autoregressive_models_samples_are_a_mean_field_pass():
+    """#23 item 8: /api/sample shows pixel means; for bernoulli-ar these are a mean-field pass, and
+    the page's heading says so (from /api/info, not a string of its own)."""
+    ex = make_explorer(likelihood="bernoulli-ar")
+    c = TestClient(create_app(ex))
+    assert c.get("/api/info").json()["samples_show"] == "mean-field pass of p(x|z)"
+    assert "i.samples_show" in c.get("/static/app.js").text

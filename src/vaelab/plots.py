@@ -488,12 +488,11 @@ def save_run_pictures(
     if cond:
         labels_s = torch.arange(k, device=device).repeat_interleave(8)
         imgs = model.decode(model.sample_latents(len(labels_s), g), labels_s)  # the model's own prior
-        save(
-            plot_samples(imgs.cpu().numpy(), ncols=8, title="Samples per class (rows), z ~ p(z)", invert=invert),
-            "samples",
-        )
+        title = f"Samples per class (rows): {model.likelihood.describe('mean')}, z ~ {model.prior_description}"
+        save(plot_samples(imgs.cpu().numpy(), ncols=8, title=title, invert=invert), "samples")
     else:
-        save(plot_samples(model.sample(64, generator=g).cpu().numpy(), invert=invert), "samples")
+        title = f"Samples: {model.likelihood.describe('mean')}, z ~ {model.prior_description}"
+        save(plot_samples(model.sample(64, generator=g).cpu().numpy(), title=title, invert=invert), "samples")
 
     if model.continuous_latents and model.latent_size == 2:
         n = 20

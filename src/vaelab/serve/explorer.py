@@ -249,6 +249,8 @@ class Explorer:
             "prior": mc.prior,
             # p(z) in words, as `vaelab sample` titles its picture ("N(0, I)", "the VampPrior", ...)
             "prior_description": self.model.prior_description,
+            # what /api/sample's images are: the pixel means ("mean-field pass" for bernoulli-ar)
+            "samples_show": self.model.likelihood.describe("mean"),
             "draw_title": draw_title(self.dataset),
             "posterior": mc.posterior,
             "layers": [layer.latent_dim for layer in mc.layers],

@@ -81,6 +81,9 @@ class InfoResponse(BaseModel):
         description='that prior in words, as `vaelab sample` names it: "N(0, I)", "the learned mixture prior", '
         '"the VampPrior", ...'
     )
+    samples_show: str = Field(
+        description='what /api/sample returns: "pixel means of p(x|z)", or for bernoulli-ar "mean-field pass of p(x|z)"'
+    )
     draw_title: str = Field(description='the drawing panel\'s heading: "Draw a digit" for MNIST, else "Draw an image"')
     posterior: str = Field(description="gaussian, planar or iaf")
     layers: list[int] = Field(description="latent sizes of a hierarchy, bottom first; [] for one layer")

@@ -766,7 +766,7 @@
     if (i.num_classes) parts.push(`conditional on ${i.num_classes} classes`);
     $("model-info").textContent = parts.filter(Boolean).join(" · ");
     // the prior and the data in the library's words (GET /api/info), not this page's guess
-    $("sample-sub").textContent = `z ~ ${i.prior_description}`;
+    $("sample-sub").textContent = `${i.samples_show}, z ~ ${i.prior_description}`;
     $("h-draw").textContent = i.draw_title;
     describePlane();
     $("steps").max = String(i.limits.max_steps);
