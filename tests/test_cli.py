@@ -274,3 +274,26 @@ def test_invert_and_the_manifold_label_reach_the_pictures(trained, tmp_path, cap
     assert pa.shape == pb.shape and np.abs(pa - pb).mean() > 10  # the grids differ: 1 - x was drawn
     code, _, err = run(["plot", str(trained), "--label", "1"], capsys)
     assert code == 2 and "label" in err and "not conditional" in err, err
+
+
+def test_help_lists_the_presets_and_explains_device_and_activation(capsys):
+    """#23 item 18: --preset listed no preset, --device and --activation had no help, and eval's
+    default device (cpu) differed from train's (auto)."""
+    from vaelab.config import preset_names
+
+    code, out, _ = run(["train", "--help"], capsys)
+    flat, joined = " ".join(out.split()), "".join(out.split())  # help text wraps, even at hyphens
+    assert code == 0 and all(f"{name}," in joined or f"{name}." in joined for name in preset_names())
+    assert "Where the model runs: auto (CUDA, then Apple MPS, then the CPU)" in flat
+    assert "gated: each dense layer is (Wx + b) * sigmoid(Vx + c)" in flat
+    for cmd in ("eval", "sample", "reconstruct", "encode", "plot", "traverse", "disentangle", "train-prior"):
+        code, out, _ = run([cmd, "--help"], capsys)
+        assert "Where the model runs" in " ".join(out.split()) and "[default: auto]" in out, cmd
+
+
+@pytest.mark.parametrize("n,cols", [(36, 6), (64, 8), (16, 4), (10, 5), (7, 7), (13, 4), (1, 1), (144, 12)])
+def test_sample_grids_have_no_blank_cells_when_n_allows(n, cols):
+    """#23 item 18: `sample -n 36` gave 8 columns and 4 blank cells."""
+    from vaelab.plots import grid_columns
+
+    assert grid_columns(n) == cols

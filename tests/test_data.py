@@ -354,3 +354,15 @@ def test_limit_and_unknown_dataset(npz_dataset):
     assert len(s.train) == 100
     with pytest.raises(DataError, match="no such file or folder"):
         D.load_splits(DataConfig(dataset="/nonexistent/data.npz"))
+
+
+def test_one_grey_image_among_colour_ones_is_named_in_the_singular(tmp_path, caplog):
+    """#23 item 18: the warning said 'converted the 1 greyscale images'."""
+    rng = np.random.default_rng(4)
+    for i in range(2):
+        _save_png(tmp_path / f"c{i}.png", rng.integers(0, 256, (5, 4, 3), dtype=np.uint8))
+    _save_png(tmp_path / "g.png", rng.integers(0, 256, (5, 4), dtype=np.uint8), "L")
+    with caplog.at_level("WARNING", logger="vaelab.data"):
+        D.load_splits(DataConfig(dataset=str(tmp_path)))
+    msg = " ".join(r.getMessage() for r in caplog.records if r.name == "vaelab.data")
+    assert "1 of 3 images are greyscale" in msg and "converted it to RGB" in msg and "1 greyscale images" not in msg

@@ -731,9 +731,11 @@ def test_traverse_is_the_library_traversal(factored):
 
 
 def test_traverse_is_refused_where_it_is_not_drawn(client, cond_client):
-    for c in (client, cond_client):  # D = 2; a conditional model
+    for c, why in ((client, "this one has 2"), (cond_client, "and is conditional")):  # D = 2; a conditional model
         r = c.get("/api/traverse/0")
         assert r.status_code == 422 and "more than 2 latent dimensions" in r.json()["message"]
+        assert why in r.json()["message"]
+        assert r.json()["detail"][0]["loc"] == ["model"] and "index" not in r.json()["message"]  # not the index's fault
         assert c.get("/api/info").json()["can_traverse"] is False
 
 

@@ -32,6 +32,7 @@ from vaelab.config import (
     Prior,
     Schedule,
     parse_value,
+    preset_names,
 )
 from vaelab.errors import ConfigError, VaelabError
 
@@ -132,6 +133,7 @@ class _Threads(click.ParamType):
         return n
 
 
+DEVICE_HELP = "Where the model runs: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda or mps."
 THREADS_HELP = (
     "CPU threads: N, or auto (leave out cores that other processes keep busy; the count "
     "changes the last digits of the numbers) [default: the usable cores]."
@@ -154,7 +156,12 @@ def cli() -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--preset", default="seed", show_default=True, help="Preset name (see vaelab/presets).")
+@click.option(
+    "--preset",
+    default="seed",
+    show_default=True,
+    help="The recipe to start from (vaelab/presets/NAME.toml): " + ", ".join(preset_names()) + ".",
+)
 @click.option(
     "--config",
     "config_file",
@@ -191,7 +198,11 @@ def cli() -> None:
     help="p(x|z). bernoulli-ar: each pixel also depends on the pixels before it (exact; a D-step mean).",
 )
 @click.option("--arch", type=click.Choice(get_args(Architecture)), help="resnet: conv with --model.res_blocks.")
-@click.option("--activation", type=click.Choice(get_args(Activation)))
+@click.option(
+    "--activation",
+    type=click.Choice(get_args(Activation)),
+    help="Of the hidden layers; gated: each dense layer is (Wx + b) * sigmoid(Vx + c) (MLP only).",
+)
 @click.option("--conditional", is_flag=True, help="Conditional VAE: encoder and decoder see the one-hot label.")
 @click.option(
     "--prior",
@@ -232,7 +243,7 @@ def cli() -> None:
 @click.option("--patience", type=int, help="Early stopping after N epochs without validation improvement.")
 @click.option("--grad-clip", type=float, help="Clip the global gradient norm to this value.")
 @click.option("--max-minutes", type=float, help="Wall-clock budget; training ends cleanly when it is spent.")
-@click.option("--device", type=click.Choice(get_args(Device)))
+@click.option("--device", type=click.Choice(get_args(Device)), help=DEVICE_HELP + " [default: auto]")
 @click.option("--threads", type=_Threads(), help=THREADS_HELP + " Recorded in config.json; a resume uses it.")
 @click.option("--checkpoint-every", type=int, help="Also checkpoint every N steps (default: each epoch).")
 @click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
@@ -392,7 +403,9 @@ def _load_run(run: str, device: str = "cpu", weights: str = "model.safetensors")
 
 
 run_arg = click.argument("run", type=click.Path(file_okay=False))
-device_opt = click.option("--device", type=click.Choice(get_args(Device)), default="cpu", show_default=True)
+device_opt = click.option(
+    "--device", type=click.Choice(get_args(Device)), default="auto", show_default=True, help=DEVICE_HELP
+)
 threads_opt = click.option("--threads", type=_Threads(), help=THREADS_HELP)
 weights_opt = click.option(
     "--weights",
@@ -603,7 +616,7 @@ def sample(
     import torch
 
     from vaelab.models import PixelMode
-    from vaelab.plots import plot_samples
+    from vaelab.plots import grid_columns, plot_samples
 
     if n <= 0:
         raise ConfigError(f"-n must be a positive integer, got {n}")
@@ -628,7 +641,7 @@ def sample(
     title = f"Samples: {model.likelihood.describe(mode)}, z ~ {model.prior_description}" + (
         f", label {label}" if label is not None else ""
     )
-    _save_figure(plot_samples(imgs, ncols=min(n, 8), title=title, invert=invert), path)
+    _save_figure(plot_samples(imgs, ncols=grid_columns(n), title=title, invert=invert), path)
     if npy:
         import io
 

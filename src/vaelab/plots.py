@@ -203,6 +203,13 @@ def plot_reconstructions(
     return fig
 
 
+def grid_columns(n: int, most: int = 12) -> int:
+    """Columns for a grid of n images with no blank cells when n allows: the smallest divisor of n
+    from ceil(sqrt(n)) up to `most` (36 -> 6, 64 -> 8, 10 -> 5); else ceil(sqrt(n)), capped."""
+    root = math.isqrt(max(n, 1) - 1) + 1  # ceil(sqrt(n))
+    return next((c for c in range(root, min(n, most) + 1) if n % c == 0), min(root, most))
+
+
 def plot_samples(
     images: np.ndarray, ncols: int = 8, title: str = "Samples: decoded z ~ p(z)", invert: bool = False
 ) -> Figure:

@@ -126,13 +126,13 @@ def load_image_folder(
     else:
         if grey:
             logger.warning(
-                "%s: %d of %d images are greyscale (first: %s) and the rest colour; converted the %d greyscale "
-                "images to RGB (grey value copied to all three channels), so the data set is 3-channel",
+                "%s: %d of %d images are greyscale (first: %s) and the rest colour; converted %s to RGB "
+                "(grey value copied to all three channels), so the data set is 3-channel",
                 folder,
                 len(grey),
                 len(images),
                 grey[0].relative_to(folder),
-                len(grey),
+                "it" if len(grey) == 1 else f"the {len(grey)} greyscale images",
             )
         x = np.stack([np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a for a in images])
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))

@@ -154,9 +154,12 @@ def create_app(explorer: Explorer) -> FastAPI:
         index: Annotated[int, PathParam(ge=0, le=n_test - 1, description=hints["index"])],
         steps: Annotated[int, Query(ge=2, le=cfg.max_steps, description=f"values per row, 2..{cfg.max_steps}")] = 9,
     ) -> dict[str, Any]:
-        if not explorer.can_traverse:
+        if not explorer.can_traverse:  # the model's fault, not the index's: say which model
+            d, cond = explorer.model.latent_size, explorer.conditional
             raise _unprocessable(
-                ("path", "index"), "traversals need an unconditional model with more than 2 latent dimensions"
+                ("model",),
+                f"traversals need an unconditional model with more than 2 latent dimensions; this one has {d}"
+                + (" and is conditional" if cond else ""),
             )
         t = explorer.traverse(index, steps)
         return {
