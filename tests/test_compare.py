@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from conftest import run_cli
+from vaelab import checkpoint as ckpt
 from vaelab import compare as cmp
 from vaelab.config import load_preset, replace
 from vaelab.plots import plot_compared_curves
@@ -62,12 +63,19 @@ def test_compare_prints_each_run_and_draws_the_curves(two_runs, capsys, tmp_path
     code, stdout, stderr = run_cli(["compare", str(two_runs / "a"), str(two_runs / "b"), "-o", str(out)], capsys)
     assert code == 0, stderr
     lines = stdout.strip().splitlines()
-    assert lines[0].startswith("| run | preset | model | objective | epochs | test ELBO | NLL (k) |")
+    assert lines[0].startswith(
+        "| run | preset | model | objective | epochs | test ELBO at training end (images) | NLL ± se (k, images) |"
+    )
     row_a = next(r for r in lines if r.startswith("| a |"))
     row_b = next(r for r in lines if r.startswith("| b |"))
     ev = json.loads((two_runs / "a" / "eval.json").read_text())
-    assert f"{ev['nll']:.2f} ± {ev['nll_stderr']:.2f} (4)" in row_a  # the evaluated run shows its NLL and k
+    n = ev["num_images"]
+    # the evaluated run shows its NLL with the k and the images of that evaluation
+    assert f"{ev['nll']:.2f} ± {ev['nll_stderr']:.2f} (k=4, {n} test)" in row_a
     assert row_b.split("|")[7].strip() == "-"  # b was never evaluated: no NLL is made up
+    test_a = ckpt.read_state(two_runs / "a")["test"]
+    assert f"| {test_a['elbo']:.2f} ({test_a['n']}) |" in row_a  # training's test ELBO, over its images
+    assert stderr == "" and lines[-1] == f"curves: {out}"
     assert "| tiny (+" in row_a and "| elbo |" in row_a  # the tiny preset on another dataset
     assert "| iwae k=3 |" in row_b and "train.k" in row_b and "train.objective" in row_b
     assert "| 1 |" in row_a and "| 2 |" in row_b  # epochs
@@ -76,8 +84,6 @@ def test_compare_prints_each_run_and_draws_the_curves(two_runs, capsys, tmp_path
 
 
 def test_compare_json_matches_the_run_folders(two_runs, capsys, tmp_path):
-    from vaelab import checkpoint as ckpt
-
     code, stdout, _ = run_cli(
         ["compare", str(two_runs / "a"), str(two_runs / "b"), "-o", str(tmp_path / "c.png"), "--json"], capsys
     )
@@ -89,6 +95,62 @@ def test_compare_json_matches_the_run_folders(two_runs, capsys, tmp_path):
     seconds = sum(r["epoch_seconds"] for r in ckpt.read_metrics(two_runs / "b"))
     assert doc["b"]["train_minutes"] == pytest.approx(seconds / 60)
     assert doc["a"]["nll_k"] == 4 and doc["b"]["nll"] is None
+    ev = json.loads((two_runs / "a" / "eval.json").read_text())
+    assert doc["a"]["nll_images"] == ev["num_images"] and doc["a"]["nll_split"] == "test"
+    assert doc["a"]["nll_weights"] == "model.safetensors" and doc["a"]["evaluations"] == 1
+    assert doc["b"]["test_elbo_images"] == state["test"]["n"]
+
+
+def _copies(two_runs, tmp_path):
+    import shutil
+
+    for name in ("a", "b"):
+        shutil.copytree(two_runs / name, tmp_path / name)
+    return tmp_path / "a", tmp_path / "b"
+
+
+def _eval(run, capsys, *args):
+    code, _, err = run_cli(["eval", str(run), "--threads", "1", *args], capsys)
+    assert code == 0, err
+
+
+def test_compare_warns_when_the_nlls_were_evaluated_differently(two_runs, capsys, tmp_path):
+    a, b = _copies(two_runs, tmp_path)  # a: k=4 on every test image
+    n = json.loads((a / "eval.json").read_text())["num_images"]
+    _eval(b, capsys, "--k", "6", "--limit", "10")
+    code, stdout, stderr = run_cli(["compare", str(a), str(b), "-o", str(tmp_path / "c.png")], capsys)
+    assert code == 0
+    assert f"(k=4, {n} test)" in stdout and "(k=6, 10 test)" in stdout
+    assert stderr.startswith("warning: the NLLs were evaluated differently (a: k=4, ")
+    assert f"a: k=4, {n} test images, last weights; b: k=6, 10 test images, last weights" in stderr
+    assert "not comparable" in stderr and stderr.count("\n") == 1
+
+    _eval(b, capsys, "--k", "4")  # now alike: b's latest is a's
+    code, stdout, stderr = run_cli(["compare", str(a), str(b), "-o", str(tmp_path / "c.png")], capsys)
+    assert stdout.count(f"(k=4, {n} test)") == 2 and stderr == ""
+
+    _eval(b, capsys, "--k", "6", "--limit", "10")  # b's latest differs again, but both have k=4 on n
+    code, stdout, stderr = run_cli(["compare", str(a), str(b), "-o", str(tmp_path / "c.png")], capsys)
+    b_k4 = next(r for r in json.loads((b / "eval.json").read_text())["evaluations"] if r["k"] == 4)
+    row_b = next(r for r in stdout.splitlines() if r.startswith("| b |"))
+    assert f"{b_k4['nll']:.2f} ± {b_k4['nll_stderr']:.2f} (k=4, {n} test)" in row_b
+    assert "the NLLs are those of the evaluation every run has (k=4" in stderr and "b also has a later one" in stderr
+
+
+def test_compare_json_draws_no_picture_unless_asked_and_never_replaces_one_silently(
+    two_runs, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    runs = [str(two_runs / "a"), str(two_runs / "b")]
+    code, stdout, stderr = run_cli(["compare", *runs, "--json"], capsys)
+    assert code == 0 and len(json.loads(stdout)) == 2 and stderr == ""
+    assert not (tmp_path / "compare.png").exists()
+    code, stdout, _ = run_cli(["compare", *runs], capsys)
+    assert stdout.strip().splitlines()[-1] == "curves: compare.png" and (tmp_path / "compare.png").is_file()
+    code, stdout, _ = run_cli(["compare", *runs], capsys)
+    assert stdout.strip().splitlines()[-1] == "curves: compare.png (replaced the file that was there)"
+    code, stdout, stderr = run_cli(["compare", *runs, "--json", "-o", "c.svg"], capsys)
+    assert len(json.loads(stdout)) == 2 and stderr == "curves: c.svg\n" and (tmp_path / "c.svg").is_file()
 
 
 def test_compare_refuses_a_folder_that_is_not_a_run_and_writes_nothing(two_runs, capsys, tmp_path):

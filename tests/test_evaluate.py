@@ -266,6 +266,63 @@ def test_continuous_density_on_grey_pixels_gets_an_nll_but_no_bpd(likelihood, gr
     assert rep.bpd is None and "dequantisation" in rep.note
 
 
+@pytest.mark.parametrize(
+    "prior, posterior, sampled",
+    [("normal", "gaussian", False), ("mog", "gaussian", True), ("vamp", "gaussian", True), ("normal", "iaf", True)],
+)
+def test_kl_says_when_it_is_a_one_draw_estimate(prior, posterior, sampled, binary):
+    """Issue #23 item 20: without a closed form (VampPrior, mixture prior, a flow) the KL is the
+    one-draw log q(z|x) - log p(z), and the report says so."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        input_shape=(1, 8, 8), hidden=(16,), latent_dim=2, prior=prior, posterior=posterior, prior_components=3
+    )
+    model = VAE(cfg).eval()
+    rep = evaluate(model, binary, EvalConfig(k=4, seed=2), pixels="dynamic")
+    assert rep.kl_sampled is sampled and rep.to_dict()["kl_sampled"] is sampled
+    g = torch.Generator().manual_seed(2)
+    x = binary.images.float() / 255
+    with torch.no_grad():
+        d = model(x, None, torch.randn((1, len(x), model.noise_dim), generator=g))
+        one_draw = (d.log_qz_x - d.log_pz)[0].double().mean()  # log p(z) is computed when first read
+    if sampled:
+        assert d.kl is None and rep.kl == pytest.approx(float(one_draw), rel=1e-5)
+    else:
+        assert rep.kl == pytest.approx(float(d.kl.double().mean()), rel=1e-5)
+
+
+def _write_run(root, model_cfg: ModelConfig, images):
+    """A run folder with a freshly initialised model of `model_cfg` and an .npz of `images`."""
+    import numpy as np
+
+    from vaelab import checkpoint as ckpt
+    from vaelab.config import RunConfig, replace
+
+    root.mkdir(parents=True, exist_ok=True)
+    np.savez(root / "d.npz", x=images)
+    cfg = replace(RunConfig(model=model_cfg), {"data.dataset": str(root / "d.npz"), "data.binarize": "none"})
+    run = root / "run"
+    run.mkdir()
+    ckpt.write_config(run, cfg)
+    torch.manual_seed(0)
+    ckpt.save_weights(run / ckpt.MODEL, VAE(model_cfg))
+    return run
+
+
+def test_eval_table_labels_a_sampled_kl(tmp_path, capsys):
+    import numpy as np
+
+    images = (np.random.default_rng(0).random((60, 1, 8, 8)) < 0.5).astype(np.uint8) * 255
+    for prior, label in (("mog", "  KL (sampled)  "), ("normal", "  KL  ")):
+        cfg = ModelConfig(input_shape=(1, 8, 8), hidden=(16,), latent_dim=2, prior=prior)
+        run = _write_run(tmp_path / prior, cfg, images)
+        code, out, _ = _run(["eval", str(run), "--k", "4", "--threads", "1"], capsys)
+        assert code == 0
+        kl_line = next(line for line in out.splitlines() if line.lstrip().startswith("KL"))
+        assert kl_line.startswith(label), kl_line
+        assert ("no closed form" in out) is (prior == "mog")
+
+
 def test_active_units_follow_burdas_criterion(binary):
     torch.manual_seed(0)
     model = VAE(ModelConfig(input_shape=(1, 8, 8), hidden=(16,), latent_dim=4)).eval()
@@ -334,10 +391,57 @@ def test_eval_command_writes_eval_json_and_per_image_values(binarized_run, tmp_p
     assert "bits/dim" in out and "active units" in out
 
 
+def test_eval_json_keeps_one_record_per_split_k_images_and_weights(binarized_run, capsys):
+    """Issue #23 item 5: an eval no longer silently replaces another made differently."""
+    path = binarized_run / "eval.json"
+
+    def ev(*args):
+        code, out, err = _run(["eval", str(binarized_run), "--threads", "1", *args], capsys)
+        assert code == 0, err
+        return out.strip().splitlines()[-1], json.loads(path.read_text())
+
+    line, doc = ev("--k", "8", "--limit", "20")
+    assert line == f"saved in {path}" and [r["k"] for r in doc["evaluations"]] == [8]
+    line, doc = ev("--k", "16", "--limit", "20")
+    assert line == f"saved in {path}; 1 other evaluation kept there (vaelab compare)"
+    assert doc["k"] == 16 and [(r["k"], r["num_images"]) for r in doc["evaluations"]] == [(8, 20), (16, 20)]
+    first = doc["evaluations"][0]
+    line, doc = ev("--k", "8", "--limit", "20", "--seed", "3")  # the same four: replaces k=8's record
+    assert line == (
+        f"saved in {path} (replacing the earlier evaluation of this split, k, number of images and weights); "
+        f"1 other evaluation kept there (vaelab compare)"
+    )
+    assert [(r["k"], r["num_images"]) for r in doc["evaluations"]] == [(16, 20), (8, 20)]
+    assert doc["evaluations"][-1]["nll"] != first["nll"] and doc["nll"] == doc["evaluations"][-1]["nll"]
+    _, doc = ev("--k", "8", "--limit", "30")
+    _, doc = ev("--k", "8", "--limit", "30", "--weights", "best")
+    _, doc = ev("--k", "8", "--limit", "30", "--split", "val")
+    keys = [(r["split"], r["k"], r["num_images"], r["weights"]) for r in doc["evaluations"]]
+    assert len(keys) == len(set(keys)) == 5
+    top = {k: v for k, v in doc.items() if k != "evaluations"}
+    assert top == doc["evaluations"][-1]  # the top level is the latest evaluation
+
+
+def test_an_eval_json_from_before_the_records_is_kept_as_one(binarized_run, capsys):
+    old = {
+        "nll": 90.0,
+        "nll_stderr": 1.0,
+        "k": 5000,
+        "split": "test",
+        "num_images": 10000,
+        "weights": "model.safetensors",
+    }
+    (binarized_run / "eval.json").write_text(json.dumps(old))
+    code, _, _ = _run(["eval", str(binarized_run), "--k", "8", "--threads", "1"], capsys)
+    doc = json.loads((binarized_run / "eval.json").read_text())
+    assert code == 0 and doc["evaluations"][0] == old and doc["evaluations"][1]["k"] == 8
+
+
 def test_eval_command_rejects_bad_numbers(binarized_run, capsys):
     for args, msg in (
         (["--k", "0"], "k must be a positive integer"),
         (["--chunk", "-1"], "chunk"),
+        (["--memory-mb", "0"], "memory_mb must be a positive integer, got 0"),
         (["--limit", "0"], "--limit"),
     ):
         code, _, err = _run(["eval", str(binarized_run), *args], capsys)

@@ -463,13 +463,29 @@ def train_prior(
     "--k", type=int, default=1000, show_default=True, help="Importance samples per image (Burda et al.: 5000)."
 )
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
-@click.option("--batch-size", type=int, default=100, show_default=True, help="Images per batch.")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Images per pass, at most (fewer when --memory-mb needs it).",
+)
 @click.option(
     "--chunk",
     type=int,
     default=50,
     show_default=True,
-    help="Importance samples per pass: memory ~ 16 * batch * chunk * pixels bytes (~65 MB for MNIST).",
+    help="Importance samples per image and pass, at most. A pass decodes batch x chunk latents, each "
+    "~7 KB for MNIST's MLP, ~2.4 MB for the cifar preset, ~9.5 MB for celeba64 (measured on a probe); "
+    "fewer when --memory-mb needs it.",
+)
+@click.option(
+    "--memory-mb",
+    type=int,
+    default=EvalConfig.memory_mb,
+    show_default=True,
+    help="Working memory of one pass, MB: --batch-size, then --chunk, shrink to fit it (the weights, the "
+    "data and torch's own ~0.4 GB come on top). On a GPU give more, e.g. 16000.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=int, help="Evaluate only the first N images.")
@@ -477,7 +493,9 @@ def train_prior(
 @device_opt
 @threads_opt
 @weights_opt
-@click.option("--json", "as_json", is_flag=True, help="Print eval.json instead of the table.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print this evaluation as JSON (eval.json's top level), no table or bar."
+)
 @click.option(
     "--per-image", type=click.Path(dir_okay=False), help="Also save each image's log p(x) estimate (N,) as .npy."
 )
@@ -487,6 +505,7 @@ def eval_(
     split: str,
     batch_size: int,
     chunk: int,
+    memory_mb: int,
     seed: int,
     limit: int | None,
     data_dir: str | None,
@@ -498,18 +517,23 @@ def eval_(
 ) -> None:
     """Test ELBO and its parts, importance-sampled NLL +- standard error, bits/dim, active units.
 
-    Writes RUN/eval.json. NLL is positive, in nats per image; ELBO is higher-is-better.
+    Writes RUN/eval.json: this evaluation at the top level, and one record per split, k, number
+    of images and weights (an evaluation with the same four replaces its record; `vaelab compare`
+    reads them). NLL is positive, in nats per image; ELBO is higher-is-better. A progress bar on
+    stderr (a terminal only, not with --json) counts the images of the NLL.
     """
     _setup_logging(True)
     _threads(threads)
+    import time
     from dataclasses import replace as dc_replace
+
+    from click.core import ParameterSource
 
     from vaelab.cpu import keep_freed_memory
     from vaelab.data import load_splits
-    from vaelab.evaluate import evaluate
-    from vaelab.storage import atomic_write_text
+    from vaelab.evaluate import EVAL_JSON, evaluate, evaluation_key, read_evaluations, record_evaluation
 
-    ecfg = EvalConfig(k=k, batch_size=batch_size, chunk=chunk, seed=seed, split=split)  # type: ignore[arg-type]
+    ecfg = EvalConfig(k=k, batch_size=batch_size, chunk=chunk, seed=seed, split=split, memory_mb=memory_mb)  # type: ignore[arg-type]
     keep_freed_memory()  # ~30% less CPU time on Linux: no page faults for the reused buffers
     if per_image is not None and (not per_image.endswith(".npy") or not Path(per_image).parent.is_dir()):
         raise ConfigError(f"--per-image {per_image}: give a .npy file name in an existing folder")
@@ -521,18 +545,25 @@ def eval_(
         if limit <= 0:
             raise ConfigError(f"--limit must be a positive integer, got {limit}")
         data = data.subset(limit)
-    report = evaluate(model, data, ecfg, pixels=cfg.data.binarize)
-    doc = {**report.to_dict(), "run": str(run), "weights": WEIGHTS[weights], "dataset": splits.name}
-    atomic_write_text(Path(run) / "eval.json", json.dumps(doc, indent=2) + "\n")
-    if per_image is not None:
+    report = evaluate(model, data, ecfg, pixels=cfg.data.binarize, progress=not as_json and sys.stderr.isatty())
+    if per_image is not None and report.per_image is None:  # before anything is written
+        raise ConfigError(f"--per-image: {report.note}; there are no per-image log-likelihoods to save")
+    doc = {
+        **report.to_dict(),
+        "run": str(run),
+        "weights": WEIGHTS[weights],
+        "dataset": splits.name,
+        "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    earlier = read_evaluations(run)
+    written = record_evaluation(run, doc)
+    if per_image is not None and report.per_image is not None:
         import io
 
         import numpy as np
 
         from vaelab.storage import atomic_write_bytes
 
-        if report.per_image is None:
-            raise ConfigError(f"--per-image: {report.note}; there are no per-image log-likelihoods to save")
         buf = io.BytesIO()
         np.save(buf, report.per_image.numpy())
         atomic_write_bytes(Path(per_image), buf.getvalue())
@@ -550,7 +581,7 @@ def eval_(
     rows += [
         ("ELBO", f"{report.elbo:.2f} +- {report.elbo_stderr:.2f} nats"),
         ("  log p(x|z)", f"{report.log_px_z:.2f} nats"),
-        ("  KL", f"{report.kl:.2f} nats"),
+        ("  KL (sampled)" if report.kl_sampled else "  KL", f"{report.kl:.2f} nats"),
         ("active units", f"{report.active_units} / {report.latent_dim}"),
         ("time", f"{report.seconds:.1f} s"),
     ]
@@ -559,9 +590,26 @@ def eval_(
         click.echo(f"{name:<{width}}  {value}")
     if report.note:
         click.echo(f"note: {report.note}")
-    k_given = click.get_current_context().get_parameter_source("k") != click.core.ParameterSource.DEFAULT
-    if report.nll is None and k_given:
+    if report.kl_sampled:
+        click.echo("note: KL is the one-draw estimate log q(z|x) - log p(z): this model has no closed form")
+    ctx = click.get_current_context()
+    given = {n for n in ("k", "batch_size", "chunk") if ctx.get_parameter_source(n) != ParameterSource.DEFAULT}
+    if report.nll is None and "k" in given:
         click.echo(f"note: --k {k} was not used: it sets the importance samples of the NLL, and there is none here")
+    shrunk = report.batch_size < batch_size or report.chunk < min(chunk, report.k)
+    if report.nll is not None and shrunk and given & {"batch_size", "chunk"}:
+        click.echo(
+            f"note: passes of {_count(report.batch_size, 'image')} x {_count(report.chunk, 'sample')} "
+            f"(asked: {batch_size} x {chunk}) "
+            f"fit --memory-mb {memory_mb}; give more to make them larger"
+        )
+    replaced = any(evaluation_key(r) == evaluation_key(doc) for r in earlier)
+    others = len(written["evaluations"]) - 1
+    click.echo(
+        f"saved in {Path(run) / EVAL_JSON}"
+        + (" (replacing the earlier evaluation of this split, k, number of images and weights)" if replaced else "")
+        + (f"; {_count(others, 'other evaluation')} kept there (vaelab compare)" if others else "")
+    )
 
 
 def _save_figure(fig: Any, path: Path) -> None:
@@ -867,9 +915,7 @@ def disentangle(
     "--out",
     "out",
     type=click.Path(dir_okay=False),
-    default="compare.png",
-    show_default=True,
-    help="Picture of the overlaid learning curves (.png, .pdf or .svg).",
+    help="Picture of the overlaid learning curves (.png, .pdf or .svg) [default: compare.png, none with --json].",
 )
 @click.option(
     "--x",
@@ -880,22 +926,29 @@ def disentangle(
     help="Horizontal axis of the curves: epochs, or minutes of training.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON instead.")
-def compare(runs: tuple[str, ...], out: str, x: str, as_json: bool) -> None:
-    """Compare runs: a table (preset, model, objective, epochs, test ELBO, NLL where evaluated,
-    training minutes) and their learning curves overlaid in one PNG. Reads only the run folders."""
+def compare(runs: tuple[str, ...], out: str | None, x: str, as_json: bool) -> None:
+    """Compare runs: a table (preset, model, objective, epochs, the test ELBO at the end of training
+    and over how many images, the NLL and which evaluation it comes from, training minutes) and
+    their learning curves overlaid in one picture. Warns when the rows were evaluated differently.
+    Reads only the run folders; writes only the picture (none with --json unless -o is given)."""
     from vaelab import compare as cmp
     from vaelab.plots import plot_compared_curves
 
-    summaries = [cmp.summarize(r) for r in runs]  # every folder is checked before anything is written
-    names = [s.name for s in summaries]
-    if len(set(names)) < len(names):  # runs/a/seed and runs/b/seed: tell them apart by their paths
-        summaries = [cmp.replace_name(s, str(s.path)) for s in summaries]
-    _save_figure(plot_compared_curves({s.name: s.metrics for s in summaries}, x=x), Path(out))
+    result = cmp.compare_runs(list(runs))  # every folder is checked before anything is written
+    summaries = result.runs
+    path = None if out is None and as_json else Path(out or "compare.png")
+    if path is not None:
+        existed = path.exists()
+        _save_figure(plot_compared_curves({s.name: s.metrics for s in summaries}, x=x), path)
+        where = f"curves: {path}" + (" (replaced the file that was there)" if existed else "")
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in summaries], indent=2))
     else:
         click.echo(cmp.table(summaries))
-        click.echo(f"curves: {out}")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if path is not None:
+        click.echo(where, err=as_json)  # stdout holds only the JSON
 
 
 @cli.command()
