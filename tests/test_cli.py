@@ -84,7 +84,8 @@ def test_mnist_tiny_preset_end_to_end(tmp_path, capsys):
     code, stdout, _ = run(
         ["train", "--preset", "tiny", "--epochs", "1", "--limit", "500", "--out", str(out), "-q", "--no-plots"], capsys
     )
-    assert code == 0 and "over 100 images" in stdout
+    # --limit 500 also cut the test set to 100 of its 10,000 images, and the summary says so (#23 item 15)
+    assert code == 0 and "over 100 of 10,000 test images (--limit)" in stdout
     code, stdout, _ = run(["eval", str(out), "--k", "20", "--limit", "50"], capsys)
     assert code == 0
     assert "not a density" in stdout and "NLL (k=" not in stdout  # grey MNIST + Bernoulli: no NLL claimed

@@ -376,7 +376,8 @@ def train(
     assert t is not None
     click.echo(
         f"test ELBO {t.elbo:.2f} nats per image (log p(x|z) {t.log_px_z:.2f}, KL {t.kl:.2f}) over "
-        f"{t.n} images; {_epochs_done(result.metrics, result.epochs)} ({result.stopped}); run folder {run_dir}"
+        f"{splits.describe('test')}; {_epochs_done(result.metrics, result.epochs)} ({result.stopped}); "
+        f"run folder {run_dir}"
     )
 
 
