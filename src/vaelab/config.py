@@ -388,6 +388,12 @@ class TrainConfig:
         _choice("amp", self.amp, Literal["none", "bf16"])
         if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs!r}")
+        _non_negative("free_bits", self.free_bits)
+        if self.free_bits and (self.objective != "elbo" or self.estimator != "reparam"):
+            raise ConfigError(
+                f"free_bits {self.free_bits:g} clamps the per-dimension KL of objective elbo with estimator "
+                f"reparam; objective {self.objective} with estimator {self.estimator} has none: set free_bits 0"
+            )
         if self.objective in ("iwae", "miwae", "piwae", "ciwae") and (self.beta != 1.0 or self.warmup_epochs):
             raise ConfigError(
                 f"the {self.objective} objective is a bound on log p(x) with no KL weight: drop beta {self.beta!r} "

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vaelab.errors import ConfigError
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -128,6 +130,41 @@ def elbo(log_px_z: Tensor, kl: Tensor, beta: float = 1.0) -> Tensor:
     beta = 1 gives the true bound on log p(x); other values give the beta-VAE objective.
     """
     return log_px_z - beta * kl
+
+
+def gaussian_kl_per_dim(loc: Tensor, logvar: Tensor) -> Tensor:
+    """The per-dimension terms of :func:`gaussian_kl`: 0.5 * (exp(logvar) + loc^2 - 1 - logvar).
+
+    loc, logvar: (..., D). Returns (..., D) nats, KL(q(z_d|x) || N(0, 1)) of each dimension (a
+    diagonal Gaussian against N(0, I) factorises over d); their sum over D is gaussian_kl.
+    """
+    return 0.5 * (torch.expm1(logvar) - logvar + loc.square())
+
+
+def free_bits_kl(kl_per_dim: Tensor, free_bits: float) -> Tensor:
+    """The KL term of the free-bits objective, per example: (B,) nats whose batch mean is
+    sum_d max(free_bits, mean_b KL_bd).
+
+    kl_per_dim: (B, D) KL of each latent dimension of each image (:func:`gaussian_kl_per_dim`);
+    free_bits: lambda, nats per dimension. Kingma et al. 2016 (IAF, arXiv:1606.04934), appendix
+    "Free bits": L = E_{x~M}[E_q log p(x|z)] - sum_j max(lambda, E_{x~M}[KL(q(z_j|x) || p(z_j))]) over
+    a minibatch M and groups j of latents; here every dimension is its own group. Per example:
+    sum_d (KL_bd if mean_b KL_bd >= lambda else lambda), whose batch mean is the paper's term, with
+    its gradient: a dimension whose batch-mean KL is below lambda contributes the constant lambda,
+    so nothing pulls it towards the prior (at equality the dimension counts as above). The batch
+    is the caller's: in a multi-process run, each process's own slice.
+    """
+    mean = kl_per_dim.detach().mean(0)  # (D,) each dimension's KL averaged over the batch
+    return torch.where(mean >= free_bits, kl_per_dim, torch.full_like(kl_per_dim, free_bits)).sum(-1)
+
+
+def elbo_free_bits(log_px_z: Tensor, kl_per_dim: Tensor, free_bits: float, beta: float = 1.0) -> Tensor:
+    """log p(x|z) - beta * free_bits_kl(kl_per_dim, free_bits): the ELBO with free bits, (B,) nats.
+
+    log_px_z: (B,); kl_per_dim: (B, D). Not a bound on log p(x) for free_bits > 0 (it charges at
+    least D * free_bits nats of KL): a training objective; report the plain :func:`elbo`.
+    """
+    return log_px_z - beta * free_bits_kl(kl_per_dim, free_bits)
 
 
 def log_weights(log_px_z: Tensor, log_pz: Tensor, log_qz_x: Tensor) -> Tensor:
@@ -433,6 +470,7 @@ def training_objective(
     m: int = 1,
     klw: float = 1.0,
     ciwae_beta: float = 0.5,
+    free_bits: float = 0.0,
     **disentangling: Any,
 ) -> tuple[Tensor | tuple[Tensor, Tensor], Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
     """Every training objective, written once against a model's answer `d` (vaelab.models.Draws).
@@ -450,11 +488,14 @@ def training_objective(
       terms: what the objective reports beside those (OBJECTIVE_TERMS; {} for the bounds).
     The disentangling objectives (DISENTANGLING) take klw as their weight and the keyword arguments
     of :func:`disentangling_objective`.
+    free_bits > 0 (elbo only): the surrogate and bound are :func:`elbo_free_bits` with weight klw,
+    on the per-dimension KL of q(z|x)'s Gaussian against N(0, I) (ConfigError for a model without
+    one); the elbo returned stays the plain ELBO. free_bits = 0 leaves every value bit-identical.
 
     A model's own penalty (d.penalty, e.g. VQ-VAE's commitment loss) is subtracted from the
     surrogate alone, and its terms (d.terms) join the objective's: neither is part of a bound.
     """
-    out = _objective(d, objective, estimator, m, klw, ciwae_beta, **disentangling)
+    out = _objective(d, objective, estimator, m, klw, ciwae_beta, free_bits, **disentangling)
     penalty, terms = d.penalty, d.terms
     if penalty is None and not terms:
         return out
@@ -473,8 +514,13 @@ def _objective(
     m: int = 1,
     klw: float = 1.0,
     ciwae_beta: float = 0.5,
+    free_bits: float = 0.0,
     **disentangling: Any,
 ) -> tuple[Tensor | tuple[Tensor, Tensor], Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    if free_bits and objective != "elbo":
+        raise ConfigError(
+            f"train.free_bits {free_bits:g} applies to objective elbo alone, not {objective}: set train.free_bits 0"
+        )
     rec = d.log_px_z.mean(0)  # (B,)
     if d.kl is not None:
         kl = d.kl
@@ -482,6 +528,9 @@ def _objective(
         kl = (d.log_qz_x - d.log_pz).mean(0)
     elbo_value = elbo(rec, kl)
     if objective == "elbo":
+        if free_bits:
+            value = elbo_free_bits(rec, _kl_per_dim(d, free_bits), free_bits, klw)
+            return value, value, elbo_value, rec, kl, {}
         value = elbo_value if klw == 1.0 else elbo(rec, kl, klw)
         return value, value, elbo_value, rec, kl, {}
     if objective in DISENTANGLING:
@@ -501,3 +550,16 @@ def _objective(
         bound = iwae_bound(log_w)
         return (bound, miwae_bound(log_w, m)), bound, elbo_value, rec, kl, {}
     raise ValueError(f"unknown objective {objective!r}")
+
+
+def _kl_per_dim(d: ModelAnswer, free_bits: float) -> Tensor:
+    """(B, D) KL of each latent dimension, for free bits: there only where the model's KL is the
+    closed form of a diagonal Gaussian q(z|x) against N(0, I) (d.kl, d.loc, d.logvar all given)."""
+    if d.kl is None or d.loc is None or d.logvar is None:
+        raise ConfigError(
+            f"train.free_bits {free_bits:g} clamps the KL of each latent dimension, which needs a diagonal "
+            f"Gaussian q(z|x), the N(0, I) prior and estimator reparam; this model has no per-dimension KL "
+            f"(a flow posterior, a mog or vamp prior, model.layers, discrete latents or estimator stl): "
+            f"set train.free_bits 0"
+        )
+    return gaussian_kl_per_dim(d.loc, d.logvar)

@@ -228,6 +228,11 @@ def check_trainable(model: VAE, tc: TrainConfig, world: int = 1) -> None:
             f"estimator {tc.estimator} needs log q(z|x) at stopped posterior parameters, which this "
             f"model ({_describe(model.cfg)}) does not offer; use estimator reparam"
         )
+    if tc.free_bits and not model.supports_disentangling:  # before config.json is written
+        raise ConfigError(
+            f"free_bits {tc.free_bits:g} clamps the per-dimension KL to N(0, I) of a Gaussian q(z|x); this model "
+            f"({_describe(model.cfg)}, prior {model.cfg.prior}) has none in closed form: set train.free_bits 0"
+        )
     if tc.objective in obj.DISENTANGLING:
         if not model.supports_disentangling:
             raise ConfigError(
