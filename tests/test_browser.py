@@ -245,7 +245,7 @@ def test_page_in_chromium(trained_run, tmp_path, record_property):
             page, requests, errors = open_page(browser, srv.url)
 
             # The headings name this run's prior and data, from /api/info (quadrants are no digits).
-            assert page.locator("#sample-sub").inner_text() == "z ~ N(0, I)"
+            assert page.locator("#sample-sub").inner_text() == "pixel means of p(x|z), z ~ N(0, I)"
             assert page.locator("#h-draw").inner_text() == "Draw an image"
 
             # The scatter: all 60 test points, in the four class colours, with a 4-entry legend.
