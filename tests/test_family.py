@@ -256,7 +256,7 @@ def test_flow_draws_carry_the_density_of_the_change_of_variables(posterior):
     h, loc, logvar, flow = _flow_parts(model, x)
     with torch.no_grad():
         z0 = loc + torch.exp(0.5 * logvar) * eps  # (3, 4, 2)
-        assert_close(flow.inverse(d.z, h), z0, atol=1e-9, rtol=0)
+        assert_close(flow.inverse(d.z, h)[0], z0, atol=1e-9, rtol=0)
         # the flow moved z: it is not the identity (logabsdet ~ 0) that would make this trivial
         assert float((d.z - z0).abs().max()) > 0.3
     jac = torch.autograd.functional.jacobian(lambda z: flow(z, h)[0], z0)  # (3, 4, 2, 3, 4, 2)
@@ -276,8 +276,9 @@ def test_flow_posterior_integrates_to_one_on_a_grid_of_z_T(posterior):
     with torch.no_grad():
         h, loc, logvar, flow = _flow_parts(model, x)
         zt = zz[:, None, :].expand(-1, len(x), 2)  # (n*n, 4, 2): every grid point for every image
-        z0 = flow.inverse(zt, h)
+        z0, inverse_logabsdet = flow.inverse(zt, h)
         back, logabsdet = flow(z0, h)
+        assert_close(inverse_logabsdet, -logabsdet, atol=1e-8, rtol=0)  # nflows' convention, both ways
         assert_close(back, zt, atol=1e-8, rtol=0)  # every grid point was inverted
         log_q0 = Dist.Independent(Dist.Normal(loc, torch.exp(0.5 * logvar)), 1).log_prob(z0)  # (n*n, 4)
         mass = torch.logsumexp(log_q0 - logabsdet, 0) + log_cell  # (4,)

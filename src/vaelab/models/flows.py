@@ -122,11 +122,14 @@ class PlanarFlows(nn.Module):
             total = total + logabsdet
         return z, total
 
-    def inverse(self, y: Tensor, h: Tensor) -> Tensor:
-        """z0 with forward(z0, h)[0] = y, by bisection per step (no gradient). y: (..., B, D)."""
+    def inverse(self, y: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """(z0, logabsdet) with forward(z0, h)[0] = y: z0 by bisection per step (no gradient through
+        the root), logabsdet (..., B) nats of the inverse map, minus the forward's at z0."""
+        total = y.new_zeros(y.shape[:-1])
         for u, w, b in reversed(self.step_params(h)):
             y = planar_inverse(y, u, w, b)
-        return y
+            total = total - planar_transform(y, u, w, b)[1]
+        return y, total
 
 
 class MaskedLinear(nn.Linear):
@@ -218,14 +221,18 @@ class IAFStep(nn.Module):
         sigma = torch.sigmoid(gate)
         return sigma * z + (1.0 - sigma) * m, F.logsigmoid(gate).sum(-1)
 
-    def inverse(self, y: Tensor, h: Tensor | None = None) -> Tensor:
-        """Exact inverse in D passes: after pass d, z_1..z_d are final (autoregressive)."""
+    def inverse(self, y: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Exact inverse in D passes: after pass d, z_1..z_d are final (autoregressive). Returns
+        (z, logabsdet (..., B) nats of the inverse map): sigma_d depends on z_<d only, which the last
+        pass already had final, so its gates are the forward's at z."""
         z = torch.zeros_like(y)
+        gate = torch.zeros_like(y)
         for _ in range(y.shape[-1]):
             m, s = self.made(z, h)
-            sigma = torch.sigmoid(s + self.forget_bias)
+            gate = s + self.forget_bias
+            sigma = torch.sigmoid(gate)
             z = (y - (1.0 - sigma) * m) / sigma
-        return z
+        return z, -F.logsigmoid(gate).sum(-1)
 
 
 class Reverse(nn.Module):
@@ -234,8 +241,8 @@ class Reverse(nn.Module):
     def forward(self, z: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return z.flip(-1), z.new_zeros(z.shape[:-1])
 
-    def inverse(self, y: Tensor, h: Tensor | None = None) -> Tensor:
-        return y.flip(-1)
+    def inverse(self, y: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return y.flip(-1), y.new_zeros(y.shape[:-1])
 
 
 class IAF(nn.Module):
@@ -282,11 +289,13 @@ class IAF(nn.Module):
             total = total + logabsdet
         return z, total
 
-    def inverse(self, y: Tensor, h: Tensor | None = None) -> Tensor:
-        """The exact inverse of forward: y (..., B, D) -> z0."""
+    def inverse(self, y: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The exact inverse of forward: y (..., B, D) -> (z0, logabsdet (..., B) nats of the inverse)."""
+        total = y.new_zeros(y.shape[:-1])
         for transform in reversed(self.transforms):
-            y = cast(IAFStep | Reverse, transform).inverse(y, h)  # a ModuleList's items are typed Module
-        return y
+            y, logabsdet = cast(IAFStep | Reverse, transform).inverse(y, h)  # ModuleList items are Modules
+            total = total + logabsdet
+        return y, total
 
 
 FLOWS: dict[str, type[nn.Module]] = {"planar": PlanarFlows, "iaf": IAF}
