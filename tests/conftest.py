@@ -74,6 +74,41 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     return e.value.code, out.out, out.err
 
 
+def train_tiny_run(
+    root,
+    *,
+    n: int = 600,
+    hw: int = 8,
+    hidden: tuple[int, ...] = (16,),
+    latent_dim: int = 2,
+    epochs: int = 2,
+    batch_size: int = 40,
+    name: str = "data",
+    **train: object,
+):
+    """The one helper that trains a small run folder for tests: `n` quadrant images of hw x hw (4
+    classes, make_images) written to ROOT/NAME.npz (the run's dataset name), an MLP of `hidden` widths and `latent_dim`,
+    `epochs` of fit() with seed 0 and one thread (plus any TrainConfig field in `train`). Returns
+    ROOT/run, a run folder as `vaelab train` writes it."""
+    from pathlib import Path
+
+    from vaelab.data import load_splits
+    from vaelab.models import build_model
+    from vaelab.train import fit
+
+    root = Path(root)
+    x, y = make_images(n, hw=hw)
+    np.savez(root / f"{name}.npz", x=x[:, 0], y=y)
+    cfg = RunConfig(
+        data=DataConfig(dataset=str(root / f"{name}.npz")),
+        model=ModelConfig(input_shape=(1, hw, hw), hidden=hidden, latent_dim=latent_dim),
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, seed=0, device="cpu", threads=1, **train),  # type: ignore[arg-type]
+    )
+    torch.manual_seed(0)
+    fit(build_model(cfg.model), load_splits(cfg.data), cfg, root / "run", progress=False)
+    return root / "run"
+
+
 def crash_fit_at_step(monkeypatch, step: int, run: Callable[[], object]) -> None:
     """Run `run()` (a fit) with a simulated crash as training reaches optimizer step `step` (the
     last checkpoint left behind is the one before it), then undo the patch."""

@@ -213,24 +213,11 @@ def trained_run(tmp_path_factory) -> Path:
 
 
 def _train_quadrants(root: Path, latent_dim: int) -> Path:
-    import torch
+    from conftest import train_tiny_run
 
-    from conftest import make_images
-    from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from vaelab.data import load_splits
-    from vaelab.models import VAE
-    from vaelab.train import fit
-
-    x, y = make_images(600, hw=28)
-    np.savez(root / "quadrants.npz", x=x[:, 0], y=y)
-    cfg = RunConfig(
-        data=DataConfig(dataset=str(root / "quadrants.npz")),
-        model=ModelConfig(input_shape=(1, 28, 28), hidden=(32,), latent_dim=latent_dim),
-        train=TrainConfig(epochs=2, batch_size=50, seed=0, device="cpu", threads=1, init_output_bias=False),
+    return train_tiny_run(
+        root, hw=28, hidden=(32,), latent_dim=latent_dim, batch_size=50, name="quadrants", init_output_bias=False
     )
-    torch.manual_seed(0)
-    fit(VAE(cfg.model), load_splits(cfg.data), cfg, root / "run", progress=False)
-    return root / "run"
 
 
 def test_page_in_chromium(trained_run, tmp_path, record_property):

@@ -815,21 +815,9 @@ def test_a_real_server_answers_with_no_delayed_ack_stall(plain):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from vaelab.config import DataConfig, RunConfig, TrainConfig
-    from vaelab.data import load_splits
-    from vaelab.train import fit
+    from conftest import train_tiny_run
 
-    root = tmp_path_factory.mktemp("serve")
-    x, y = make_images(200)
-    np.savez(root / "tiny.npz", x=x[:, 0], y=y)
-    cfg = RunConfig(
-        data=DataConfig(dataset=str(root / "tiny.npz")),
-        model=ModelConfig(input_shape=(1, 8, 8), hidden=(16,), latent_dim=2),
-        train=TrainConfig(epochs=1, batch_size=40, seed=0, device="cpu", threads=1),
-    )
-    torch.manual_seed(0)
-    fit(VAE(cfg.model), load_splits(cfg.data), cfg, root / "run", progress=False)
-    return root / "run"
+    return train_tiny_run(tmp_path_factory.mktemp("serve"), n=200, epochs=1, name="tiny")
 
 
 def _cli(args, capsys):

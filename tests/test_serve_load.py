@@ -12,7 +12,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -33,34 +32,9 @@ def _serve_load():
 def run_dir(tmp_path_factory) -> Path:
     """A small 28x28 model (784-64-2), one epoch on synthetic images: what the server does per request
     is the same code for any MLP model."""
-    from conftest import make_images
-    from vaelab.cli import main
+    from conftest import train_tiny_run
 
-    root = tmp_path_factory.mktemp("load")
-    x, y = make_images(600, hw=28)
-    np.savez(root / "d.npz", x=x[:, 0], y=y)
-    args = [
-        "train",
-        "--preset",
-        "tiny",
-        "--dataset",
-        str(root / "d.npz"),
-        "--hidden",
-        "64",
-        "--epochs",
-        "1",
-        "--out",
-        str(root / "run"),
-        "--no-plots",
-        "-q",
-        "--threads",
-        "1",
-    ]
-    try:
-        main(args)
-    except SystemExit as e:
-        assert e.code == 0
-    return root / "run"
+    return train_tiny_run(tmp_path_factory.mktemp("load"), hw=28, hidden=(64,), epochs=1, batch_size=50)
 
 
 def test_32_clients_for_30_seconds_get_only_200s_and_memory_stays_flat(run_dir):
