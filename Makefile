@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 EPOCHS ?= 10
 
-.PHONY: setup demo test test-all lint serve bench clean
+.PHONY: setup demo test test-fast test-all lint serve bench clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,14 @@ lint: setup
 
 serve: setup
 	$(BIN)/vaelab serve runs/seed
+
+# The edit-test loop (~2 min): the unit and maths suites. Left to `make test` (and CI): the wheel, the
+# notebook, the 30-second load test, the browser, and the product suites that train and kill whole
+# runs (crash, distributed, cli, resume, disentangling training), plus the two slowest single tests.
+FAST_SKIP := wheel notebook serve_load browser crash distributed cli resume_safety disentangling_training
+test-fast: setup
+	$(BIN)/python -m pytest -x $(foreach t,$(FAST_SKIP),--ignore=tests/test_$(t).py) \
+		-k "not busy_core_makes_openmp and not all_256_cubed_colours"
 
 test-all: setup
 	$(BIN)/python -m pytest -m "slow or not slow"
