@@ -182,7 +182,7 @@ def table(results: Path) -> str:
             f"≤ {r['target']:.2f}: {met} | {r['kl']:.2f} | {r['active_units']} / {r['latent_dim']} | "
             f"{r['epochs']} ({r['budget_epochs']}) | {r['cpu_hours_train'] + r['cpu_hours_eval']:.2f} |"
         )
-    scored = {n: r for n, r in done.items() if r["disentanglement"]}
+    scored = {n: r for n, r in done.items() if r.get("disentanglement")}
     if scored:
         lines += [
             "",
@@ -200,6 +200,9 @@ def table(results: Path) -> str:
     return "\n".join(lines)
 
 
+PICTURES = ("samples.png", "reconstructions.png", "learning_curves.png")  # the small ones: zoo/ < 25 MB
+
+
 def ship(out: Path, results: Path, zoo: Path) -> None:
     """Copy each finished row's run folder, without its training checkpoint, to ZOO/ROW."""
     # the last weights only (restore_best rows end on their best epoch): the zoo stays under 25 MB
@@ -210,7 +213,7 @@ def ship(out: Path, results: Path, zoo: Path) -> None:
         src, dst = out / name, zoo / name
         dst.mkdir(parents=True, exist_ok=True)
         for f in src.iterdir():
-            if f.name in keep or f.suffix == ".png":
+            if f.name in keep or f.name in PICTURES:
                 shutil.copy2(f, dst / f.name)
         shutil.copy2(results / f"{name}.json", dst / "result.json")
 
