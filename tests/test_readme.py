@@ -65,3 +65,13 @@ def test_the_layout_names_every_module_benchmark_and_doc():
     ]
     missing = sorted(str(p.relative_to(root)) for p in files if p.name not in layout)
     assert not missing, missing
+
+
+def test_make_demo_asks_eval_for_nothing_it_does_not_use():
+    """#23 item 16: the demo ran `eval --k 1000` on grey pixels and printed '--k 1000 was not used'."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    demo = (root / "Makefile").read_text().split("\ndemo:")[1].split("\n\n")[0]
+    assert "vaelab eval runs/seed" in demo and "--k" not in demo
+    assert "was not used" not in (root / "README.md").read_text()
