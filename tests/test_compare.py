@@ -178,3 +178,14 @@ def test_compared_curves_refuse_an_unknown_axis():
 
     with pytest.raises(ConfigError, match="epoch or minutes"):
         plot_compared_curves({}, x="steps")
+
+
+def test_discrete_latents_are_described_by_their_codes_not_flow_steps():
+    """#22: a VQ-VAE read 'posterior vq x4' and a Gumbel model 'gumbel x4', as if they were flows."""
+    from vaelab.compare import describe_model
+    from vaelab.config import load_preset
+
+    assert describe_model(load_preset("vqvae")).endswith("posterior vq (128 codes)")
+    assert describe_model(load_preset("gumbel")).endswith("posterior gumbel (10 categories)")
+    iaf = load_preset("iwae-paper").override({"model.posterior": "iaf", "model.flow_steps": 4})
+    assert describe_model(iaf).endswith("posterior iaf x4")

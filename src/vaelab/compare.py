@@ -98,7 +98,11 @@ def describe_model(cfg: RunConfig) -> str:
         sizes = " / ".join(f"{','.join(map(str, layer.hidden))} -> {layer.latent_dim}" for layer in m.layers)
     else:
         sizes = f"{','.join(map(str, m.hidden))} -> {m.latent_dim}"
-    post = m.posterior if m.posterior == "gaussian" else f"{m.posterior} x{m.flow_steps}"
+    post = {
+        "gaussian": "gaussian",
+        "vq": f"vq ({m.codebook_size} codes)",
+        "gumbel": f"gumbel ({m.categories} categories)",
+    }.get(m.posterior, f"{m.posterior} x{m.flow_steps}")  # a flow: its steps
     return f"{m.arch} {sizes} {m.activation}, {m.likelihood}; prior {m.prior}, posterior {post}"
 
 
