@@ -472,3 +472,27 @@ def test_log_likelihood_refuses_a_score_that_is_not_a_density() -> None:
     gauss = VAE(ModelConfig(input_shape=(1, 4, 4), hidden=(8,), latent_dim=2, likelihood="gaussian"))
     with pytest.raises(NotADensity, match="gaussian likelihood on binary pixels"):
         log_likelihood(gauss, binary, EvalConfig(k=5))
+
+
+def test_one_evaluation_checks_the_pixels_once_and_a_command_reads_config_json_once(monkeypatch, tmp_path, capsys):
+    """#22: is_binary ran over the whole split twice per eval, and config.json was read twice."""
+    from conftest import run_cli, train_tiny_run
+    from vaelab import checkpoint, evaluate
+
+    run = train_tiny_run(tmp_path, n=200, epochs=1)
+    calls = {"is_binary": 0, "read_config": 0}
+    real_binary, real_config = evaluate.is_binary, checkpoint.read_config
+
+    def counting_binary(*a, **k):
+        calls["is_binary"] += 1
+        return real_binary(*a, **k)
+
+    def counting_config(*a, **k):
+        calls["read_config"] += 1
+        return real_config(*a, **k)
+
+    monkeypatch.setattr(evaluate, "is_binary", counting_binary)
+    monkeypatch.setattr(checkpoint, "read_config", counting_config)
+    code, _, err = run_cli(["eval", str(run), "--k", "5", "--threads", "1"], capsys)
+    assert code == 0, err
+    assert calls == {"is_binary": 1, "read_config": 1}

@@ -203,20 +203,26 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
     model.load_state_dict(tensors)
 
 
-def load(run_dir: str | os.PathLike[str], weights: str = MODEL, device: str | torch.device = "cpu") -> BaseVAE:
+def load(
+    run_dir: str | os.PathLike[str],
+    weights: str = MODEL,
+    device: str | torch.device = "cpu",
+    cfg: RunConfig | None = None,
+) -> BaseVAE:
     """Rebuild a trained model from its run folder alone, in eval mode.
 
     Args:
         run_dir: a folder written by `vaelab train`.
         weights: "model.safetensors" (last) or "best.safetensors" (best validation ELBO).
         device: where to put the model.
+        cfg: the run's config when the caller has read it already (read_config), so it is read once.
     """
     run_dir = Path(run_dir)
     if weights in ("", ".", "..") or Path(weights).name != weights:
         raise CheckpointError(
             f"weights={weights!r}: give a file name inside the run folder, such as {MODEL!r} or {BEST!r}"
         )
-    cfg = read_config(run_dir)
+    cfg = read_config(run_dir) if cfg is None else cfg
     model = build_model(cfg.model)
     load_weights(run_dir / weights, model)
     return model.to(device).eval()

@@ -400,7 +400,8 @@ def _load_run(run: str, device: str = "cpu", weights: str = "model.safetensors")
     from vaelab.train import resolve_device
 
     dev = resolve_device(device)
-    return load(run, weights=weights, device=dev), read_config(Path(run))
+    cfg = read_config(Path(run))
+    return load(run, weights=weights, device=dev, cfg=cfg), cfg
 
 
 run_arg = click.argument("run", type=click.Path(file_okay=False))

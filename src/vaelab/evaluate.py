@@ -305,13 +305,19 @@ def _progress(enabled: bool, total: int, desc: str) -> Any:
 
 @torch.no_grad()
 def log_likelihood(
-    model: VAE, data: ImageData, cfg: EvalConfig = EvalConfig(), plan: PassPlan | None = None, progress: bool = False
+    model: VAE,
+    data: ImageData,
+    cfg: EvalConfig = EvalConfig(),
+    plan: PassPlan | None = None,
+    progress: bool = False,
+    binary: bool | None = None,
 ) -> LikelihoodEstimate:
     """Importance-sampled log-likelihood of every image in `data`, with K = cfg.k samples each.
 
     Pixels are used as stored. Returns the mean NLL in nats per image (positive), its standard
     error over images, and the per-image log p(x) estimates (N,). The passes are those of
     `plan` (default: :func:`plan_passes`, within cfg.memory_mb). progress: a bar on stderr.
+    binary: whether the pixels are binary, when the caller has checked already (a pass over `data`).
 
     Raises:
         NotADensity: when the model's likelihood is not a density of these pixels (a Bernoulli on
@@ -320,7 +326,7 @@ def log_likelihood(
             reports the ELBO and says why there is no NLL.
         ConfigError: when one image with one latent does not fit in cfg.memory_mb.
     """
-    binary = is_binary(data)
+    binary = is_binary(data) if binary is None else binary
     lik = model.likelihood
     if not (lik.density_of_binary if binary else lik.density_of_grey):
         fix = "grey pixels" if binary else "binary pixels (--binarize dynamic, DataConfig(binarize='dynamic'))"
@@ -463,7 +469,7 @@ def evaluate(model: VAE, data: ImageData, cfg: EvalConfig, pixels: str, progress
     is_density = lik.density_of_binary if binary else lik.density_of_grey
     nll = se = bpd = per_image = None
     if is_density:
-        est = log_likelihood(model, data, cfg, plan, progress)
+        est = log_likelihood(model, data, cfg, plan, progress, binary)
         nll, se, per_image = est.nll, est.nll_stderr, est.per_image
         if binary or lik.eight_bit:  # a probability of discrete values: bits per dimension
             bpd = float(obj.bits_per_dim(nll, model.cfg.num_pixels))
