@@ -15,7 +15,7 @@ import torch
 
 from vaelab import data as D
 from vaelab.config import DataConfig
-from vaelab.errors import DataError
+from vaelab.errors import ConfigError, DataError
 
 
 def test_idx_round_trip_plain_and_gzip(tmp_path):
@@ -366,3 +366,54 @@ def test_one_grey_image_among_colour_ones_is_named_in_the_singular(tmp_path, cap
         D.load_splits(DataConfig(dataset=str(tmp_path)))
     msg = " ".join(r.getMessage() for r in caplog.records if r.name == "vaelab.data")
     assert "1 of 3 images are greyscale" in msg and "converted it to RGB" in msg and "1 greyscale images" not in msg
+
+
+def test_a_data_set_registered_from_user_code_trains_by_its_name(tmp_path, capsys, monkeypatch):
+    """#22: one registry of named data sets (DATASETS), which a user extends without editing vaelab;
+    `--dataset NAME` then trains on it, and limit and binarization apply as to every source."""
+    from conftest import make_images, run_cli
+    from vaelab.data import DATASETS, DataSplits, register_dataset
+
+    monkeypatch.setitem(DATASETS, "mnist", DATASETS["mnist"])  # the registry is restored after the test
+    x, y = make_images(300)
+    t = torch.from_numpy
+
+    def quadrants(cfg: DataConfig) -> DataSplits:
+        return DataSplits(
+            "quadrants",
+            D.ImageData(t(x[:200]), t(y[:200])),
+            D.ImageData(t(x[200:250]), t(y[200:250])),
+            D.ImageData(t(x[250:]), t(y[250:])),
+            num_classes=4,
+        )
+
+    register_dataset("quadrants", quadrants)
+    try:
+        with pytest.raises(ConfigError, match="'quadrants' is taken"):
+            register_dataset("quadrants", quadrants)
+        s = D.load_splits(DataConfig(dataset="quadrants", binarize="static", limit=100))
+        assert len(s.train) == 100 and set(torch.unique(s.test.images).tolist()) <= {0, 255}
+        assert not D.path_is_image_folder("quadrants")
+        code, out, err = run_cli(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--dataset",
+                "quadrants",
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--no-plots",
+                "-q",
+                "--out",
+                str(tmp_path / "run"),
+            ],
+            capsys,
+        )
+        assert code == 0, err
+        with pytest.raises(D.DataError, match="did you mean quadrants"):
+            D.load_splits(DataConfig(dataset="quadrant"))
+    finally:
+        DATASETS.pop("quadrants", None)

@@ -13,6 +13,7 @@ One module per source; `load_splits` picks the source from the config:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -54,7 +55,7 @@ from vaelab.data.mnist import (
 )
 from vaelab.data.npy import load_npy_folder
 from vaelab.data.npz import load_npz
-from vaelab.errors import DataError
+from vaelab.errors import ConfigError, DataError
 from vaelab.storage import CRASH_HOOK_ENV, atomic_write_bytes  # kept here too: scripts import them from vaelab.data
 
 # Everything a source module defines for users is importable from vaelab.data, as it was when the
@@ -67,6 +68,8 @@ __all__ = [
     "iter_batches",
     "release_mapped_pages",
     "load_splits",
+    "DATASETS",
+    "register_dataset",
     "parse_idx",
     "read_idx",
     "idx_bytes",
@@ -128,9 +131,64 @@ def _idx_splits(name: str, folder: Path, class_names: tuple[str, ...], val_size:
     return DataSplits(name, train, val, test, num_classes=10, class_names=class_names)
 
 
+def _shapes2d(cfg: DataConfig) -> DataSplits:
+    from vaelab.data import shapes2d
+
+    folder = shapes2d.ensure_shapes2d(cache_dir())
+    return shapes2d.with_factors(load_npy_folder(folder, cfg.val_size), folder)
+
+
+def _dsprites(cfg: DataConfig) -> DataSplits:
+    from vaelab.data import shapes2d
+
+    folder = shapes2d.ensure_dsprites(cfg.data_dir, cache_dir())
+    return shapes2d.with_factors(load_npy_folder(folder, cfg.val_size), folder)
+
+
+def _mnist(cfg: DataConfig) -> DataSplits:
+    return _idx_splits("mnist", ensure_mnist(cfg.data_dir), MNIST_CLASSES, cfg.val_size)
+
+
+def _cifar10(cfg: DataConfig) -> DataSplits:
+    from vaelab.data.cifar import load_cifar10
+
+    return load_cifar10(cfg.data_dir, cfg.val_size)
+
+
+def _fashion_mnist(cfg: DataConfig) -> DataSplits:
+    folder = Path(cfg.data_dir).expanduser() if cfg.data_dir else FASHION_MNIST_DIR
+    if not folder.is_dir():
+        raise DataError(
+            f"Fashion-MNIST not found in {folder}: install it with `apt-get install dataset-fashion-mnist` "
+            f"(Debian/Ubuntu) or pass --data-dir DIR with its four IDX files"
+        )
+    return _idx_splits("fashion-mnist", folder, FASHION_CLASSES, cfg.val_size)
+
+
+# The named data sets: `--dataset NAME` -> a loader of the DataConfig (data_dir, val_size). Anything
+# else names a file or folder. Add one from your own code with register_dataset; limit and
+# binarization are applied by load_splits to every source alike.
+DATASETS: dict[str, Callable[[DataConfig], DataSplits]] = {
+    "mnist": _mnist,
+    "fashion-mnist": _fashion_mnist,
+    "shapes2d": _shapes2d,
+    "dsprites": _dsprites,
+    "cifar10": _cifar10,
+}
+
+
+def register_dataset(name: str, loader: Callable[[DataConfig], DataSplits]) -> None:
+    """Make `--dataset NAME` (DataConfig(dataset=NAME)) load with `loader(cfg)`, which returns the
+    train / validation / test DataSplits (uint8 or [0, 1] float images (N, C, H, W)). A name that is
+    already taken is refused: register under another name."""
+    if not name or name in DATASETS:
+        raise ConfigError(f"register_dataset: {name!r} is {'empty' if not name else 'taken'}; choose another name")
+    DATASETS[name] = loader
+
+
 def path_is_image_folder(name: str) -> bool:
-    """`--dataset name` is a folder of image files (not a built-in name or a folder with images.npy)."""
-    if name in ("mnist", "fashion-mnist", "shapes2d", "dsprites", "cifar10"):
+    """`--dataset name` is a folder of image files (not a named data set or a folder with images.npy)."""
+    if name in DATASETS:
         return False
     path = Path(name).expanduser()
     return path.is_dir() and not (path / "images.npy").exists()
@@ -158,39 +216,17 @@ def load_splits(cfg: DataConfig) -> DataSplits:
             f"--data.skip_bad_images=true leaves out the undecodable files of a folder of image files; "
             f"--dataset {name} is not one: drop --data.skip_bad_images"
         )
-    if name in ("shapes2d", "dsprites"):
-        from vaelab.data import shapes2d
-
-        if name == "shapes2d":
-            folder = shapes2d.ensure_shapes2d(cache_dir())
-        else:
-            folder = shapes2d.ensure_dsprites(cfg.data_dir, cache_dir())
-        splits = shapes2d.with_factors(load_npy_folder(folder, cfg.val_size), folder)
-    elif name == "mnist":
-        splits = _idx_splits("mnist", ensure_mnist(cfg.data_dir), MNIST_CLASSES, cfg.val_size)
-    elif name == "cifar10":
-        from vaelab.data.cifar import load_cifar10
-
-        splits = load_cifar10(cfg.data_dir, cfg.val_size)
-    elif name == "fashion-mnist":
-        folder = Path(cfg.data_dir).expanduser() if cfg.data_dir else FASHION_MNIST_DIR
-        if not folder.is_dir():
-            raise DataError(
-                f"Fashion-MNIST not found in {folder}: install it with `apt-get install dataset-fashion-mnist` "
-                f"(Debian/Ubuntu) or pass --data-dir DIR with its four IDX files"
-            )
-        splits = _idx_splits("fashion-mnist", folder, FASHION_CLASSES, cfg.val_size)
+    if name in DATASETS:
+        splits = DATASETS[name](cfg)
     else:
         path = Path(name).expanduser()
         if not path.exists():
             import difflib
 
-            close = difflib.get_close_matches(
-                name, ["mnist", "fashion-mnist", "shapes2d", "dsprites", "cifar10"], n=1, cutoff=0.6
-            )
+            close = difflib.get_close_matches(name, list(DATASETS), n=1, cutoff=0.6)
             hint = f"did you mean {close[0]}? " if close else ""
             raise DataError(
-                f"--dataset {name}: no such file or folder; {hint}use mnist, fashion-mnist, shapes2d, dsprites, cifar10, a .npz file, "
+                f"--dataset {name}: no such file or folder; {hint}use {', '.join(DATASETS)}, a .npz file, "
                 f"a folder with images.npy, or a folder of PNG images"
             )
         if path.is_file() and path.suffix == ".npz":
