@@ -30,6 +30,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,12 +229,15 @@ def verify(zoo: Path, threads: int) -> int:
             continue
         r = json.loads((folder / "result.json").read_text())
         k = "5000" if r["nll"] is not None else "1"
-        out = subprocess.run(
-            vaelab("eval", str(folder), "--k", k, "--threads", str(threads), "--json"),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        with tempfile.TemporaryDirectory() as tmp:  # eval writes eval.json: not into the zoo
+            copy = Path(tmp) / name
+            shutil.copytree(folder, copy)
+            out = subprocess.run(
+                vaelab("eval", str(copy), "--k", k, "--threads", str(threads), "--json"),
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
         ev = json.loads(out)
         key = "nll" if r["nll"] is not None else "elbo"
         ok = abs(ev[key] - r[key]) <= 0.01
