@@ -15,7 +15,7 @@ import torch
 from torch.testing import assert_close
 
 from conftest import run_cli
-from vaelab import objectives as obj
+from vaelab import maths
 from vaelab.cli import main
 from vaelab.config import EvalConfig, ModelConfig
 from vaelab.data import ImageData, binarize_once
@@ -52,7 +52,7 @@ def exact_log_px(model: VAE, x: torch.Tensor, n: int = 4001, half_width: float =
     out = []
     for zc, lwc in zip(z.split(20_000), lw.split(20_000)):
         log_px_z = model.log_px_z(x, model.decode_params(zc[:, None, :].expand(-1, len(x), -1)))  # (Z, B)
-        out.append(log_px_z + obj.std_normal_log_prob(zc)[:, None] + lwc[:, None])
+        out.append(log_px_z + maths.std_normal_log_prob(zc)[:, None] + lwc[:, None])
     return torch.logsumexp(torch.cat(out), 0)
 
 
@@ -64,7 +64,7 @@ def exact_elbo_1d(model: VAE, x: torch.Tensor) -> torch.Tensor:
     z = loc[None] + torch.exp(0.5 * logvar)[None] * u[:, None, None]  # (U, B, 1)
     log_px_z = model.log_px_z(x, model.decode_params(z))  # (U, B)
     density = torch.exp(logw - 0.5 * (LOG_2PI + u**2))[:, None]
-    return (density * log_px_z).sum(0) - obj.gaussian_kl(loc, logvar)
+    return (density * log_px_z).sum(0) - maths.gaussian_kl(loc, logvar)
 
 
 def _fit_a_little(model: VAE, x: torch.Tensor, steps: int = 300, seed: int = 0) -> VAE:
@@ -127,7 +127,7 @@ def test_estimate_converges_to_the_exact_marginal_within_its_standard_error(late
     exact = exact_log_px(model, x, n=4001 if latent_dim == 1 else 301)
     g = torch.Generator().manual_seed(1)
     lw = log_weights(model, x, 5000, g)  # (K, B)
-    est = obj.iwae_bound(lw)
+    est = maths.iwae_bound(lw)
     se = _is_stderr(lw)
     # per image: within 4 standard errors (the O(se^2) bias of the log is far smaller)
     assert ((est - exact).abs() < 4 * se + 1e-6).all(), (est - exact, se)
@@ -147,7 +147,7 @@ def test_continuous_density_estimate_converges_to_its_exact_marginal():
     exact = exact_log_px(model, x)
     lw = log_weights(model, x, 5000, g)
     se = _is_stderr(lw)
-    assert ((obj.iwae_bound(lw) - exact).abs() < 4 * se + 1e-6).all()
+    assert ((maths.iwae_bound(lw) - exact).abs() < 4 * se + 1e-6).all()
 
 
 def test_k1_bound_equals_the_elbo_in_expectation():

@@ -19,9 +19,10 @@ from torch.testing import assert_close
 
 from vaelab.config import ModelConfig
 from vaelab.evaluate import log_likelihood_batch, log_weights
+from vaelab.maths import ciwae_bound, iwae_bound, miwae_bound
 from vaelab.models import VAE, Draws, build_model
 from vaelab.models.hierarchy import HierarchicalVAE
-from vaelab.objectives import ciwae_bound, iwae_bound, miwae_bound, training_objective
+from vaelab.objectives import training_objective
 
 F64 = torch.float64
 Dist = torch.distributions

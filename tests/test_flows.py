@@ -8,7 +8,7 @@ from torch import nn
 from torch.autograd.functional import jacobian
 from torch.testing import assert_close
 
-from vaelab import objectives as obj
+from vaelab import maths
 from vaelab.models.flows import FLOWS, IAF, MADE, PlanarFlows, constrain_u, planar_inverse, planar_transform
 
 F64 = torch.float64
@@ -132,7 +132,7 @@ def test_flow_posterior_density_integrates_to_one(name):
     loc, logvar = torch.tensor([[0.3, -0.2]], dtype=F64), torch.tensor([[-0.5, -1.0]], dtype=F64)
     h = torch.randn(1, CONTEXT, dtype=F64)
     with torch.no_grad():
-        draws, _ = flow(obj.reparameterize(loc, logvar, torch.randn(100_000, 1, 2, dtype=F64)), h)
+        draws, _ = flow(maths.reparameterize(loc, logvar, torch.randn(100_000, 1, 2, dtype=F64)), h)
         lo, hi = draws.amin((0, 1)) - 1.0, draws.amax((0, 1)) + 1.0  # (2,): a box holding all the mass
         n = 500
         cell = (hi - lo) / n
@@ -140,7 +140,7 @@ def test_flow_posterior_density_integrates_to_one(name):
         zt = torch.stack(torch.meshgrid(*ticks, indexing="ij"), -1).reshape(-1, 1, 2)  # (n*n, B=1, 2)
         z0, _ = flow.inverse(zt, h)
         _, logabsdet = flow(z0, h)
-        log_q0 = obj.gaussian_log_prob(z0, loc, logvar)  # (n*n, 1)
+        log_q0 = maths.gaussian_log_prob(z0, loc, logvar)  # (n*n, 1)
         total = (log_q0 - logabsdet).exp().sum() * cell.prod()
         without_det = log_q0.exp().sum() * cell.prod()
     assert_close(total, torch.tensor(1.0, dtype=F64), rtol=0, atol=1e-3)  # measured ~1e-8

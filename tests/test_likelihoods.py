@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from vaelab import objectives as obj
+from vaelab import maths
 from vaelab.config import ModelConfig
 from vaelab.errors import ConfigError
 from vaelab.models import MIN_PIXEL_LOGVAR, make_likelihood
@@ -76,11 +76,11 @@ def test_continuous_bernoulli_normaliser_matches_numerical_integration(dtype):
     xs = torch.linspace(0, 1, 4001, dtype=torch.float64)
     integral = _simpson(torch.exp(xs * lg[:, None] - F.softplus(lg)[:, None]), 0.0, 1.0)
     want = -torch.log(integral)
-    got = obj.continuous_bernoulli_log_norm(lg.to(dtype)).double()
+    got = maths.continuous_bernoulli_log_norm(lg.to(dtype)).double()
     tol = 1e-9 if dtype == torch.float64 else 2e-6
     assert_close(got, want, atol=tol, rtol=tol)
     assert_close(
-        obj.continuous_bernoulli_log_norm(torch.zeros(1, dtype=dtype)), torch.full((1,), math.log(2.0), dtype=dtype)
+        maths.continuous_bernoulli_log_norm(torch.zeros(1, dtype=dtype)), torch.full((1,), math.log(2.0), dtype=dtype)
     )
 
 
@@ -135,16 +135,16 @@ def test_bernoulli_evaluation_path_equals_the_training_path():
     logits[0, 0, 0, 0, 1] = -300.0
     ref = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").flatten(-3).sum(-1)
     with torch.no_grad():
-        fast = obj.bernoulli_log_prob(x, logits)
-        fast32 = obj.bernoulli_log_prob(x.float(), logits.float())
+        fast = maths.bernoulli_log_prob(x, logits)
+        fast32 = maths.bernoulli_log_prob(x.float(), logits.float())
     assert_close(fast, ref, atol=1e-8, rtol=0)  # softplus(l) = l above l = 20: off by e^-20 per pixel
     assert_close(fast32.double(), ref, atol=2e-4, rtol=0)  # float32, ~200 nats per image
-    with_grad = obj.bernoulli_log_prob(x, logits.clone().requires_grad_(True))
+    with_grad = maths.bernoulli_log_prob(x, logits.clone().requires_grad_(True))
     assert_close(with_grad.detach(), ref)
     grey = torch.rand(6, 1, 5, 5, generator=g, dtype=torch.float64)  # grey targets: same cross-entropy
     with torch.no_grad():
         assert_close(
-            obj.bernoulli_log_prob(grey, logits),
+            maths.bernoulli_log_prob(grey, logits),
             -F.binary_cross_entropy_with_logits(logits, grey.expand_as(logits), reduction="none").flatten(-3).sum(-1),
             atol=1e-8,
             rtol=0,
@@ -232,7 +232,7 @@ def test_continuous_bernoulli_draws_stay_in_the_unit_interval_at_extreme_logits(
     with torch.no_grad():
         x = lik.draw(_params(lg, 1).repeat(n, 1, 1, 1, 1), torch.Generator().manual_seed(5)).view(n, len(lg))
     assert torch.isfinite(x).all() and float(x.min()) >= 0 and float(x.max()) <= 1
-    mean = obj.continuous_bernoulli_mean(lg.double())
+    mean = maths.continuous_bernoulli_mean(lg.double())
     sd = x.double().std(0) / math.sqrt(n)  # the draws' own spread: 1/|l| at large |l|
     assert ((x.double().mean(0) - mean).abs() <= 4.5 * sd + 1e-6).all(), (x.mean(0), mean)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from vaelab import objectives as obj
+from vaelab import maths
 from vaelab.config import ModelConfig
 from vaelab.models import VAE, make_likelihood
 
@@ -32,7 +32,7 @@ def one_pixel(k: int, c: int, seed: int = 0, scale: float = 0.0):
 def test_the_256_values_of_a_grey_pixel_have_probabilities_that_sum_to_one(k):
     params = one_pixel(k, 1)
     x = VALUES.view(256, 1, 1, 1)
-    logp = obj.discretized_logistic_mixture_log_prob(x, *(p.expand(256, *p.shape[1:]) for p in params))
+    logp = maths.discretized_logistic_mixture_log_prob(x, *(p.expand(256, *p.shape[1:]) for p in params))
     assert logp.shape == (256,)
     assert_close(logp.exp().sum(), torch.tensor(1.0, dtype=F64), atol=1e-6, rtol=0)
 
@@ -43,7 +43,7 @@ def test_each_value_has_the_cdf_difference_over_its_bin():
     sig = lambda t: 1 / (1 + math.exp(-t))  # noqa: E731
     for v in (0, 1, 37, 128, 200, 254, 255):
         x = torch.full((1, 1, 1, 1), v / 255, dtype=F64)
-        got = float(obj.discretized_logistic_mixture_log_prob(x, logits, means, log_scales, coeffs))
+        got = float(maths.discretized_logistic_mixture_log_prob(x, logits, means, log_scales, coeffs))
         xs = 2 * v / 255 - 1
         hi = 1.0 if v == 255 else sig((xs + 1 / 255 - mu) / s)
         lo = 0.0 if v == 0 else sig((xs - 1 / 255 - mu) / s)
@@ -54,12 +54,12 @@ def test_each_value_has_the_cdf_difference_over_its_bin():
 def test_a_two_component_mixture_is_the_weighted_sum_of_its_components():
     logits, means, log_scales, coeffs = one_pixel(2, 1, seed=3)
     x = VALUES.view(256, 1, 1, 1)
-    both = obj.discretized_logistic_mixture_log_prob(
+    both = maths.discretized_logistic_mixture_log_prob(
         x, *(p.expand(256, *p.shape[1:]) for p in (logits, means, log_scales, coeffs))
     )
     w = torch.softmax(logits.flatten(), 0)
     parts = [
-        obj.discretized_logistic_mixture_log_prob(
+        maths.discretized_logistic_mixture_log_prob(
             x,
             torch.zeros(256, 1, 1, 1, dtype=F64),
             *(p[:, i : i + 1].expand(256, *p[:, i : i + 1].shape[1:]) for p in (means, log_scales, coeffs)),
@@ -78,7 +78,7 @@ def test_a_coupled_colour_mixture_sums_to_one_over_all_256_cubed_colours():
         b = VALUES[b0 : b0 + 32].view(1, 1, -1)
         x = torch.stack(torch.broadcast_tensors(r, g, b), -1).reshape(-1, 3, 1, 1)  # (n, 3, 1, 1)
         n = len(x)
-        logp = obj.discretized_logistic_mixture_log_prob(
+        logp = maths.discretized_logistic_mixture_log_prob(
             x, *(p.expand(n, *p.shape[1:]) for p in (logits, means, log_scales, coeffs))
         )
         total += logp.exp().sum()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from vaelab import objectives as obj
+from vaelab import maths
 from vaelab.config import ModelConfig
 from vaelab.models import build_model, make_likelihood
 
@@ -62,11 +62,11 @@ def test_zero_weights_are_the_plain_bernoulli_and_the_upper_triangle_is_ignored(
     g = torch.Generator().manual_seed(3)
     x = (torch.rand(5, *shape, generator=g) > 0.5).float()
     params = torch.randn(2, 5, 1, *shape, generator=g)
-    assert_close(lik.log_prob(x, params), obj.bernoulli_log_prob(x, params.squeeze(-4)))
+    assert_close(lik.log_prob(x, params), maths.bernoulli_log_prob(x, params.squeeze(-4)))
     assert_close(lik.mean(params), torch.sigmoid(params.squeeze(-4)))
     with torch.no_grad():
         lik.module.weight.copy_(torch.randn(9, 9, generator=g).triu())  # diagonal and above only
-    assert_close(lik.log_prob(x, params), obj.bernoulli_log_prob(x, params.squeeze(-4)))
+    assert_close(lik.log_prob(x, params), maths.bernoulli_log_prob(x, params.squeeze(-4)))
     loss = -lik.log_prob(x, params).sum()
     loss.backward()
     grad = lik.module.weight.grad

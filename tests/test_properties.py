@@ -19,7 +19,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vaelab import objectives as obj
+from vaelab import maths
 from vaelab.config import ModelConfig
 from vaelab.data import IDX_DTYPES, load_image_folder, load_npz, parse_idx, read_idx
 from vaelab.errors import DataError
@@ -184,19 +184,19 @@ logvars64 = st.floats(-30.0, 30.0, allow_nan=False)
 )
 def test_gaussian_kl_is_non_negative(case):
     loc, logvar = (torch.tensor(v, dtype=torch.float64) for v in case)
-    kl = obj.gaussian_kl(loc, logvar)
+    kl = maths.gaussian_kl(loc, logvar)
     # exp(lv) - 1 - lv >= 0 holds exactly; in floating point exp(lv) is rounded, so for |lv| below
     # the unit roundoff a term can come out as -|lv|/2 or one ulp of 1 below zero.
     assert float(kl) >= -len(case[0]) * 2.3e-16
     for dtype, eps in ((torch.float64, 2.3e-16), (torch.float32, 1.2e-7)):
-        kl = obj.gaussian_kl(loc.to(dtype), logvar.to(dtype))
+        kl = maths.gaussian_kl(loc.to(dtype), logvar.to(dtype))
         assert torch.isfinite(kl) and float(kl) >= -len(case[0]) * eps
 
 
 def test_gaussian_kl_is_zero_only_at_the_prior():
-    assert float(obj.gaussian_kl(torch.zeros(5), torch.zeros(5))) == 0.0
+    assert float(maths.gaussian_kl(torch.zeros(5), torch.zeros(5))) == 0.0
     loc = torch.tensor([1e-3], dtype=torch.float64)
-    assert float(obj.gaussian_kl(loc, torch.zeros(1, dtype=torch.float64))) == pytest.approx(0.5e-6, rel=1e-9)
+    assert float(maths.gaussian_kl(loc, torch.zeros(1, dtype=torch.float64))) == pytest.approx(0.5e-6, rel=1e-9)
 
 
 @st.composite
@@ -236,11 +236,11 @@ def exact_posterior(w, b, s2, x):
 
 def log_weights(w, b, s2, x, loc, logvar, eps):
     """log w_k from vaelab.objectives: log p(x|z_k) + log p(z_k) - log q(z_k|x). eps: (K, 1, D)."""
-    z = obj.reparameterize(loc, logvar, eps)  # (K, 1, D)
+    z = maths.reparameterize(loc, logvar, eps)  # (K, 1, D)
     mean = (z @ w.T + b).reshape(*z.shape[:-1], 1, 1, -1)  # (K, 1, C=1, H=1, W=P)
     xs = x.reshape(1, 1, 1, -1)  # (B=1, 1, 1, P)
-    log_px_z = obj.gaussian_pixel_log_prob(xs, mean, torch.full_like(mean, math.log(s2)))  # (K, 1)
-    return obj.log_weights(log_px_z, obj.std_normal_log_prob(z), obj.gaussian_log_prob(z, loc, logvar))
+    log_px_z = maths.gaussian_pixel_log_prob(xs, mean, torch.full_like(mean, math.log(s2)))  # (K, 1)
+    return maths.log_weights(log_px_z, maths.std_normal_log_prob(z), maths.gaussian_log_prob(z, loc, logvar))
 
 
 @MATHS
@@ -251,7 +251,7 @@ def test_iwae_bound_is_exact_with_the_exact_posterior(model, k):
     eps = torch.randn(k, 1, len(loc), generator=torch.Generator().manual_seed(k), dtype=torch.float64)
     log_w = log_weights(w, b, s2, x, loc, logvar, eps)
     # every weight equals p(x) (the importance ratio is constant), so the bound is exact for any K
-    torch.testing.assert_close(obj.iwae_bound(log_w), exact_log_px(w, b, s2, x).reshape(1), rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(maths.iwae_bound(log_w), exact_log_px(w, b, s2, x).reshape(1), rtol=1e-10, atol=1e-9)
 
 
 @MATHS
@@ -263,7 +263,7 @@ def test_elbo_is_below_log_px_by_exactly_the_kl_to_the_posterior(model):
     # E_q[log p(x|z)] in closed form: -P/2 log(2 pi s2) - (|x - W m - b|^2 + tr(W diag(v) W^T)) / (2 s2)
     resid = x - w @ loc - b
     e_log_px_z = -0.5 * p * math.log(2 * math.pi * s2) - (resid @ resid + ((w * w) * var).sum()) / (2 * s2)
-    elbo = obj.elbo(e_log_px_z, obj.gaussian_kl(loc, logvar))
+    elbo = maths.elbo(e_log_px_z, maths.gaussian_kl(loc, logvar))
     log_px = exact_log_px(w, b, s2, x)
     post_loc, post_logvar = exact_posterior(w, b, s2, x)
     kl_to_post = (
@@ -281,12 +281,12 @@ def test_iwae_bound_is_below_log_px_in_expectation(model, k):
     w, b, s2, x, loc, logvar = model
     reps = 4000
     eps = torch.randn(k, reps, len(loc), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    z = obj.reparameterize(loc, logvar, eps)  # (K, R, D): R independent estimates in parallel
+    z = maths.reparameterize(loc, logvar, eps)  # (K, R, D): R independent estimates in parallel
     mean = (z @ w.T + b).reshape(k, reps, 1, 1, -1)
     xs = x.reshape(1, 1, 1, -1).expand(reps, 1, 1, -1)
-    log_px_z = obj.gaussian_pixel_log_prob(xs, mean, torch.full_like(mean, math.log(s2)))  # (K, R)
-    log_w = obj.log_weights(log_px_z, obj.std_normal_log_prob(z), obj.gaussian_log_prob(z, loc, logvar))
-    bounds = obj.iwae_bound(log_w)  # (R,)
+    log_px_z = maths.gaussian_pixel_log_prob(xs, mean, torch.full_like(mean, math.log(s2)))  # (K, R)
+    log_w = maths.log_weights(log_px_z, maths.std_normal_log_prob(z), maths.gaussian_log_prob(z, loc, logvar))
+    bounds = maths.iwae_bound(log_w)  # (R,)
     se = bounds.std() / math.sqrt(reps)
     assert float(bounds.mean()) <= float(exact_log_px(w, b, s2, x)) + 4 * float(se) + 1e-9
 
@@ -307,10 +307,10 @@ def test_bernoulli_log_prob_of_saturated_pixels():
     logits = torch.rand(1, 1, 1, 28, 28, generator=g) * 30 + 20
     x = torch.ones(1, 1, 28, 28)
     exact = float(-torch.nn.functional.softplus(-logits.double()).sum())  # about -1e-7
-    train = obj.bernoulli_log_prob(x, logits.clone().requires_grad_()).item()  # per-pixel terms, then the sum
+    train = maths.bernoulli_log_prob(x, logits.clone().requires_grad_()).item()  # per-pixel terms, then the sum
     assert train <= 0.0 and train == pytest.approx(exact, abs=1e-6)
     with torch.no_grad():
-        fast = obj.bernoulli_log_prob(x, logits).item()
+        fast = maths.bernoulli_log_prob(x, logits).item()
     # 0.0039 with torch 2.13 on a CPU: two sums of ~27,000 cancel; a log-probability above 0, off by 2 float32 ulps of the sums
     assert abs(fast - exact) <= bernoulli_rounding(logits)
 
@@ -334,7 +334,7 @@ def test_elbo_is_finite_for_extreme_decoder_outputs(logits, pixels, likelihood):
         p = params.clone().requires_grad_(grad)
         with torch.set_grad_enabled(grad):
             log_px_z = lik.log_prob(x, p)  # (1, 1)
-            elbo = obj.elbo(log_px_z.mean(0), obj.gaussian_kl(loc, logvar))
+            elbo = maths.elbo(log_px_z.mean(0), maths.gaussian_kl(loc, logvar))
         assert torch.isfinite(log_px_z).all() and torch.isfinite(elbo).all(), (grad, log_px_z)
         if likelihood == "bernoulli":
             assert log_px_z.item() <= bernoulli_rounding(p)

@@ -17,6 +17,7 @@ import torch
 from torch.testing import assert_close
 
 from vaelab import checkpoint as ckpt
+from vaelab import maths
 from vaelab import objectives as obj
 from vaelab.config import RunConfig, TrainConfig
 from vaelab.errors import ConfigError
@@ -81,7 +82,7 @@ def _by_hand(z, loc, logvar, n: int, estimator: str) -> tuple[list[float], list[
 @pytest.mark.parametrize("n", [7, 1000])
 def test_each_estimator_matches_its_formula_computed_by_hand(estimator, n):
     z, loc, logvar = _batch(0, b=7, d=3)
-    got = obj.beta_tc_terms(z, loc, logvar, dataset_size=n, estimator=estimator)
+    got = maths.beta_tc_terms(z, loc, logvar, dataset_size=n, estimator=estimator)
     want = _by_hand(z, loc, logvar, n, estimator)
     for g, w in zip(got, want):
         assert_close(g, torch.tensor(w, dtype=F64), **TOL)
@@ -90,9 +91,9 @@ def test_each_estimator_matches_its_formula_computed_by_hand(estimator, n):
 @pytest.mark.parametrize("estimator", ["mws", "mss"])
 def test_the_three_terms_add_up_to_the_one_draw_kl_for_either_estimator(estimator):
     z, loc, logvar = _batch(1, b=16, d=5)
-    mi, tc, dwkl = obj.beta_tc_terms(z, loc, logvar, dataset_size=60_000, estimator=estimator)
+    mi, tc, dwkl = maths.beta_tc_terms(z, loc, logvar, dataset_size=60_000, estimator=estimator)
     log_q = torch.distributions.Normal(loc, torch.exp(0.5 * logvar)).log_prob(z).sum(1)
-    assert_close(mi + tc + dwkl, log_q - obj.std_normal_log_prob(z), **TOL)
+    assert_close(mi + tc + dwkl, log_q - maths.std_normal_log_prob(z), **TOL)
 
 
 def _exact_on_the_data_set(z, loc, logvar) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,14 +115,14 @@ def test_on_the_whole_data_set_mss_is_exact_and_mws_is_exact_plus_a_constant():
     z, loc, logvar = _batch(2, b=n, d=dims)
     log_qz, log_prod_qzd = _exact_on_the_data_set(z, loc, logvar)
     log_qz_x = torch.distributions.Normal(loc, torch.exp(0.5 * logvar)).log_prob(z).sum(1)
-    log_pz = obj.std_normal_log_prob(z)
+    log_pz = maths.std_normal_log_prob(z)
     exact = (log_qz_x - log_qz, log_qz - log_prod_qzd, log_prod_qzd - log_pz)
 
-    mss = obj.beta_tc_terms(z, loc, logvar, dataset_size=n, estimator="mss")
+    mss = maths.beta_tc_terms(z, loc, logvar, dataset_size=n, estimator="mss")
     for got, want in zip(mss, exact):
         assert_close(got, want, **TOL)
 
-    mi, tc, dwkl = obj.beta_tc_terms(z, loc, logvar, dataset_size=n, estimator="mws")
+    mi, tc, dwkl = maths.beta_tc_terms(z, loc, logvar, dataset_size=n, estimator="mws")
     assert_close(mi, exact[0] + math.log(n), **TOL)
     assert_close(tc, exact[1] + (dims - 1) * math.log(n), **TOL)
     assert_close(dwkl, exact[2] - dims * math.log(n), **TOL)
@@ -133,10 +134,10 @@ def test_mss_is_zero_and_mws_is_its_constant_when_every_posterior_is_the_same():
     loc = torch.randn(1, dims, generator=g, dtype=F64).expand(b, dims)
     logvar = torch.full((b, dims), -0.5, dtype=F64)
     z = loc + torch.exp(0.5 * logvar) * torch.randn(b, dims, generator=g, dtype=F64)
-    mi, tc, _ = obj.beta_tc_terms(z, loc, logvar, dataset_size=n, estimator="mss")
+    mi, tc, _ = maths.beta_tc_terms(z, loc, logvar, dataset_size=n, estimator="mss")
     assert_close(mi, torch.zeros(b, dtype=F64), atol=1e-12, rtol=0)
     assert_close(tc, torch.zeros(b, dtype=F64), atol=1e-12, rtol=0)
-    mi, tc, _ = obj.beta_tc_terms(z, loc, logvar, dataset_size=n, estimator="mws")
+    mi, tc, _ = maths.beta_tc_terms(z, loc, logvar, dataset_size=n, estimator="mws")
     assert_close(mi, torch.full((b,), math.log(n), dtype=F64), atol=1e-12, rtol=0)
     assert_close(tc, torch.full((b,), (dims - 1) * math.log(n), dtype=F64), atol=1e-12, rtol=0)
 
@@ -160,7 +161,7 @@ def _dlib_total_correlation(z, z_mean, z_logvar):
 def test_mws_has_disentanglement_libs_gradient_and_its_value_up_to_the_constants():
     b, dims, n = 32, 6, 737_280  # dSprites' size
     z, loc, logvar = (t.requires_grad_() for t in _batch(4, b=b, d=dims))
-    _, tc, _ = obj.beta_tc_terms(z, loc, logvar, dataset_size=n, estimator="mws")
+    _, tc, _ = maths.beta_tc_terms(z, loc, logvar, dataset_size=n, estimator="mws")
     ours = torch.autograd.grad(tc.mean(), (z, loc, logvar))
     dlib_tc = _dlib_total_correlation(z, loc, logvar)
     theirs = torch.autograd.grad(dlib_tc, (z, loc, logvar))
@@ -169,7 +170,7 @@ def test_mws_has_disentanglement_libs_gradient_and_its_value_up_to_the_constants
     # the values differ by the dropped constants: ours = theirs + (D - 1) log(N B)
     assert_close(tc.mean().detach(), dlib_tc.detach() + (dims - 1) * math.log(n * b), **TOL)
     # and mss's gradient is another one (the reason the choice matters for a tuned beta)
-    _, tc_mss, _ = obj.beta_tc_terms(z, loc, logvar, dataset_size=n, estimator="mss")
+    _, tc_mss, _ = maths.beta_tc_terms(z, loc, logvar, dataset_size=n, estimator="mss")
     g_mss = torch.autograd.grad(tc_mss.mean(), loc)[0]
     cos = torch.nn.functional.cosine_similarity(g_mss.flatten(), ours[1].flatten(), 0)
     assert float(cos) < 0.99
@@ -178,7 +179,7 @@ def test_mws_has_disentanglement_libs_gradient_and_its_value_up_to_the_constants
 def test_an_unknown_estimator_is_refused():
     z, loc, logvar = _batch(5, b=4, d=2)
     with pytest.raises(ValueError, match="'mwss'"):
-        obj.beta_tc_terms(z, loc, logvar, dataset_size=10, estimator="mwss")
+        maths.beta_tc_terms(z, loc, logvar, dataset_size=10, estimator="mwss")
 
 
 @pytest.mark.parametrize("estimator", ["mws", "mss"])
@@ -191,7 +192,7 @@ def test_the_objective_uses_the_estimator_it_is_given(estimator):
     value, _, elbo, *_, terms = obj.training_objective(
         d, "betatc", "reparam", klw=3.0, dataset_size=100, tc_estimator=estimator
     )
-    _, tc, _ = obj.beta_tc_terms(d.z[0], d.loc, d.logvar, 100, estimator)
+    _, tc, _ = maths.beta_tc_terms(d.z[0], d.loc, d.logvar, 100, estimator)
     assert_close(terms["tc"], tc, rtol=0, atol=0)
     assert_close(value, elbo - 2.0 * tc, rtol=1e-6, atol=1e-6)  # float32 model
 
@@ -202,7 +203,7 @@ def test_fit_passes_the_configured_estimator(tiny_cfg, tiny_splits, monkeypatch)
     from vaelab.train import fit
 
     seen = []
-    real = obj.beta_tc_terms
+    real = maths.beta_tc_terms
 
     def spy(z, loc, logvar, dataset_size, estimator="mws"):
         seen.append(estimator)

@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from vaelab import objectives as obj
+from vaelab import maths
 from vaelab.config import EvalConfig
 from vaelab.data import ImageData, iter_batches, to_float
 from vaelab.errors import ConfigError, NotADensity
@@ -287,7 +287,7 @@ def log_likelihood_batch(
     for start in range(0, k, chunk):
         n = min(chunk, k - start)
         log_w[start : start + n] = log_weights(model, x, n, generator, y)
-    return obj.iwae_bound(log_w)
+    return maths.iwae_bound(log_w)
 
 
 def _labels(model: VAE, yb: Tensor | None) -> Tensor | None:
@@ -472,7 +472,7 @@ def evaluate(model: VAE, data: ImageData, cfg: EvalConfig, pixels: str, progress
         est = log_likelihood(model, data, cfg, plan, progress, binary)
         nll, se, per_image = est.nll, est.nll_stderr, est.per_image
         if binary or lik.eight_bit:  # a probability of discrete values: bits per dimension
-            bpd = float(obj.bits_per_dim(nll, model.cfg.num_pixels))
+            bpd = float(maths.bits_per_dim(nll, model.cfg.num_pixels))
     bound = is_density and model.deterministic_posterior
     note = _density_note(model.cfg.likelihood, binary, is_density, lik.eight_bit)
     if bound:

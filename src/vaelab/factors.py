@@ -21,8 +21,8 @@ from torch import Tensor
 from vaelab import disentanglement as dis
 from vaelab.data import DataSplits, ImageData, iter_batches, to_float
 from vaelab.errors import ConfigError
+from vaelab.maths import gaussian_kl
 from vaelab.models import BaseVAE
-from vaelab.objectives import gaussian_kl
 
 REPORT = "disentanglement.json"
 

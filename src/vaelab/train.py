@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from vaelab import maths
 from vaelab import objectives as obj
 from vaelab.checkpoint import (
     BEST,
@@ -484,7 +485,7 @@ def fit(
                     if disc is not None:
                         shuffle = torch.rand((gb, model.cfg.latent_dim), generator=noise, device=device)[lo:hi]
                     klw = kl_weight(tc, st["step"], steps_per_epoch)
-                    cap = obj.capacity_at(st["step"], tc.capacity_max, tc.capacity_steps)
+                    cap = maths.capacity_at(st["step"], tc.capacity_max, tc.capacity_steps)
                     surrogate, objective, elbo, log_px_z, kl, terms = step_terms(
                         x, y, eps, klw, cap, shuffle
                     )  # (b,) nats

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaelab import objectives as obj
+from vaelab import maths
 from vaelab.config import ModelConfig
 from vaelab.errors import ConfigError
 from vaelab.models.likelihoods import (  # noqa: F401
@@ -113,7 +113,7 @@ class Draws:
     @property
     def log_w(self) -> Tensor:
         """log importance weights log p(x|z) + log p(z) - log q(z|x), (K, B)."""
-        return obj.log_weights(self.log_px_z, self.log_pz, self.log_qz_x)
+        return maths.log_weights(self.log_px_z, self.log_pz, self.log_qz_x)
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,7 @@ class BaseVAE(nn.Module):
         d = self(x, y, eps)
         log_px_z = d.log_px_z[0]
         kl = d.kl if d.kl is not None else (d.log_qz_x - d.log_pz)[0]
-        return ElboTerms(obj.elbo(log_px_z, kl, beta), log_px_z, kl)
+        return ElboTerms(maths.elbo(log_px_z, kl, beta), log_px_z, kl)
 
     def interpolate(
         self,
@@ -345,7 +345,7 @@ class VAE(BaseVAE):
             full(t) for t in self.posterior_family.draw(loc, logvar, h, eps, stop_gradient)
         )  # (K, B, D), (K, B)
         params = full(self.decoder(z, y1h))  # (K, B, P, C, H, W)
-        kl = obj.gaussian_kl(loc, logvar) if self._closed_form_kl and not stop_gradient else None
+        kl = maths.gaussian_kl(loc, logvar) if self._closed_form_kl and not stop_gradient else None
         return Draws(
             z, params, self.log_px_z(x, params), lambda: self.prior.log_prob(z), lambda: log_qz_x, kl, loc, logvar
         )

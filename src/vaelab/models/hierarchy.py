@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from vaelab import objectives as obj
+from vaelab import maths
 from vaelab.config import ModelConfig
 from vaelab.models import BaseVAE, Draws, PixelMode, full
 from vaelab.models.networks import MLPDecoder, MLPEncoder, _mlp
@@ -77,16 +77,16 @@ class HierarchicalVAE(BaseVAE):
             eps = torch.randn(1, x.shape[0], self.noise_dim, device=x.device, dtype=x.dtype)
         noise = eps.split(self.sizes, -1)
         loc, logvar = (full(t) for t in self.encoder(x))  # (B, D_1) each
-        z = obj.reparameterize(loc, logvar, noise[0])  # (K, B, D_1)
-        zs, log_q = [z], obj.gaussian_log_prob(z, loc, logvar)  # (K, B)
+        z = maths.reparameterize(loc, logvar, noise[0])  # (K, B, D_1)
+        zs, log_q = [z], maths.gaussian_log_prob(z, loc, logvar)  # (K, B)
         for net, e in zip(self.up, noise[1:]):
             loc, logvar = net(zs[-1])  # (K, B, D_l)
-            zs.append(obj.reparameterize(loc, logvar, e))
-            log_q = log_q + obj.gaussian_log_prob(zs[-1], loc, logvar)
+            zs.append(maths.reparameterize(loc, logvar, e))
+            log_q = log_q + maths.gaussian_log_prob(zs[-1], loc, logvar)
         log_p = self.prior.log_prob(zs[-1])  # (K, B)
         for net, upper, lower in zip(self.down, zs[1:], zs[:-1]):
             loc, logvar = net(upper)
-            log_p = log_p + obj.gaussian_log_prob(lower, loc, logvar)
+            log_p = log_p + maths.gaussian_log_prob(lower, loc, logvar)
         params = full(self.decoder(zs[0]))  # (K, B, P, C, H, W)
         return Draws(zs[-1], params, self.log_px_z(x, params), lambda: log_p, lambda: log_q, None)
 
@@ -131,7 +131,7 @@ class HierarchicalVAE(BaseVAE):
         z = self.prior.sample(n, generator)
         for net in reversed(self.down):
             loc, logvar = net(z)
-            z = obj.reparameterize(
+            z = maths.reparameterize(
                 loc, logvar, torch.randn(loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
             )
         return self.likelihood.pixels(self.decoder(z), mode, generator)

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from vaelab import objectives as obj
+from vaelab import maths
 from vaelab.config import ModelConfig
 from vaelab.errors import ConfigError
 
@@ -103,7 +103,7 @@ class PixelAutoregression(nn.Module):
         return (x.flatten(1).to(w.dtype) @ w.T).view(x.shape)
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
-        return obj.bernoulli_log_prob(x, _single(params) + self.offsets(x))
+        return maths.bernoulli_log_prob(x, _single(params) + self.offsets(x))
 
     def mean(self, params: Tensor) -> Tensor:
         """The mean-field pass p_i = sigmoid(f_i + sum_{j<i} W_ij p_j): (..., B, C, H, W) in [0, 1]."""
@@ -191,7 +191,7 @@ def continuous_bernoulli_icdf(u: Tensor, logits: Tensor) -> Tensor:
 
 def _logistic_mixture_draw(params: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
     """One draw of 8-bit pixels k/255 from the discretized logistic mixture (layout of
-    :func:`_logistic_parts`; the log-probability is obj.discretized_logistic_mixture_log_prob): per
+    :func:`_logistic_parts`; the log-probability is maths.discretized_logistic_mixture_log_prob): per
     pixel a component by the Gumbel-max trick, then per channel a logistic draw y = mean + s logit(u)
     in the [-1, 1] scale, rounded to its bin (the edge bins take the tails). For C = 3 the green and
     blue means move with the drawn red (and green) values, as in the log-probability."""
@@ -224,7 +224,7 @@ def make_likelihood(cfg: ModelConfig) -> PixelLikelihood:
     table = {
         "bernoulli": PixelLikelihood(
             1,
-            lambda x, p: obj.bernoulli_log_prob(x, _single(p)),
+            lambda x, p: maths.bernoulli_log_prob(x, _single(p)),
             lambda p: torch.sigmoid(_single(p)),
             lambda p, g: _bernoulli_draw(_single(p), g),
             density_of_grey=False,
@@ -233,15 +233,15 @@ def make_likelihood(cfg: ModelConfig) -> PixelLikelihood:
         ),
         "continuous-bernoulli": PixelLikelihood(
             1,
-            lambda x, p: obj.continuous_bernoulli_log_prob(x, _single(p)),
-            lambda p: obj.continuous_bernoulli_mean(_single(p)),
+            lambda x, p: maths.continuous_bernoulli_log_prob(x, _single(p)),
+            lambda p: maths.continuous_bernoulli_mean(_single(p)),
             lambda p, g: continuous_bernoulli_icdf(_uniform(_single(p), g), _single(p)),
             density_of_grey=True,
             density_of_binary=False,
         ),
         "gaussian": PixelLikelihood(
             2,
-            lambda x, p: obj.gaussian_pixel_log_prob(x, *_gaussian_parts(p)),
+            lambda x, p: maths.gaussian_pixel_log_prob(x, *_gaussian_parts(p)),
             lambda p: _gaussian_parts(p)[0],
             lambda p, g: _gaussian_draw(*_gaussian_parts(p), g),
             density_of_grey=True,
@@ -249,7 +249,7 @@ def make_likelihood(cfg: ModelConfig) -> PixelLikelihood:
         ),
         "gaussian-fixed": PixelLikelihood(
             1,
-            lambda x, p: obj.gaussian_pixel_log_prob(
+            lambda x, p: maths.gaussian_pixel_log_prob(
                 x, torch.sigmoid(_single(p)), torch.full_like(_single(p), fixed_logvar)
             ),
             lambda p: torch.sigmoid(_single(p)),
@@ -276,8 +276,8 @@ def make_likelihood(cfg: ModelConfig) -> PixelLikelihood:
         k = cfg.mixture_components
         return PixelLikelihood(
             4 * k,
-            lambda x, p: obj.discretized_logistic_mixture_log_prob(x, *_logistic_parts(p, k)),
-            lambda p: obj.discretized_logistic_mixture_mean(*(_logistic_parts(p, k)[i] for i in (0, 1, 3))),
+            lambda x, p: maths.discretized_logistic_mixture_log_prob(x, *_logistic_parts(p, k)),
+            lambda p: maths.discretized_logistic_mixture_mean(*(_logistic_parts(p, k)[i] for i in (0, 1, 3))),
             lambda p, g: _logistic_mixture_draw(p, k, g),
             density_of_grey=True,
             density_of_binary=True,

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from vaelab import objectives as obj
+from vaelab import maths
 from vaelab.config import ModelConfig
 from vaelab.models.flows import FLOWS
 
@@ -37,10 +37,10 @@ class GaussianPosterior(nn.Module):
     has_flow = False
 
     def draw(self, loc: Tensor, logvar: Tensor, h: Tensor, eps: Tensor, stop_gradient: bool = False) -> PosteriorDraw:
-        z = obj.reparameterize(loc, logvar, eps)  # (K, B, D)
+        z = maths.reparameterize(loc, logvar, eps)  # (K, B, D)
         if stop_gradient:
             loc, logvar = loc.detach(), logvar.detach()
-        return PosteriorDraw(z, obj.gaussian_log_prob(z, loc, logvar))
+        return PosteriorDraw(z, maths.gaussian_log_prob(z, loc, logvar))
 
     def mean(self, loc: Tensor, logvar: Tensor, h: Tensor) -> Tensor:
         return loc
@@ -64,9 +64,9 @@ class FlowPosterior(nn.Module):
     def draw(self, loc: Tensor, logvar: Tensor, h: Tensor, eps: Tensor, stop_gradient: bool = False) -> PosteriorDraw:
         if stop_gradient:
             raise ValueError("a flow posterior has no stop-gradient density (see FlowPosterior)")
-        z0 = obj.reparameterize(loc, logvar, eps)  # (K, B, D)
+        z0 = maths.reparameterize(loc, logvar, eps)  # (K, B, D)
         z, logabsdet = self.flow(z0, h)  # (K, B, D), (K, B)
-        return PosteriorDraw(z, obj.gaussian_log_prob(z0, loc, logvar) - logabsdet)
+        return PosteriorDraw(z, maths.gaussian_log_prob(z0, loc, logvar) - logabsdet)
 
     def mean(self, loc: Tensor, logvar: Tensor, h: Tensor) -> Tensor:
         """The flow's image of the base mean, f(loc; h): a point estimate of z, not E_q[z]."""

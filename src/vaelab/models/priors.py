@@ -2,7 +2,7 @@
 
 Every prior answers ``log_prob(z)`` for z (..., D) with (...) nats, and ``sample(n)`` with (n, D)
 draws on its own device and dtype. The hot path uses plain tensors and the pure functions of
-:mod:`vaelab.objectives`; ``to_distribution()`` offers the equivalent ``torch.distributions``
+:mod:`vaelab.maths`; ``to_distribution()`` offers the equivalent ``torch.distributions``
 object at the API edge (and is what the tests compare against).
 """
 
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaelab import objectives as obj
+from vaelab import maths
 from vaelab.errors import ConfigError
 
 Encode = Callable[[Tensor], tuple[Tensor, Tensor]]  # x (K, C, H, W) -> (loc, logvar), each (K, D)
@@ -79,7 +79,7 @@ class StandardNormal(Prior):
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log N(z; 0, I). z: (..., D). Returns (...) nats."""
-        return obj.std_normal_log_prob(z)
+        return maths.std_normal_log_prob(z)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, D) draws from N(0, I)."""
@@ -118,13 +118,13 @@ class MixturePrior(Prior):
 
     def log_prob(self, z: Tensor) -> Tensor:
         """logsumexp_k [log pi_k + log N(z; loc_k, exp(logvar_k))]. z: (..., D). Returns (...) nats."""
-        log_pz_k = obj.gaussian_components_log_prob(z, self.loc, self.logvar)  # (..., K)
+        log_pz_k = maths.gaussian_components_log_prob(z, self.loc, self.logvar)  # (..., K)
         return torch.logsumexp(F.log_softmax(self.logits, -1) + log_pz_k, -1)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, D): a component k ~ Categorical(pi), then z ~ N(loc_k, exp(logvar_k))."""
         k = torch.multinomial(F.softmax(self.logits.detach(), -1), n, replacement=True, generator=generator)
-        return obj.reparameterize(self.loc[k], self.logvar[k], self._randn(n, generator))
+        return maths.reparameterize(self.loc[k], self.logvar[k], self._randn(n, generator))
 
     def to_distribution(self) -> torch.distributions.Distribution:
         """The same density as torch.distributions.MixtureSameFamily, event shape (D,)."""
@@ -203,7 +203,7 @@ class VampPrior(Prior):
         products (objectives.gaussian_components_log_prob), so memory is (..., K).
         """
         loc, logvar = self.component_params()  # (K, D) each
-        log_qz_k = obj.gaussian_components_log_prob(z, loc, logvar)  # (..., K)
+        log_qz_k = maths.gaussian_components_log_prob(z, loc, logvar)  # (..., K)
         return torch.logsumexp(log_qz_k, -1) - math.log(self.components)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -211,7 +211,7 @@ class VampPrior(Prior):
         loc, logvar = self.component_params()
         k = torch.randint(self.components, (n,), generator=generator, device=loc.device)
         eps = torch.randn(n, self.latent_dim, generator=generator, device=loc.device, dtype=loc.dtype)
-        return obj.reparameterize(loc[k], logvar[k], eps)
+        return maths.reparameterize(loc[k], logvar[k], eps)
 
 
 PRIORS: dict[str, type[Prior]] = {
