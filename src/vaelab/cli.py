@@ -397,7 +397,7 @@ def _epochs_done(metrics: list[dict[str, float]], epochs: int) -> str:
 
 def _load_run(run: str, device: str = "cpu", weights: str = "model.safetensors"):
     from vaelab.checkpoint import load, read_config
-    from vaelab.train import resolve_device
+    from vaelab.device import resolve_device
 
     dev = resolve_device(device)
     cfg = read_config(Path(run))
@@ -884,8 +884,8 @@ def disentangle(
     posterior means of a split. Writes RUN/disentanglement.json."""
     _setup_logging(False)  # each metric's progress on stderr: DCI takes minutes
     _threads(threads)
+    from vaelab.device import resolve_device
     from vaelab.factors import REPORT, measure_run
-    from vaelab.train import resolve_device
 
     report = measure_run(run, split, points, seed, WEIGHTS[weights], resolve_device(device))
     if as_json:

@@ -151,9 +151,10 @@ def prepare_run(
 
     from vaelab import checkpoint as ckpt
     from vaelab.data import load_splits
+    from vaelab.device import resolve_device
     from vaelab.distributed import dist_info, init_distributed
     from vaelab.models import build_model
-    from vaelab.train import check_trainable, resolve_device
+    from vaelab.train import check_trainable
 
     init_distributed()
     rank, world = dist_info()

@@ -51,6 +51,7 @@ from vaelab.config import RunConfig, TrainConfig
 from vaelab.config import replace as replace_config
 from vaelab.cpu import default_threads, flush_denormal, keep_freed_memory, resolve_threads, usable_cores  # noqa: F401
 from vaelab.data import DataSplits, ImageData, to_float
+from vaelab.device import resolve_device
 from vaelab.distributed import (  # noqa: F401 (init/finish/timeout: their old home, for scripts)
     _first_line,
     _is_peer_failure,
@@ -95,20 +96,6 @@ def compile_mode() -> str | None:
     """torch.compile mode of the training step (TrainConfig.compile): env VAELAB_COMPILE_MODE, e.g.
     "reduce-overhead" (CUDA graphs) or "max-autotune-no-cudagraphs"; unset, inductor's default."""
     return os.environ.get("VAELAB_COMPILE_MODE") or None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("--device mps: no Apple MPS device is available here; use --device cpu or auto")
-    return torch.device(name)
 
 
 def lr_at(cfg: TrainConfig, epoch: int, elapsed_s: float = 0.0) -> float:

@@ -199,7 +199,7 @@ def app_from_run(
 
     from vaelab.checkpoint import load, read_config
     from vaelab.data import load_splits
-    from vaelab.train import resolve_device
+    from vaelab.device import resolve_device
 
     run_dir = Path(run_dir)
     rcfg = read_config(run_dir)
