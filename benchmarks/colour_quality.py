@@ -26,32 +26,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from harness import metrics, now, run, shown, vaelab
+
 from vaelab.data.colour_shapes import information_bits, write_colour_shapes
 
 OLD_SETTINGS = ["--warmup", "0", "--train.free_bits=0"]  # the presets before issue #23
-
-
-def vaelab(*args: str) -> list[str]:
-    return [sys.executable, "-m", "vaelab", *args]
-
-
-def shown(cmd: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in ["vaelab", *cmd[3:]])
-
-
-def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    print(f"$ {shown(cmd)}", flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
 
 
 def measure(args: argparse.Namespace, data: Path, before: bool) -> dict[str, Any]:
@@ -67,16 +50,13 @@ def measure(args: argparse.Namespace, data: Path, before: bool) -> dict[str, Any
         train += ["--threads", str(args.threads)]
     if before:
         train += OLD_SETTINGS
-    t0 = time.monotonic()
-    proc = run(train)
-    train_s = time.monotonic() - t0
-    print(proc.stdout.strip().splitlines()[-1], flush=True)
+    output, train_s = run(train, setting, echo=True)
+    print(output.strip().splitlines()[-1], flush=True)
     ev = vaelab("eval", str(out), "--k", str(args.eval_k), "--limit", str(args.eval_limit), "--json")
     if args.threads is not None:
         ev += ["--threads", str(args.threads)]
-    report = json.loads(run(ev).stdout)
-    lines = (out / "metrics.csv").read_text().strip().splitlines()
-    last = dict(zip(lines[0].split(","), lines[-1].split(",")))
+    report = json.loads(run(ev, setting, echo=True)[0])
+    last = metrics(out)[-1]
     config = json.loads((out / "config.json").read_text())
     result = {
         "setting": setting,
@@ -99,7 +79,7 @@ def measure(args: argparse.Namespace, data: Path, before: bool) -> dict[str, Any
         "run": str(out),
         "train_seconds_wall": round(train_s, 1),
         "commands": [shown(train), shown(ev)],
-        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "date": now(),
     }
     (out / "colour_quality.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -19,7 +19,11 @@ sys.path.insert(0, src)
 import torch  # noqa: E402
 
 import vaelab  # noqa: E402
-from vaelab.config import replace  # noqa: E402
+
+try:
+    from vaelab.config_io import replace
+except ImportError:  # a checkout from before config_io.py (#22)
+    from vaelab.config import replace
 
 if not vaelab.__file__.startswith(str(__import__("pathlib").Path(src).resolve())):
     raise SystemExit(f"imported {vaelab.__file__}, not the vaelab in {src}")

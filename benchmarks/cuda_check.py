@@ -26,7 +26,7 @@ import torch
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaelab.data import load_splits
 from vaelab.models import VAE
-from vaelab.objectives import training_objective
+from vaelab.objectives.base import training_objective
 from vaelab.train import fit
 
 
@@ -43,8 +43,7 @@ def check_step(device: torch.device) -> tuple[bool, str]:
     worst = 0.0
     losses = []
     for model, xx, ee in ((cpu, x, eps), (dev, x.to(device), eps.to(device))):
-        obj, *_ = training_objective(model(xx, None, ee), "elbo", "reparam")
-        loss = -obj.mean()
+        loss = -training_objective(model(xx, None, ee), TrainConfig()).surrogate.mean()
         loss.backward()
         losses.append(loss.item())
     for p, q in zip(cpu.parameters(), dev.parameters()):

@@ -19,13 +19,9 @@ with its commands; a rerun skips finished rows. Keep the machine otherwise idle 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+import harness
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "discrete"
@@ -35,21 +31,6 @@ ROWS: dict[str, tuple[str, str, list[str]]] = {
     "vq-fashion": ("VQ-VAE + transformer prior, Fashion-MNIST", "vqvae", ["--dataset", "fashion-mnist"]),
     "gumbel-mnist": ("Gumbel-softmax, 30 x 10 categories, MNIST", "gumbel", []),
 }
-
-
-def vaelab(*args: str) -> list[str]:
-    return [sys.executable, "-m", "vaelab", *args]
-
-
-def _shell(cmd: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in ["vaelab", *cmd[3:]])
-
-
-def _run(cmd: list[str], what: str) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{what} failed ({proc.returncode}): {_shell(cmd)}\n{proc.stderr[-2000:]}")
-    return proc.stdout
 
 
 def reconstruction_mse(run: Path) -> float:
@@ -71,34 +52,29 @@ def reconstruction_mse(run: Path) -> float:
     return total / n
 
 
-def run_row(name: str, minutes: float, prior_epochs: int, k: int, runs: Path, threads: int) -> dict:
+def run_row(name: str, args: argparse.Namespace) -> harness.Record:
     label, preset, extra = ROWS[name]
-    out = runs / name
-    thr = ["--threads", str(threads)]
-    train = vaelab(
-        "train", "--preset", preset, *extra, "--max-minutes", str(minutes), "--epochs", "1000", *thr,
+    out = Path(args.runs) / name
+    thr = ["--threads", str(args.threads)]
+    train = harness.vaelab(
+        "train", "--preset", preset, *extra, "--max-minutes", str(args.minutes), "--epochs", "1000", *thr,
         "--out", str(out), "--overwrite", "-q",
     )  # fmt: skip
-    t0 = time.monotonic()
-    _run(train, name)
-    train_s = time.monotonic() - t0
-    commands = [_shell(train)]
+    _, train_s = harness.run(train, name)
+    commands = [harness.shown(train)]
     prior_s = None
     if preset == "vqvae":
-        prior = vaelab("train-prior", str(out), "--epochs", str(prior_epochs), *thr, "-q")
-        t1 = time.monotonic()
-        _run(prior, name)
-        prior_s = time.monotonic() - t1
-        commands.append(_shell(prior))
-    ev = vaelab("eval", str(out), "--json", "--k", str(k), *thr)
-    report = json.loads(_run(ev, name))
-    commands.append(_shell(ev))
-    metrics = (out / "metrics.csv").read_text().strip().splitlines()
-    last = dict(zip(metrics[0].split(","), metrics[-1].split(",")))
+        prior = harness.vaelab("train-prior", str(out), "--epochs", str(args.prior_epochs), *thr, "-q")
+        _, prior_s = harness.run(prior, name)
+        commands.append(harness.shown(prior))
+    ev = harness.vaelab("eval", str(out), "--json", "--k", str(args.k), *thr)
+    report, _ = harness.run_json(ev, name)
+    commands.append(harness.shown(ev))
+    last = harness.metrics(out)[-1]
     return {
         "row": name,
         "label": label,
-        "minutes": minutes,
+        "minutes": args.minutes,
         "epochs": int(float(last["epoch"])),
         "steps": int(float(last["step"])),
         "train_seconds": train_s,
@@ -113,62 +89,49 @@ def run_row(name: str, minutes: float, prior_epochs: int, k: int, runs: Path, th
         "perplexity": report["perplexity"],
         "mse": reconstruction_mse(out),
         "commands": commands,
-        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "date": harness.now(),
     }
 
 
+def cells(label: str, r: harness.Record | None) -> list[str | None]:
+    if r is None:
+        return [label, *[None] * 7]
+    kind = "bound (k = 1)" if r["nll_is_bound"] else f"IS, k = {r['k']}"
+    ppl = "" if r["perplexity"] is None else f"{r['perplexity']:.1f}"
+    return [
+        label, f"{r['nll']:.2f} ± {r['nll_stderr']:.2f}", kind, f"{r['reconstruction_nats']:.2f}", f"{r['kl']:.2f}",
+        f"{r['mse']:.4f}", ppl, str(r["epochs"]),
+    ]  # fmt: skip
+
+
 def table(results: Path) -> str:
-    rows = [
-        "| model | NLL, nats | kind | recon., nats | KL / -log p(z), nats | MSE per pixel | perplexity | epochs |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, (label, _, _) in ROWS.items():
-        f = results / f"{name}.json"
-        if not f.is_file():
-            rows.append(f"| {label} | | | | | | | |")
-            continue
-        r = json.loads(f.read_text())
-        kind = "bound (k = 1)" if r["nll_is_bound"] else f"IS, k = {r['k']}"
-        ppl = "" if r["perplexity"] is None else f"{r['perplexity']:.1f}"
-        rows.append(
-            f"| {label} | {r['nll']:.2f} ± {r['nll_stderr']:.2f} | {kind} | {r['reconstruction_nats']:.2f} | "
-            f"{r['kl']:.2f} | {r['mse']:.4f} | {ppl} | {r['epochs']} |"
-        )
-    return "\n".join(rows)
+    done = harness.finished(results, ROWS)
+    return harness.md_table(
+        ["model", "NLL, nats", "kind", "recon., nats", "KL / -log p(z), nats", "MSE per pixel", "perplexity", "epochs"],
+        "lrlrrrrr",
+        (cells(label, done.get(name)) for name, (label, _, _) in ROWS.items()),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = harness.parser(__doc__)
     p.add_argument("--minutes", type=float, default=10.0, help="training budget of every row (Table A: 10)")
     p.add_argument("--prior-epochs", type=int, default=10, help="vaelab train-prior --epochs")
     p.add_argument("--k", type=int, default=5000, help="importance samples of the Gumbel rows' NLL")
-    p.add_argument("--rows", help=f"comma-separated rows [default: all]: {', '.join(ROWS)}")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--results", default=str(RESULTS))
-    p.add_argument("--runs", default="runs/discrete")
-    p.add_argument("--table", action="store_true", help="only print the table of the finished rows")
+    harness.add_row_options(p, ROWS, RESULTS, runs="runs/discrete")
     args = p.parse_args(argv)
     results = Path(args.results)
     if args.table:
         print(table(results))
         return
-    names = args.rows.split(",") if args.rows else list(ROWS)
-    bad = [n for n in names if n not in ROWS]
-    if bad:
-        p.error(f"unknown rows {bad}; choose from {', '.join(ROWS)}")
-    results.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        path = results / f"{name}.json"
-        if path.is_file():
-            print(f"{name}: done before, skipped ({path})", flush=True)
-            continue
-        r = run_row(name, args.minutes, args.prior_epochs, args.k, Path(args.runs), args.threads)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(r, indent=2) + "\n")
-        os.replace(tmp, path)  # a row is saved whole or not at all
-        print(f"{name}: NLL {r['nll']:.2f} ({'bound' if r['nll_is_bound'] else 'IS'})", flush=True)
+    names = harness.pick(p, args.rows, ROWS)
+    harness.run_rows(
+        results,
+        names,
+        lambda name: run_row(name, args),
+        lambda r: f"NLL {r['nll']:.2f} ({'bound' if r['nll_is_bound'] else 'IS'})",
+    )
     print(table(results))
 
 

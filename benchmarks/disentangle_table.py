@@ -20,14 +20,10 @@ as it finishes and a rerun skips the finished ones. Keep the machine otherwise i
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shlex
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+import harness
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "disentangle"
@@ -49,45 +45,30 @@ METRICS = [
 ]
 
 
-def vaelab(*args: str) -> list[str]:
-    return [sys.executable, "-m", "vaelab", *args]
-
-
-def _shell(cmd: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in ["vaelab", *cmd[3:]])
-
-
-def run_row(model: str, seed: int, minutes: float, lr: float, runs: Path, threads: int | None) -> dict:
-    out = runs / f"{model}-s{seed}"
-    thr = ["--threads", str(threads)] if threads else []
-    train = vaelab(
-        "train", "--preset", "dsprites", *MODELS[model][1], "--lr", str(lr), "--seed", str(seed),
-        "--max-minutes", str(minutes), *thr, "--out", str(out), "--overwrite", "--no-plots", "-q",
+def run_row(model: str, seed: int, args: argparse.Namespace) -> harness.Record:
+    out = Path(args.runs) / f"{model}-s{seed}"
+    thr = harness.threads_args(args.threads)
+    what = f"{model} seed {seed}"
+    train = harness.vaelab(
+        "train", "--preset", "dsprites", *MODELS[model][1], "--lr", str(args.lr), "--seed", str(seed),
+        "--max-minutes", str(args.minutes), *thr, "--out", str(out), "--overwrite", "--no-plots", "-q",
     )  # fmt: skip
-    t0 = time.monotonic()
-    proc = subprocess.run(train, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{model} seed {seed}: vaelab train failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    train_s = time.monotonic() - t0
-    metrics = (out / "metrics.csv").read_text().strip().splitlines()
-    last = dict(zip(metrics[0].split(","), metrics[-1].split(",")))
-    ev = vaelab("disentangle", str(out), "--json", *thr)
-    proc = subprocess.run(ev, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{model} seed {seed}: vaelab disentangle failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    report = json.loads(proc.stdout)
+    _, train_s = harness.run(train, what)
+    steps = int(float(harness.metrics(out)[-1]["step"]))
+    ev = harness.vaelab("disentangle", str(out), "--json", *thr)
+    report, _ = harness.run_json(ev, what)
     return {
         **report,  # first: its "seed" is the metrics' seed, which the training seed must not lose to
         "model": model,
         "seed": seed,
         "metric_seed": report.get("seed"),
-        "minutes": minutes,
-        "lr": lr,
-        "steps": int(float(last["step"])),
-        "images_seen": int(float(last["step"])) * 64,
+        "minutes": args.minutes,
+        "lr": args.lr,
+        "steps": steps,
+        "images_seen": steps * 64,
         "train_seconds": train_s,
-        "commands": [_shell(train), _shell(ev)],
-        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "commands": [harness.shown(train), harness.shown(ev)],
+        "date": harness.now(),
     }
 
 
@@ -101,57 +82,44 @@ def _mean_spread(values: list[float]) -> str:
 
 
 def table(results: Path) -> str:
-    head = "| model | seeds | " + " | ".join(name for _, name in METRICS) + " | median MIG | steps |"
-    rows = [head, "|---|---:|" + "---:|" * (len(METRICS) + 2)]
+    lines = []
     for model, (label, _) in MODELS.items():
-        rs = [json.loads(f.read_text()) for s in SEEDS if (f := results / f"{model}-s{s}.json").is_file()]
+        rs = list(harness.finished(results, [f"{model}-s{s}" for s in SEEDS]).values())
         if not rs:
-            rows.append(f"| {label} | 0 |" + " |" * (len(METRICS) + 2))
+            lines.append([label, 0, *[None] * (len(METRICS) + 2)])
             continue
-        cells = []
-        for key, _ in METRICS:
-            vals = [r[key] for r in rs if r.get(key) is not None]
-            cells.append(_mean_spread(vals))
+        cells = [_mean_spread([r[key] for r in rs if r.get(key) is not None]) for key, _ in METRICS]
         med = statistics.median(r["mig"] for r in rs)
         steps = statistics.fmean(r["steps"] for r in rs)
-        rows.append(f"| {label} | {len(rs)} | " + " | ".join(cells) + f" | {med:.3f} | {steps:,.0f} |")
-    return "\n".join(rows)
+        lines.append([label, len(rs), *cells, f"{med:.3f}", f"{steps:,.0f}"])
+    columns = ["model", "seeds", *(name for _, name in METRICS), "median MIG", "steps"]
+    return harness.md_table(columns, "l" + "r" * (len(columns) - 1), lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = harness.parser(__doc__)
     p.add_argument("--minutes", type=float, default=4.0, help="training budget of every run")
     p.add_argument("--lr", type=float, default=5e-4, help="Adam's learning rate (the preset's is 1e-4)")
-    p.add_argument("--rows", help=f"comma-separated models [default: all]: {', '.join(MODELS)}")
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     p.add_argument("--threads", type=int, help="CPU threads [default: vaelab's, the usable cores]")
-    p.add_argument("--results", default=str(RESULTS))
-    p.add_argument("--runs", default="runs/disentangle")
-    p.add_argument("--table", action="store_true", help="only print the table of the finished rows")
+    harness.add_row_options(p, MODELS, RESULTS, runs="runs/disentangle", what="models")
     args = p.parse_args(argv)
     results = Path(args.results)
     if args.table:
         print(table(results))
         return
-    names = args.rows.split(",") if args.rows else list(MODELS)
-    bad = [n for n in names if n not in MODELS]
-    if bad:
-        p.error(f"unknown models {bad}; choose from {', '.join(MODELS)}")
-    results.mkdir(parents=True, exist_ok=True)
+    names = harness.pick(p, args.rows, MODELS, unknown="unknown models")
     seeds = [int(s) for s in args.seeds.split(",")]
-    for seed in seeds:  # seed-major: a table spread over sessions fills every model at once
-        for name in names:
-            path = results / f"{name}-s{seed}.json"
-            if path.is_file():
-                print(f"{name} seed {seed}: done before, skipped ({path})", flush=True)
-                continue
-            r = run_row(name, seed, args.minutes, args.lr, Path(args.runs), args.threads)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(r, indent=2) + "\n")
-            os.replace(tmp, path)  # a row is saved whole or not at all
-            print(f"{name} seed {seed}: MIG {r['mig']:.3f}, DCI {r['dci_disentanglement']:.3f}", flush=True)
+    # seed-major: a table spread over sessions fills every model at once
+    runs = [(name, seed) for seed in seeds for name in names]
+    harness.run_rows(
+        results,
+        runs,
+        lambda row: run_row(*row, args),
+        lambda r: f"MIG {r['mig']:.3f}, DCI {r['dci_disentanglement']:.3f}",
+        key=lambda row: f"{row[0]}-s{row[1]}",
+        label=lambda row: f"{row[0]} seed {row[1]}",
+    )
     print(table(results))
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from vaelab import checkpoint as ckpt
-from vaelab.config import load_preset, replace
+from vaelab.config_io import load_preset, replace
 from vaelab.models import build_model
 
 preset, n = sys.argv[1], int(sys.argv[2])

@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+import harness
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "family_table"
@@ -78,63 +75,38 @@ ROWS: dict[str, tuple[str, list[str]]] = {
 OWN_MINUTES = {"mnist-best-bernoulli-15min": 15.0, "mnist-best-15min": 15.0}
 
 
-def vaelab(*args: str) -> list[str]:
-    return [sys.executable, "-m", "vaelab", *args]
-
-
-def train_row(name: str, minutes: float, runs: Path, threads: int | None) -> dict:
+def train_row(name: str, minutes: float, runs: Path, threads: int | None) -> harness.Record:
     """Train one row within its budget; its record goes to RUNS/ROW/train.json."""
     preset, flags = ROWS[name]
     out = runs / name
     extra = [] if preset == "mnist-best" else RECIPE
     minutes = OWN_MINUTES.get(name, minutes)
-    thr = ["--threads", str(threads)] if threads else []
-    train = vaelab(
-        "train",
-        "--preset",
-        preset,
-        *extra,
-        *flags,
-        "--max-minutes",
-        str(minutes),
-        *thr,
-        "--out",
-        str(out),
-        "--overwrite",
-        "--no-plots",
-        "-q",
-    )
-    t0 = time.monotonic()
-    proc = subprocess.run(train, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{name}: vaelab train failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    train = harness.vaelab(
+        "train", "--preset", preset, *extra, *flags, "--max-minutes", str(minutes), *harness.threads_args(threads),
+        "--out", str(out), "--overwrite", "--no-plots", "-q",
+    )  # fmt: skip
+    output, seconds = harness.run(train, name)
     cfg = json.loads((out / "config.json").read_text())
-    metrics = (out / "metrics.csv").read_text().strip().splitlines()
     record = {
         "row": name,
         "minutes": minutes,
-        "epochs": len(metrics) - 1,
-        "train_output": proc.stdout.strip(),
-        "train_seconds": time.monotonic() - t0,
+        "epochs": len(harness.metrics(out)),
+        "train_output": output.strip(),
+        "train_seconds": seconds,
         "threads": cfg["train"]["threads"],
-        "commands": [_shell(train)],
-        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "commands": [harness.shown(train)],
+        "date": harness.now(),
     }
-    (out / "train.json").write_text(json.dumps(record, indent=2) + "\n")
+    harness.save(out / "train.json", record)
     return record
 
 
-def eval_row(name: str, eval_k: int, runs: Path, threads: int | None) -> dict:
+def eval_row(name: str, eval_k: int, runs: Path, threads: int | None) -> harness.Record:
     """Evaluate a trained row (RUNS/ROW/train.json) with `vaelab eval --k EVAL_K`."""
     out = runs / name
     record = json.loads((out / "train.json").read_text())
-    thr = ["--threads", str(threads)] if threads else []
-    ev = vaelab("eval", str(out), "--k", str(eval_k), "--json", *thr)
-    t0 = time.monotonic()
-    proc = subprocess.run(ev, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{name}: vaelab eval failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    report = json.loads(proc.stdout)
+    ev = harness.vaelab("eval", str(out), "--k", str(eval_k), "--json", *harness.threads_args(threads))
+    report, seconds = harness.run_json(ev, name)
     return {
         **record,
         "nll": report["nll"],
@@ -142,40 +114,51 @@ def eval_row(name: str, eval_k: int, runs: Path, threads: int | None) -> dict:
         "elbo": report["elbo"],
         "kl": report["kl"],
         "active_units": report["active_units"],
-        "eval_seconds": time.monotonic() - t0,
-        "commands": [*record["commands"], _shell(ev)],
+        "eval_seconds": seconds,
+        "commands": [*record["commands"], harness.shown(ev)],
     }
 
 
-def _shell(cmd: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in ["vaelab", *cmd[3:]])
+def measure(name: str, args: argparse.Namespace) -> harness.Record | None:
+    """--phase all: train (unless trained before) and evaluate; train: train only (nothing to save
+    yet); eval: evaluate a row trained before."""
+    runs = Path(args.runs)
+    trained = (runs / name / "train.json").is_file()
+    if args.phase in ("all", "train") and not trained:
+        r = train_row(name, args.minutes, runs, args.threads)
+        print(f"{name}: trained, {r['epochs']} epochs in {r['minutes']:g} minutes", flush=True)
+        trained = True
+    if args.phase in ("all", "eval") and trained:
+        return eval_row(name, args.eval_k, runs, args.threads)
+    return None
 
 
 def table(results: Path) -> str:
-    rows = ["| row | test NLL (k=5000), nats | ELBO | epochs | minutes | threads |", "|---|---:|---:|---:|---:|---:|"]
-    for name in ROWS:
-        f = results / f"{name}.json"
-        if not f.is_file():
-            rows.append(f"| {name} | (not run yet) | | | | |")
-            continue
-        r = json.loads(f.read_text())
-        rows.append(
-            f"| {name} | {r['nll']:.2f} ± {r['nll_stderr']:.2f} | {r['elbo']:.2f} | {r['epochs']} | "
-            f"{r['minutes']:g} | {r['threads']} |"
-        )
-    return "\n".join(rows)
+    done = harness.finished(results, ROWS)
+    return harness.md_table(
+        ["row", "test NLL (k=5000), nats", "ELBO", "epochs", "minutes", "threads"],
+        "lrrrrr",
+        (
+            [
+                name,
+                f"{r['nll']:.2f} ± {r['nll_stderr']:.2f}",
+                f"{r['elbo']:.2f}",
+                r["epochs"],
+                f"{r['minutes']:g}",
+                r["threads"],
+            ]
+            if (r := done.get(name))
+            else [name, "(not run yet)", None, None, None, None]
+            for name in ROWS
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = harness.parser(__doc__)
     p.add_argument("--minutes", type=float, default=10.0, help="training budget of every row")
-    p.add_argument("--rows", help=f"comma-separated rows [default: all]: {', '.join(ROWS)}")
     p.add_argument("--eval-k", type=int, default=5000)
     p.add_argument("--threads", type=int, help="CPU threads [default: vaelab's, the usable cores]")
-    p.add_argument("--results", default=str(RESULTS))
-    p.add_argument("--runs", default="runs/family_table")
     p.add_argument(
         "--phase",
         choices=["all", "train", "eval"],
@@ -183,34 +166,19 @@ def main(argv: list[str] | None = None) -> None:
         help="all: train and evaluate each row in turn; train: only train (the timed part); "
         "eval: only evaluate the rows trained before",
     )
-    p.add_argument("--table", action="store_true", help="only print the table of the finished rows")
+    harness.add_row_options(p, ROWS, RESULTS, runs="runs/family_table")
     args = p.parse_args(argv)
     results = Path(args.results)
     if args.table:
         print(table(results))
         return
-    names = args.rows.split(",") if args.rows else list(ROWS)
-    bad = [n for n in names if n not in ROWS]
-    if bad:
-        p.error(f"unknown rows {bad}; choose from {', '.join(ROWS)}")
-    results.mkdir(parents=True, exist_ok=True)
-    runs = Path(args.runs)
-    for name in names:
-        path = results / f"{name}.json"
-        if path.is_file():
-            print(f"{name}: done before, skipped ({path})", flush=True)
-            continue
-        trained = (runs / name / "train.json").is_file()
-        if args.phase in ("all", "train") and not trained:
-            r = train_row(name, args.minutes, runs, args.threads)
-            print(f"{name}: trained, {r['epochs']} epochs in {r['minutes']:g} minutes", flush=True)
-            trained = True
-        if args.phase in ("all", "eval") and trained:
-            r = eval_row(name, args.eval_k, runs, args.threads)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(r, indent=2) + "\n")
-            os.replace(tmp, path)  # a row is saved whole or not at all
-            print(f"{name}: NLL {r['nll']:.2f} +- {r['nll_stderr']:.2f} nats, {r['epochs']} epochs", flush=True)
+    names = harness.pick(p, args.rows, ROWS)
+    harness.run_rows(
+        results,
+        names,
+        lambda name: measure(name, args),
+        lambda r: f"NLL {r['nll']:.2f} +- {r['nll_stderr']:.2f} nats, {r['epochs']} epochs",
+    )
     print(table(results))
 
 

@@ -33,9 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import harness
 import torch
 
-from vaelab.config import DataConfig, EvalConfig, RunConfig, load_preset, parse_value, replace
+from vaelab.config import DataConfig, EvalConfig, RunConfig
+from vaelab.config_io import load_preset, replace
 from vaelab.cpu import default_threads, keep_freed_memory
 from vaelab.data import DataSplits, ImageData, load_splits
 from vaelab.device import resolve_device
@@ -256,7 +258,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "budget": args.budget,
         **info,
     }
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    harness.save(run_dir / "result.json", result)
     logger.info(
         "%s: NLL %.2f +- %.2f nats (k=%d, %d images), %d epochs, %.1f min",
         name,
@@ -273,22 +275,24 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
 # -- the table -------------------------------------------------------------------------------------
 
 
+def table_row(family: str, k: int, r: dict[str, Any] | None) -> list[Any]:
+    pub = f"{PUBLISHED[(family, k)]:.2f}"
+    if r is None:
+        return [family, k, pub, "not run", None, None, None, None, None]
+    same = " (= VAE k=1)" if family == "IWAE" and k == 1 else ""
+    return [
+        f"{family}{same}", k, pub, f"{r['nll']:.2f}", f"{r['nll_stderr']:.2f}", r["epochs"],
+        f"{r['train_minutes']:.2f}", f"{r['eval_k']} / {r['eval_images']}", f"{r['active_units']} / 50",
+    ]  # fmt: skip
+
+
 def render_table(results: dict[str, dict[str, Any]]) -> str:
+    columns = ["model", "k", "published NLL", "our NLL", "± s.e.", "epochs", "train minutes", "eval k / images"]
     lines = [
-        "| model | k | published NLL | our NLL | ± s.e. | epochs | train minutes | eval k / images | active units |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for family, k, name in ROWS:
-        r = results.get(name)
-        pub = f"{PUBLISHED[(family, k)]:.2f}"
-        if r is None:
-            lines.append(f"| {family} | {k} | {pub} | not run | | | | | |")
-            continue
-        same = " (= VAE k=1)" if family == "IWAE" and k == 1 else ""
-        lines.append(
-            f"| {family}{same} | {k} | {pub} | {r['nll']:.2f} | {r['nll_stderr']:.2f} | {r['epochs']} | "
-            f"{r['train_minutes']:.2f} | {r['eval_k']} / {r['eval_images']} | {r['active_units']} / 50 |"
+        harness.md_table(
+            [*columns, "active units"], "lrrrrrrrr", (table_row(f, k, results.get(name)) for f, k, name in ROWS)
         )
+    ]
     any_r = next(iter(results.values()), None)
     if any_r is not None:
         lines += [
@@ -335,17 +339,8 @@ def _worker_argv(args: argparse.Namespace, name: str) -> list[str]:
     return argv + (["--overwrite"] if args.overwrite else []) + (["--no-bias-init"] if args.no_bias_init else [])
 
 
-def _set_arg(text: str) -> tuple[str, Any]:
-    key, eq, value = text.partition("=")
-    if not eq or "." not in key:
-        raise argparse.ArgumentTypeError(f"--set {text!r}: use SECTION.KEY=VALUE, e.g. train.batch_size=100")
-    return key, parse_value(value)
-
-
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = harness.parser(__doc__)
     p.add_argument(
         "--budget", default="3280", help="per model: epochs (3280, the paper's), or minutes (30m) / hours (2h)"
     )
@@ -360,13 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-limit", type=int, help="train on the first N images only (smoke tests)")
     p.add_argument("--data-dir", help="folder with the MNIST IDX files")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--set",
-        type=_set_arg,
-        action="append",
-        metavar="SECTION.KEY=VALUE",
-        help="override a setting of the iwae-paper preset, e.g. --set train.compile=true",
-    )
+    harness.add_set_option(p, "train.compile=true")
     p.add_argument("--no-bias-init", action="store_true", help="leave the decoder output bias at its random init")
     p.add_argument("--out", default="runs/iwae_table", help="folder for the run folders and the table")
     p.add_argument("--overwrite", action="store_true", help="retrain models that have a result.json")
@@ -375,10 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("vaelab").setLevel(logging.WARNING)  # not one "resuming" line per stage/epoch
     keep_freed_memory()
-    names = list(MODELS) if not args.only else [n.strip() for n in args.only.split(",")]
-    unknown = [n for n in names if n not in MODELS]
-    if unknown:
-        p.error(f"--only: unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    names = harness.pick(p, args.only, MODELS, unknown="--only: unknown model(s)")
     parse_budget(args.budget)  # fail now, not after loading data
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
@@ -403,13 +389,9 @@ def main(argv: list[str] | None = None) -> None:
     done = {p.parent.name: json.loads(p.read_text()) for p in Path(args.out).glob("*/result.json")}
     table = render_table({**done, **results})
     (Path(args.out) / "iwae_table.md").write_text(table)
-    (Path(args.out) / "iwae_table.json").write_text(json.dumps({**done, **results}, indent=2) + "\n")
+    harness.save(Path(args.out) / "iwae_table.json", {**done, **results})
     print(table)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ConfigError as e:
-        print(f"iwae_table: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    harness.main_of(main, "iwae_table")

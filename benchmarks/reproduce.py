@@ -29,12 +29,14 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import harness
+from harness import vaelab
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "reproduce"
@@ -75,11 +77,6 @@ ROWS: dict[str, Row] = {
 }
 
 
-def vaelab(*args: str) -> list[str]:
-    """The `vaelab` command of this interpreter (the frozen copy's, when run from one)."""
-    return [sys.executable, "-m", "vaelab", *args]
-
-
 def run(cmd: list[str], log: Path) -> float:
     """Run `cmd` with its output appended to `log`; return its CPU seconds (user + system)."""
     with log.open("a") as f:
@@ -103,11 +100,6 @@ def run_json(cmd: list[str], log: Path) -> tuple[str, float]:
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{shlex.join(cmd)} failed")
     return stdout, usage.ru_utime + usage.ru_stime
-
-
-def command(cmd: list[str]) -> str:
-    """The command line as a user types it: `vaelab ...` for `python -m vaelab ...`."""
-    return shlex.join(["vaelab", *cmd[3:]])
 
 
 def run_row(name: str, out: Path, results: Path, threads: int) -> dict[str, Any]:
@@ -139,8 +131,7 @@ def run_row(name: str, out: Path, results: Path, threads: int) -> dict[str, Any]
         cpu["eval"] += seconds
     cpu_file.write_text(json.dumps(cpu))
     cfg = json.loads((run_dir / "config.json").read_text())
-    metrics = (run_dir / "metrics.csv").read_text().splitlines()
-    header, last = metrics[0].split(","), metrics[-1].split(",")
+    last = harness.metrics(run_dir)[-1]
     result = {
         "row": name,
         "preset": row.preset,
@@ -154,50 +145,57 @@ def run_row(name: str, out: Path, results: Path, threads: int) -> dict[str, Any]
         "kl": ev["kl"],
         "active_units": ev.get("active_units"),
         "latent_dim": ev.get("latent_dim"),
-        "epochs": int(float(last[header.index("epoch")])),
-        "steps": int(float(last[header.index("step")])),
+        "epochs": int(float(last["epoch"])),
+        "steps": int(float(last["step"])),
         "budget_epochs": cfg["train"]["epochs"],
         "cpu_hours_train": cpu["train"] / 3600,
         "cpu_hours_eval": cpu["eval"] / 3600,
         "commit": os.environ.get("VAELAB_COMMIT", "unrecorded"),
-        "commands": [command(c) for c in (train_cmd, eval_cmd, metrics_cmd) if c],
+        "commands": [harness.shown(c) for c in (train_cmd, eval_cmd, metrics_cmd) if c],
         "eval": ev,
     }
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    harness.save(results / f"{name}.json", result)
     return result
 
 
+def nll_cells(name: str, r: dict[str, Any]) -> list[str]:
+    met = "met" if r["nll"] <= r["target"] else f"missed by {r['nll'] - r['target']:.2f}"
+    return [
+        f"`{name}`", r["paper"], f"{r['published']:.2f}", f"{r['nll']:.2f} ± {r['nll_stderr']:.2f}",
+        f"≤ {r['target']:.2f}: {met}", f"{r['kl']:.2f}", f"{r['active_units']} / {r['latent_dim']}",
+        f"{r['epochs']} ({r['budget_epochs']})", f"{r['cpu_hours_train'] + r['cpu_hours_eval']:.2f}",
+    ]  # fmt: skip
+
+
+def disentangle_cells(name: str, r: dict[str, Any]) -> list[str]:
+    d = r["disentanglement"]
+    return [
+        f"`{name}`", f"{d['mig']:.3f}", f"{d['sap']:.3f}", f"{d['dci_disentanglement']:.3f}",
+        f"{d['beta_vae_score']:.3f}", f"{d['factor_vae_score']:.3f}", f"{r['kl']:.2f}",
+        f"{r['active_units']} / {r['latent_dim']}", str(r["steps"]), f"{r['cpu_hours_train'] + r['cpu_hours_eval']:.2f}",
+    ]  # fmt: skip
+
+
 def table(results: Path) -> str:
-    done = {n: json.loads((results / f"{n}.json").read_text()) for n in ROWS if (results / f"{n}.json").exists()}
+    done = harness.finished(results, ROWS)
+    columns = ["row", "paper", "published", "vaelab NLL ± s.e.", "target", "KL", "active units", "epochs (budget)"]
     lines = [
-        "| row | paper | published | vaelab NLL ± s.e. | target | KL | active units | epochs (budget) | CPU-hours |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|",
-    ]
-    for name, r in done.items():
-        if r["nll"] is None:
-            continue
-        met = "met" if r["nll"] <= r["target"] else f"missed by {r['nll'] - r['target']:.2f}"
-        lines.append(
-            f"| `{name}` | {r['paper']} | {r['published']:.2f} | {r['nll']:.2f} ± {r['nll_stderr']:.2f} | "
-            f"≤ {r['target']:.2f}: {met} | {r['kl']:.2f} | {r['active_units']} / {r['latent_dim']} | "
-            f"{r['epochs']} ({r['budget_epochs']}) | {r['cpu_hours_train'] + r['cpu_hours_eval']:.2f} |"
+        harness.md_table(
+            [*columns, "CPU-hours"],
+            "llrrlrrrr",
+            (nll_cells(name, r) for name, r in done.items() if r["nll"] is not None),
         )
+    ]
     scored = {n: r for n, r in done.items() if r.get("disentanglement")}
     if scored:
+        columns = ["row", "MIG", "SAP", "DCI dis.", "β-VAE score", "FactorVAE score", "KL", "active units", "steps"]
         lines += [
             "",
-            "| row | MIG | SAP | DCI dis. | β-VAE score | FactorVAE score | KL | active units | steps | CPU-hours |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            harness.md_table(
+                [*columns, "CPU-hours"], "l" + "r" * len(columns), (disentangle_cells(n, r) for n, r in scored.items())
+            ),
         ]
-        for name, r in scored.items():
-            d = r["disentanglement"]
-            lines.append(
-                f"| `{name}` | {d['mig']:.3f} | {d['sap']:.3f} | {d['dci_disentanglement']:.3f} | "
-                f"{d['beta_vae_score']:.3f} | {d['factor_vae_score']:.3f} | {r['kl']:.2f} | "
-                f"{r['active_units']} / {r['latent_dim']} | {r['steps']} | "
-                f"{r['cpu_hours_train'] + r['cpu_hours_eval']:.2f} |"
-            )
     return "\n".join(lines)
 
 
@@ -265,10 +263,7 @@ def main() -> None:
     if args.ship:
         ship(args.out.expanduser(), args.results, args.ship)
         return
-    names = args.rows.split(",") if args.rows else list(ROWS)
-    unknown = [n for n in names if n not in ROWS]
-    if unknown:
-        ap.error(f"unknown row(s) {unknown}; choose from {', '.join(ROWS)}")
+    names = harness.pick(ap, args.rows, ROWS, unknown="unknown row(s)")
     todo = [n for n in names if not (args.results / f"{n}.json").exists()]
     out = args.out.expanduser()
     out.mkdir(parents=True, exist_ok=True)

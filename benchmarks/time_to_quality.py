@@ -19,28 +19,24 @@ and OUT/curve.png.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
-import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import harness
 import torch
+from iwae_table import burda_splits, init_output_bias
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from iwae_table import _set_arg, burda_splits, init_output_bias  # noqa: E402
-
-from vaelab.config import EvalConfig, load_preset, replace  # noqa: E402
-from vaelab.cpu import default_threads, keep_freed_memory  # noqa: E402
-from vaelab.errors import ConfigError  # noqa: E402
-from vaelab.evaluate import evaluate, log_likelihood  # noqa: E402
-from vaelab.models import VAE  # noqa: E402
-from vaelab.train import fit  # noqa: E402
+from vaelab.config import EvalConfig
+from vaelab.config_io import load_preset, replace
+from vaelab.cpu import default_threads, keep_freed_memory
+from vaelab.errors import ConfigError
+from vaelab.evaluate import evaluate, log_likelihood
+from vaelab.models import VAE
+from vaelab.train import fit
 
 logger = logging.getLogger("time_to_quality")
 
@@ -91,9 +87,7 @@ def plot_curve(rows: list[dict[str, Any]], final: dict[str, Any], target: float,
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = harness.parser(__doc__)
     p.add_argument("--minutes", type=float, default=15.0, help="training wall-clock budget")
     p.add_argument("--threads", type=int, help="CPU threads [default: usable cores]")
     p.add_argument("--batch-size", type=int, default=100)
@@ -111,13 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--train-limit", type=int, help="train on the first N images only (smoke tests)")
     p.add_argument("--data-dir")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--set",
-        type=_set_arg,
-        action="append",
-        metavar="SECTION.KEY=VALUE",
-        help="override a setting of the iwae-paper preset, e.g. --set train.k=5",
-    )
+    harness.add_set_option(p, "train.k=5")
     p.add_argument("--out", default="runs/time_to_quality")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -244,16 +232,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    (out / "result.json").write_text(json.dumps({"final": final, "curve": rows}, indent=2) + "\n")
+    harness.save(out / "result.json", {"final": final, "curve": rows})
     plot_curve(rows, final, args.target, out / "curve.png")
     md = [
-        f"| training minutes | epochs | NLL, first {len(probe_data)} test images (k={args.probe_k}) | ± s.e. |",
-        "|---:|---:|---:|---:|",
-    ]
-    md += [
-        f"| {r['train_minutes']:.2f} | {r['epochs']} | {r['probe_nll']:.2f} | {r['probe_stderr']:.2f} |" for r in rows
-    ]
-    md += [
+        harness.md_table(
+            ["training minutes", "epochs", f"NLL, first {len(probe_data)} test images (k={args.probe_k})", "± s.e."],
+            "rrrr",
+            (
+                [f"{r['train_minutes']:.2f}", r["epochs"], f"{r['probe_nll']:.2f}", f"{r['probe_stderr']:.2f}"]
+                for r in rows
+            ),
+        ),
         "",
         f"Final: NLL {report.nll:.2f} ± {report.nll_stderr:.2f} nats on {report.num_images} test images "
         f"(k={args.final_k}) after {trained / 60:.2f} minutes of training ({epochs} epochs, batch "
@@ -266,8 +255,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ConfigError as e:
-        print(f"time_to_quality: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    harness.main_of(main, "time_to_quality")

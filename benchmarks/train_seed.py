@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from vaelab.config import load_preset, replace
+from vaelab.config_io import load_preset, replace
 from vaelab.data import load_splits
 from vaelab.models import VAE
 from vaelab.train import evaluate_elbo, fit

@@ -112,7 +112,7 @@ def train_tiny_run(
 def crash_fit_at_step(monkeypatch, step: int, run: Callable[[], object]) -> None:
     """Run `run()` (a fit) with a simulated crash as training reaches optimizer step `step` (the
     last checkpoint left behind is the one before it), then undo the patch."""
-    import vaelab.train as T
+    import vaelab.train.loop as T
 
     real = T.kl_weight
 

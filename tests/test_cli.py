@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli
 from vaelab import checkpoint as ckpt
 from vaelab.cli import main
-from vaelab.plots import PICTURES
+from vaelab.outputs import PICTURES
 
 TWO_D_PICTURES = [p for k, p in PICTURES.items() if k != "traversals"]  # what a 2-D model's run draws
 
@@ -228,10 +228,10 @@ def test_log_lines_are_written_above_the_live_progress_bar_not_into_it(tmp_path,
 def test_a_partial_last_epoch_is_marked_in_the_log_and_metrics(tmp_path, npz_dataset, capsys, caplog, monkeypatch):
     import logging
 
-    import vaelab.train
+    import vaelab.train.loop
 
     clock = iter(range(0, 10**6, 3))  # every reading of the clock is 3 s later: a 0.2-minute budget ends
-    monkeypatch.setattr(vaelab.train.time, "monotonic", lambda: float(next(clock)))  # after a few steps
+    monkeypatch.setattr(vaelab.train.loop.time, "monotonic", lambda: float(next(clock)))  # after a few steps
     caplog.set_level(logging.INFO)
     out = tmp_path / "run"
     code, stdout, err = run(
@@ -280,7 +280,7 @@ def test_invert_and_the_manifold_label_reach_the_pictures(trained, tmp_path, cap
 def test_help_lists_the_presets_and_explains_device_and_activation(capsys):
     """#23 item 18: --preset listed no preset, --device and --activation had no help, and eval's
     default device (cpu) differed from train's (auto)."""
-    from vaelab.config import preset_names
+    from vaelab.config_io import preset_names
 
     code, out, _ = run(["train", "--help"], capsys)
     flat, joined = " ".join(out.split()), "".join(out.split())  # help text wraps, even at hyphens

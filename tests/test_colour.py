@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from conftest import run_cli
-from vaelab.config import DataConfig, ModelConfig, load_preset
+from vaelab.config import DataConfig, ModelConfig
+from vaelab.config_io import load_preset
 from vaelab.data import load_splits
 from vaelab.errors import ConfigError, DataError
 from vaelab.models import build_model

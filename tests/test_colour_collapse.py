@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from vaelab import maths
-from vaelab import objectives as obj
-from vaelab.config import DataConfig, ModelConfig, RunConfig, StochasticLayer, TrainConfig, load_preset
+from vaelab.config import DataConfig, ModelConfig, RunConfig, StochasticLayer, TrainConfig
+from vaelab.config_io import load_preset
 from vaelab.data import DataSplits, ImageData, load_splits
 from vaelab.data.colour_shapes import (
     BACKGROUND,
@@ -27,6 +27,7 @@ from vaelab.data.colour_shapes import (
 )
 from vaelab.errors import ConfigError
 from vaelab.models import build_model
+from vaelab.objectives.base import Step, training_objective
 from vaelab.train import fit
 
 # -- the free-bits KL term --------------------------------------------------------------------
@@ -102,12 +103,12 @@ def test_free_bits_zero_is_the_plain_elbo_bit_for_bit(klw):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(5, 1, 4, 4, generator=g)
     eps = torch.randn(1, 5, 3, generator=g)
-    plain = obj.training_objective(model(x, None, eps), "elbo", "reparam", 1, klw)
-    zero = obj.training_objective(model(x, None, eps), "elbo", "reparam", 1, klw, 0.5, free_bits=0.0)
-    for a, b in zip(plain[:5], zero[:5]):
-        assert torch.equal(a, b)
+    plain = training_objective(model(x, None, eps), TrainConfig(), Step(klw=klw))
+    zero = training_objective(model(x, None, eps), TrainConfig(free_bits=0.0), Step(klw=klw))
+    for name in ("surrogate", "bound", "elbo", "log_px_z", "kl"):
+        assert torch.equal(getattr(plain, name), getattr(zero, name))
     d = model(x, None, eps)
-    assert torch.equal(zero[0], maths.elbo(d.log_px_z[0], maths.gaussian_kl(d.loc, d.logvar), klw))
+    assert torch.equal(zero.surrogate, maths.elbo(d.log_px_z[0], maths.gaussian_kl(d.loc, d.logvar), klw))
 
 
 def test_free_bits_in_training_objective_charges_lambda_per_quiet_dimension():
@@ -118,9 +119,8 @@ def test_free_bits_in_training_objective_charges_lambda_per_quiet_dimension():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6, 1, 4, 4, generator=g)
     eps = torch.randn(1, 6, 3, generator=g)
-    surrogate, bound, elbo, rec, kl, terms = obj.training_objective(
-        model(x, None, eps), "elbo", "reparam", 1, 0.5, free_bits=10.0
-    )
+    out = training_objective(model(x, None, eps), TrainConfig(free_bits=10.0), Step(klw=0.5))
+    surrogate, bound, elbo, rec, kl, terms = out.surrogate, out.bound, out.elbo, out.log_px_z, out.kl, out.terms
     assert float(kl.detach().mean()) < 10.0 and terms == {}
     torch.testing.assert_close(surrogate, rec - 0.5 * 3 * 10.0, rtol=0, atol=1e-4)
     assert torch.equal(surrogate, bound)
@@ -159,7 +159,7 @@ def test_free_bits_is_refused_for_models_without_a_per_dimension_kl(model_kw):
     model = _model(**model_kw)
     x = torch.rand(4, 1, 4, 4)
     with pytest.raises(ConfigError, match="train.free_bits 0.25 .*set train.free_bits 0"):
-        obj.training_objective(model(x), "elbo", "reparam", free_bits=0.25)
+        training_objective(model(x), TrainConfig(free_bits=0.25))
 
 
 def _splits(n: int = 64) -> DataSplits:

@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 from vaelab import checkpoint as ckpt
 from vaelab import compare as cmp
-from vaelab.config import load_preset, replace
+from vaelab.config_io import load_preset, replace
 from vaelab.plots import plot_compared_curves
 
 
@@ -183,7 +183,7 @@ def test_compared_curves_refuse_an_unknown_axis():
 def test_discrete_latents_are_described_by_their_codes_not_flow_steps():
     """#22: a VQ-VAE read 'posterior vq x4' and a Gumbel model 'gumbel x4', as if they were flows."""
     from vaelab.compare import describe_model
-    from vaelab.config import load_preset
+    from vaelab.config_io import load_preset
 
     assert describe_model(load_preset("vqvae")).endswith("posterior vq (128 codes)")
     assert describe_model(load_preset("gumbel")).endswith("posterior gumbel (10 categories)")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vaelab.config import ModelConfig, RunConfig, TrainConfig, load_preset, parse_value, preset_names, replace
+from vaelab.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.config_io import load_preset, parse_value, preset_names, replace
 from vaelab.errors import ConfigError
 
 

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from conftest import make_images, run_cli
-from vaelab.config import DataConfig, RunConfig, parse_value
+from vaelab.config import DataConfig, RunConfig
+from vaelab.config_io import parse_value
 from vaelab.data import DataSplits, ImageData, load_splits
 from vaelab.errors import ConfigError, DataError
 

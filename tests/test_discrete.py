@@ -19,7 +19,8 @@ import torch
 
 from conftest import crash_fit_at_step, run_cli
 from vaelab import checkpoint as ckpt
-from vaelab.config import ModelConfig, RunConfig, TrainConfig, load_preset
+from vaelab.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.config_io import load_preset
 from vaelab.errors import ConfigError
 from vaelab.evaluate import log_likelihood_batch
 from vaelab.models import build_model

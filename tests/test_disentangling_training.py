@@ -13,11 +13,14 @@ from torch import nn
 
 from conftest import crash_fit_at_step
 from vaelab import checkpoint as ckpt
-from vaelab import objectives as obj
-from vaelab.config import ModelConfig, TrainConfig, load_preset
+from vaelab.config import ModelConfig, TrainConfig
+from vaelab.config_io import load_preset
 from vaelab.errors import ConfigError
 from vaelab.models import VAE, build_model
-from vaelab.models.discriminator import FactorDiscriminator, discriminator_loss, permute_dims
+from vaelab.objectives import OBJECTIVES
+from vaelab.objectives.base import Step, training_objective
+from vaelab.objectives.discriminator import FactorDiscriminator, discriminator_loss, permute_dims
+from vaelab.objectives.disentangling import dip_lambda_diag
 from vaelab.train import fit
 
 STRIP = ("epoch_seconds", "samples_per_s")
@@ -56,9 +59,9 @@ def test_dip_objectives_subtract_their_penalty(tiny_cfg, tiny_splits):
 
 
 def test_dip_diagonal_weight_defaults_to_disentanglement_libs():
-    assert TrainConfig(objective="dip-i", dip_lambda_od=3.0).dip_lambda_diag == 30.0
-    assert TrainConfig(objective="dip-ii", dip_lambda_od=3.0).dip_lambda_diag == 3.0
-    assert TrainConfig(objective="dip-i", dip_lambda_d=2.0).dip_lambda_diag == 2.0
+    assert dip_lambda_diag(TrainConfig(objective="dip-i", dip_lambda_od=3.0)) == 30.0
+    assert dip_lambda_diag(TrainConfig(objective="dip-ii", dip_lambda_od=3.0)) == 3.0
+    assert dip_lambda_diag(TrainConfig(objective="dip-i", dip_lambda_d=2.0)) == 2.0
 
 
 def test_capacity_rises_with_the_steps_and_is_reported(tiny_cfg, tiny_splits):
@@ -194,7 +197,7 @@ def test_dsprites_preset_is_the_disentanglement_lib_architecture():
 def test_training_objective_reports_no_terms_for_the_bounds():
     m = VAE(ModelConfig(input_shape=(1, 4, 4), hidden=(8,), latent_dim=3))
     d = m(torch.rand(5, 1, 4, 4), None, torch.randn(1, 5, 3))
-    assert obj.training_objective(d, "elbo", "reparam")[5] == {}
-    value, _, elbo, *_, terms = obj.training_objective(d, "betatc", "reparam", klw=2.0, dataset_size=100)
-    assert set(terms) == set(obj.OBJECTIVE_TERMS["betatc"])
-    torch.testing.assert_close(value, elbo - terms["tc"])
+    assert training_objective(d, TrainConfig()).terms == {}
+    out = training_objective(d, TrainConfig(objective="betatc", beta=2.0), Step(dataset_size=100))
+    assert set(out.terms) == set(OBJECTIVES["betatc"].terms)
+    torch.testing.assert_close(out.surrogate, out.elbo - out.terms["tc"])

@@ -15,10 +15,12 @@ import torch
 
 from conftest import run_cli
 from vaelab import checkpoint as ckpt
-from vaelab.config import EvalConfig, ModelConfig, RunConfig, load_preset, replace
+from vaelab.config import EvalConfig, ModelConfig, RunConfig
+from vaelab.config_io import load_preset, replace
 from vaelab.data import ImageData
 from vaelab.errors import ConfigError
-from vaelab.evaluate import MB, _LiveBytes, log_likelihood, measure_pass_cost, plan_passes
+from vaelab.evaluate import log_likelihood
+from vaelab.evaluate_plan import MB, _LiveBytes, measure_pass_cost, plan_passes
 from vaelab.models import build_model
 
 # A small colour model whose latents cost what a colour model's do: the logistic mixture's

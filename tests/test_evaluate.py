@@ -296,7 +296,8 @@ def _write_run(root, model_cfg: ModelConfig, images):
     import numpy as np
 
     from vaelab import checkpoint as ckpt
-    from vaelab.config import RunConfig, replace
+    from vaelab.config import RunConfig
+    from vaelab.config_io import replace
 
     root.mkdir(parents=True, exist_ok=True)
     np.savez(root / "d.npz", x=images)
@@ -496,3 +497,51 @@ def test_one_evaluation_checks_the_pixels_once_and_a_command_reads_config_json_o
     code, _, err = run_cli(["eval", str(run), "--k", "5", "--threads", "1"], capsys)
     assert code == 0, err
     assert calls == {"is_binary": 1, "read_config": 1}
+
+
+# -- #22: `vaelab eval` as one library call; one loop that encodes a split -------------------------
+
+
+def test_evaluate_run_is_the_eval_command_as_one_call(binarized_run, tmp_path, capsys):
+    import numpy as np
+
+    import vaelab
+
+    per_image = tmp_path / "lp.npy"
+    result = vaelab.evaluate_run(binarized_run, EvalConfig(k=16, chunk=4), limit=30, per_image=per_image)
+    doc = json.loads((binarized_run / "eval.json").read_text())
+    assert result.record == {k: v for k, v in doc.items() if k != "evaluations"}
+    assert result.report.k == 16 and result.report.num_images == 30 and result.dataset == doc["dataset"]
+    assert np.load(per_image).mean() == pytest.approx(-result.report.nll)
+    assert result.path == binarized_run / "eval.json" and not result.replaced and result.kept == 0
+    code, out, _ = _run(["eval", str(binarized_run), "--k", "16", "--chunk", "4", "--limit", "30"], capsys)
+    assert code == 0 and out.splitlines()[: len(result.table()) - 1] == result.table()[:-1]  # all but the time
+    shown = out.splitlines()[0]
+    assert shown == f"dataset / split  {doc['dataset']} / test (30 images, pixels: dynamic)"
+    again = json.loads((binarized_run / "eval.json").read_text())
+    assert again["nll"] == result.report.nll and len(again["evaluations"]) == 1  # the same four: replaced
+    with pytest.raises(vaelab.ConfigError, match="--limit must be a positive integer, got 0"):
+        vaelab.evaluate_run(binarized_run, limit=0)
+
+
+def test_encode_means_is_the_posterior_mean_of_each_image_with_its_label():
+    from vaelab.evaluate import encode_means, encode_posteriors, labels_for
+
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(input_shape=(1, 4, 4), hidden=(8,), latent_dim=3, num_classes=3)).eval()
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(torch.randint(0, 256, (25, 1, 4, 4), dtype=torch.uint8, generator=g), torch.arange(25) % 3)
+    x, y = data.images.float() / 255, data.labels
+    with torch.no_grad():
+        want = model.encode_mean(x, y).numpy()
+        logvar = model.encode(x, y)[1].numpy()
+    z = encode_means(model, data, batch_size=7)
+    assert z.shape == (25, 3) and z.dtype == want.dtype
+    assert_close(torch.from_numpy(z), torch.from_numpy(want), rtol=1e-6, atol=1e-6)
+    assert_close(torch.from_numpy(encode_means(model, data, limit=10, batch_size=4)), torch.from_numpy(want[:10]))
+    means, logvars = encode_posteriors(model, data)
+    assert_close(torch.from_numpy(means), torch.from_numpy(want))
+    assert_close(torch.from_numpy(logvars), torch.from_numpy(logvar))
+    assert labels_for(model, y) is not None and labels_for(model, None) is None
+    plain = VAE(ModelConfig(input_shape=(1, 4, 4), hidden=(8,), latent_dim=3))
+    assert labels_for(plain, y) is None  # an unconditional model takes no labels

@@ -17,12 +17,12 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from vaelab.config import ModelConfig
+from vaelab.config import ModelConfig, TrainConfig
 from vaelab.evaluate import log_likelihood_batch, log_weights
 from vaelab.maths import ciwae_bound, iwae_bound, miwae_bound
 from vaelab.models import VAE, Draws, build_model
 from vaelab.models.hierarchy import HierarchicalVAE
-from vaelab.objectives import training_objective
+from vaelab.objectives.base import training_objective
 
 F64 = torch.float64
 Dist = torch.distributions
@@ -322,7 +322,7 @@ def grad_model(prior: str = "normal", seed: int = 0) -> VAE:
 def gradients(model: VAE, eps: torch.Tensor, objective: str, estimator: str, m: int = 1):
     """(encoder gradient, decoder gradient) of the loss -surrogate.mean() for one draw of noise eps."""
     d = model(X_GRAD, None, eps, stop_gradient=estimator != "reparam")
-    surrogate = training_objective(d, objective, estimator, m, 1.0, 0.5)[0]
+    surrogate = training_objective(d, TrainConfig(objective=objective, estimator=estimator, m=m)).surrogate
     enc, dec = list(model.inference_parameters()), list(model.generative_parameters())
     gs = torch.autograd.grad(-surrogate.mean(), enc + dec, allow_unused=True)
     flat = [torch.zeros_like(p).flatten() if g is None else g.flatten() for p, g in zip(enc + dec, gs)]
@@ -450,17 +450,18 @@ def _fixed_draws(rows: int, b: int = 3) -> Draws:
 def test_piwae_returns_iwae_over_all_draws_and_miwae_of_the_groups():
     d = _fixed_draws(12)
     lw = d.log_px_z + d.log_pz - d.log_qz_x
-    (generative, inference), bound, elbo, rec, kl, terms = training_objective(d, "piwae", "reparam", 3, 1.0, 0.5)
-    assert terms == {}
+    out = training_objective(d, TrainConfig(objective="piwae", m=3))
+    generative, inference = out.surrogate, out.inference
+    assert out.terms == {}
     assert_close(generative, iwae_bound(lw), atol=1e-12, rtol=0)
     ref = torch.tensor(
         [sum(_log_mean_exp_by_hand(lw[4 * j : 4 * j + 4, b].tolist()) for j in range(3)) / 3 for b in range(3)],
         dtype=F64,
     )
     assert_close(inference, ref, atol=1e-12, rtol=0)
-    assert_close(bound, iwae_bound(lw), atol=1e-12, rtol=0)
-    assert_close(elbo, lw.mean(0), atol=1e-12, rtol=0)  # no closed-form KL: the mean of log w
-    assert_close(rec - kl, lw.mean(0), atol=1e-12, rtol=0)
+    assert_close(out.bound, iwae_bound(lw), atol=1e-12, rtol=0)
+    assert_close(out.elbo, lw.mean(0), atol=1e-12, rtol=0)  # no closed-form KL: the mean of log w
+    assert_close(out.log_px_z - out.kl, lw.mean(0), atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("objective,m", [("iwae", 1), ("miwae", 3)])
@@ -469,7 +470,8 @@ def test_dreg_bound_and_decoder_gradient_are_the_bounds_exactly(objective, m):
     eps = torch.randn(6, len(X_GRAD), 2, generator=torch.Generator().manual_seed(12), dtype=F64)
     dec = list(model.generative_parameters())
     d_dreg = model(X_GRAD, None, eps, stop_gradient=True)
-    surrogate, bound, *_ = training_objective(d_dreg, objective, "dreg", m, 1.0, 0.5)
+    out = training_objective(d_dreg, TrainConfig(objective=objective, estimator="dreg", m=m))
+    surrogate, bound = out.surrogate, out.bound
     d_ref = model(X_GRAD, None, eps)
     ref = miwae_bound(d_ref.log_w, m)  # the bound, through the reparameterised draws
     assert_close(bound, ref.detach(), atol=1e-12, rtol=0)
@@ -488,7 +490,7 @@ def test_dreg_encoder_gradient_is_the_squared_weight_path_derivative():
     eps = torch.randn(m * k, len(X_GRAD), 2, generator=torch.Generator().manual_seed(13), dtype=F64)
     enc = list(model.inference_parameters())
     d = model(X_GRAD, None, eps, stop_gradient=True)
-    surrogate = training_objective(d, "miwae", "dreg", m, 1.0, 0.5)[0]
+    surrogate = training_objective(d, TrainConfig(objective="miwae", estimator="dreg", m=m)).surrogate
     g_lib = torch.autograd.grad(surrogate.sum(), enc)
     d2 = model(X_GRAD, None, eps, stop_gradient=True)
     lw = d2.log_w.view(m, k, -1)

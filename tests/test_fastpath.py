@@ -22,7 +22,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vaelab.config import RunConfig, load_preset, replace
+from vaelab.config import RunConfig
+from vaelab.config_io import load_preset, replace
 from vaelab.data import DataSplits, ImageData
 from vaelab.models import VAE
 from vaelab.train import epoch_permutation, fit

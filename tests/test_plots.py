@@ -11,7 +11,7 @@ import pytest
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from vaelab import plots
+from vaelab import outputs, plots
 
 
 def test_image_grid_layout():
@@ -292,7 +292,7 @@ def _capture(monkeypatch, name: str) -> list:
 def test_conditional_manifold_decodes_and_names_the_chosen_label(tiny_cvae, tmp_path, monkeypatch, label, want):
     model, test = tiny_cvae
     figs = _capture(monkeypatch, "plot_manifold")
-    written = plots.save_run_pictures(model, test, tmp_path, [], ("zero", "one", "two"), manifold_label=label)
+    written = outputs.save_run_pictures(model, test, tmp_path, [], ("zero", "one", "two"), manifold_label=label)
     assert tmp_path / "manifold.png" in written
     (fig,) = figs
     assert want in fig.axes[0].get_title()
@@ -310,14 +310,14 @@ def test_manifold_label_is_checked_and_unconditional_titles_name_none(tiny_cvae,
 
     model, test = tiny_cvae
     with pytest.raises(ConfigError, match=r"out of range: this model knows labels 0\.\.2"):
-        plots.save_run_pictures(model, test, tmp_path, [], manifold_label=3)
+        outputs.save_run_pictures(model, test, tmp_path, [], manifold_label=3)
     assert not list(tmp_path.iterdir())  # refused before drawing anything
     torch.manual_seed(0)
     plain = vaelab.VAE(vaelab.ModelConfig(input_shape=(1, 6, 6), hidden=(8,), latent_dim=2))
     with pytest.raises(ConfigError, match="not conditional"):
-        plots.save_run_pictures(plain, test, tmp_path, [], manifold_label=0)
+        outputs.save_run_pictures(plain, test, tmp_path, [], manifold_label=0)
     figs = _capture(monkeypatch, "plot_manifold")
-    plots.save_run_pictures(plain, test, tmp_path, [])
+    outputs.save_run_pictures(plain, test, tmp_path, [])
     assert "label" not in figs[0].axes[0].get_title()
 
 
@@ -326,7 +326,7 @@ def test_save_run_pictures_inverts_only_on_request(tiny_cvae, tmp_path, monkeypa
     arrays = {}
     for invert in (False, True):
         figs = _capture(monkeypatch, "plot_samples")
-        plots.save_run_pictures(model, test, tmp_path, [], seed=0, invert=invert)
+        outputs.save_run_pictures(model, test, tmp_path, [], seed=0, invert=invert)
         arrays[invert] = np.asarray(figs[0].axes[0].images[0].get_array())
     np.testing.assert_allclose(arrays[True], 1 - arrays[False], rtol=0, atol=1e-6)
 
@@ -355,5 +355,5 @@ def test_the_runs_sample_picture_says_what_it_shows(tmp_path, monkeypatch):
     from vaelab.data import ImageData
 
     images = ImageData(torch.randint(0, 256, (20, 1, 8, 8), dtype=torch.uint8), None)
-    plots.save_run_pictures(model, images, tmp_path, [], ())
+    outputs.save_run_pictures(model, images, tmp_path, [], ())
     assert titles == ["Samples: mean-field pass of p(x|z), z ~ N(0, I)"]

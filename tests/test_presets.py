@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from conftest import make_images
-from vaelab.config import DataConfig, load_preset, preset_names
+from vaelab.config import DataConfig
+from vaelab.config_io import load_preset, preset_names
 from vaelab.data import DataSplits, ImageData, load_splits
 from vaelab.models import VAE, build_model
 from vaelab.train import fit, lr_at

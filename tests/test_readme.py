@@ -32,16 +32,24 @@ def test_every_python_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_the_family_docs_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     from vaelab.data import DATASETS
+    from vaelab.models import registry as parts
+    from vaelab.objectives import OBJECTIVES
 
-    # the docs register "my-scans": record it as absent, so that the registry is restored afterwards
-    monkeypatch.setitem(DATASETS, "my-scans", DATASETS["mnist"])
-    monkeypatch.delitem(DATASETS, "my-scans")
+    # the docs register a data set, a prior, ...: every registry is restored afterwards
+    registries = [DATASETS, OBJECTIVES, *(r for r in vars(parts).values() if hasattr(r, "unregister"))]
+    before = [set(r.names()) for r in registries]
+    monkeypatch.setattr("vaelab.registry._plugins_loaded", True)
     doc = README.parent / "docs" / "family.md"
     blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
     assert blocks
     namespace: dict[str, object] = {"__name__": "__docs__"}
-    for i, block in enumerate(blocks):
-        exec(compile(block, f"docs/family.md python block {i + 1}", "exec"), namespace)  # noqa: S102
+    try:
+        for i, block in enumerate(blocks):
+            exec(compile(block, f"docs/family.md python block {i + 1}", "exec"), namespace)  # noqa: S102
+    finally:
+        for registry, names in zip(registries, before):
+            for name in set(registry.names()) - names:
+                registry.unregister(name)
     assert "torch.Size([5, 8]) torch.Size([5, 8]) torch.Size([5, 8]) None" in capsys.readouterr().out
 
 

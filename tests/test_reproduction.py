@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from vaelab.checkpoint import BEST, MODEL, load
-from vaelab.config import ModelConfig, load_preset
+from vaelab.config import ModelConfig
+from vaelab.config_io import load_preset
 from vaelab.data import ImageData
 from vaelab.errors import ConfigError
 from vaelab.models import build_model

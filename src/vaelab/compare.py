@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vaelab.config import RunConfig, load_preset, preset_names
+from vaelab.config import RunConfig
+from vaelab.config_io import load_preset, preset_names
 
 # Settings that differ between runs of one preset without changing the recipe.
 _NOT_RECIPE = {"model.input_shape", "model.num_classes", "train.threads", "train.device", "data.data_dir"}
@@ -98,21 +99,24 @@ def describe_model(cfg: RunConfig) -> str:
         sizes = " / ".join(f"{','.join(map(str, layer.hidden))} -> {layer.latent_dim}" for layer in m.layers)
     else:
         sizes = f"{','.join(map(str, m.hidden))} -> {m.latent_dim}"
-    post = {
-        "gaussian": "gaussian",
-        "vq": f"vq ({m.codebook_size} codes)",
-        "gumbel": f"gumbel ({m.categories} categories)",
-    }.get(m.posterior, f"{m.posterior} x{m.flow_steps}")  # a flow: its steps
+    from vaelab.models.registry import POSTERIORS
+
+    entry = POSTERIORS[m.posterior]
+    if entry.flow is not None:  # a flow: its steps
+        post = f"{m.posterior} x{m.flow_steps}"
+    elif entry.categorical:
+        post = f"{m.posterior} ({m.categories} categories)"
+    elif entry.discrete:
+        post = f"{m.posterior} ({m.codebook_size} codes)"
+    else:
+        post = m.posterior
     return f"{m.arch} {sizes} {m.activation}, {m.likelihood}; prior {m.prior}, posterior {post}"
 
 
 def describe_objective(cfg: RunConfig) -> str:
-    t = cfg.train
-    if t.objective == "elbo":
-        text = "elbo" if t.beta == 1 else f"elbo beta={t.beta:g}"
-    else:
-        text = f"{t.objective} k={t.k}" + (f" m={t.m}" if t.objective in ("miwae", "piwae") else "")
-    return text if t.estimator == "reparam" else f"{text} {t.estimator}"
+    from vaelab.objectives import describe
+
+    return describe(cfg.train)
 
 
 def _nll_records(path: Path) -> list[dict[str, Any]]:

@@ -9,40 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Literal
 
 from vaelab.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib  # novm (vermin: the version check above is what keeps Python 3.10 working)
-else:  # Python 3.10: the same parser as the `tomli` package (a dependency there only)
-    import tomli as tomllib
+from vaelab.models.registry import ARCHITECTURES, LIKELIHOODS, POSTERIORS, PRIORS, check_parts
+from vaelab.objectives import check_train_config
 
 # gated: each dense layer is h = (W x + b) * sigmoid(V x + c) (Dauphin et al. 2017), the VampPrior code's
 # GatedDense, in place of Linear then an activation (MLP models only)
 Activation = Literal["relu", "tanh", "elu", "leaky_relu", "gelu", "softplus", "gated"]
 WeightInit = Literal["torch", "he"]
-Likelihood = Literal[
-    "bernoulli", "bernoulli-ar", "gaussian", "gaussian-fixed", "continuous-bernoulli", "logistic-mixture"
-]
-Architecture = Literal["mlp", "conv", "resnet"]
 Binarize = Literal["none", "dynamic", "static"]
-Objective = Literal["elbo", "iwae", "miwae", "piwae", "ciwae", "betatc", "factor", "dip-i", "dip-ii", "capacity"]
 Estimator = Literal["reparam", "stl", "dreg"]
 # betatc's total-correlation estimator (Chen et al. 2018): mws, minibatch-weighted sampling, as in
 # disentanglement_lib and rtqichen/beta-tcvae's default (the one disentanglement_lib's beta grid was
 # tuned with); mss, the stratified estimator (own image 1/N, the others (N - 1) / (N (B - 1)))
 TcEstimator = Literal["mws", "mss"]
 Schedule = Literal["constant", "cosine", "burda", "burda-scaled", "exp", "time"]
-Prior = Literal["normal", "mog", "vamp", "uniform"]
-Posterior = Literal["gaussian", "planar", "iaf", "vq", "gumbel"]
 CodebookUpdate = Literal["ema", "loss"]
-# the posteriors whose latents are discrete: their prior is uniform over the codes (or categories)
-DISCRETE_POSTERIORS = ("vq", "gumbel")
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
 
@@ -128,8 +114,8 @@ class ModelConfig:
     hidden: tuple[int, ...] = (512,)  # MLP widths of the encoder; the decoder mirrors them
     latent_dim: int = 2
     activation: Activation = "relu"
-    likelihood: Likelihood = "bernoulli"
-    arch: Architecture = "mlp"
+    likelihood: str = "bernoulli"  # a name of vaelab.models.registry.LIKELIHOODS
+    arch: str = "mlp"  # a name of ARCHITECTURES
     # "he": every linear layer's weights drawn from N(0, 2 / fan_in), as jmtomczak/vae_vampprior's
     # he_init; "torch": PyTorch's default (uniform, std 1 / sqrt(3 fan_in))
     weight_init: WeightInit = "torch"
@@ -141,9 +127,9 @@ class ModelConfig:
     num_classes: int = 0  # > 0 makes a conditional VAE: encoder and decoder see a one-hot label
     fixed_scale: float = 0.1  # pixel std of the "gaussian-fixed" likelihood
     mixture_components: int = 10  # K of the "logistic-mixture" likelihood (PixelCNN++ uses 10)
-    prior: Prior = "normal"  # p(z): N(0, I), a learned mixture of Gaussians, or the VampPrior
+    prior: str = "normal"  # p(z), a name of PRIORS: N(0, I), a learned mixture of Gaussians, the VampPrior, ...
     prior_components: int | None = None  # None: 500 pseudo-inputs (vamp), 10 components (mog)
-    posterior: Posterior = "gaussian"  # q(z|x): diagonal Gaussian, or one pushed through planar / IAF steps
+    posterior: str = "gaussian"  # q(z|x), a name of POSTERIORS: diagonal Gaussian, or one through planar / IAF steps
     flow_steps: int = 4  # planar / iaf steps
     flow_hidden: int | None = None  # MADE width of each IAF step; None: max(64, 2 * latent_dim)
     # A hierarchy, bottom (x -> z1) first: e.g. ({hidden (200, 200), latent 100}, {(100, 100), 50}).
@@ -188,11 +174,9 @@ class ModelConfig:
         if not isinstance(self.latent_dim, int) or self.latent_dim <= 0:
             raise ConfigError(f"latent_dim must be a positive integer, got {self.latent_dim!r} (try --latent-dim 2)")
         _choice("activation", self.activation, Activation)
-        _choice("likelihood", self.likelihood, Likelihood)
-        _choice("arch", self.arch, Architecture)
+        LIKELIHOODS[self.likelihood]  # an unknown name: the registry's ConfigError, naming the choices
+        ARCHITECTURES[self.arch]
         _choice("weight_init", self.weight_init, WeightInit)
-        if self.activation == "gated" and self.arch != "mlp":
-            raise ConfigError(f"activation gated is a dense layer of MLP models; arch {self.arch} takes another")
         if self.logvar_range is not None:
             object.__setattr__(self, "logvar_range", tuple(self.logvar_range))
             lo, hi = self.logvar_range
@@ -203,8 +187,8 @@ class ModelConfig:
         _positive("fixed_scale", self.fixed_scale)
         if not isinstance(self.mixture_components, int) or self.mixture_components <= 0:
             raise ConfigError(f"mixture_components must be a positive integer, got {self.mixture_components!r}")
-        _choice("prior", self.prior, Prior)
-        _choice("posterior", self.posterior, Posterior)
+        PRIORS[self.prior]
+        POSTERIORS[self.posterior]
         if self.prior_components is not None and (
             not isinstance(self.prior_components, int) or self.prior_components <= 0
         ):
@@ -214,43 +198,14 @@ class ModelConfig:
         if self.flow_hidden is not None and (not isinstance(self.flow_hidden, int) or self.flow_hidden <= 0):
             raise ConfigError(f"flow_hidden must be a positive integer, got {self.flow_hidden!r}")
         self._check_discrete()
-        if self.prior == "vamp" and self.num_classes:
+        if self.layers and len(self.layers) < 2:
             raise ConfigError(
-                "prior vamp: the pseudo-inputs carry no label, so a conditional model cannot use it; "
-                "use prior normal or mog with --conditional"
+                f"model.layers lists {len(self.layers)} layer; give two or more, or drop layers "
+                f"and set hidden and latent_dim for one stochastic layer"
             )
-        if self.layers:
-            if len(self.layers) < 2:
-                raise ConfigError(
-                    f"model.layers lists {len(self.layers)} layer; give two or more, or drop layers "
-                    f"and set hidden and latent_dim for one stochastic layer"
-                )
-            clash = [
-                f"{k} {getattr(self, k)!r}"
-                for k, ok in (
-                    ("arch", self.arch == "mlp"),
-                    ("posterior", self.posterior == "gaussian"),
-                    ("prior", self.prior in ("normal", "mog")),
-                    ("num_classes", self.num_classes == 0),
-                )
-                if not ok
-            ]
-            if clash:
-                raise ConfigError(
-                    f"a hierarchical model (model.layers) is an MLP with Gaussian layers, a normal or "
-                    f"mog prior on the top layer and no labels; got {', '.join(clash)}"
-                )
         if not isinstance(self.res_blocks, int) or isinstance(self.res_blocks, bool) or self.res_blocks < 0:
             raise ConfigError(f"res_blocks must be an integer >= 0, got {self.res_blocks!r}")
-        if self.arch in ("conv", "resnet"):
-            c, h, w = self.input_shape
-            factor = 2 ** len(self.channels)
-            if not self.channels or h % factor or w % factor:
-                raise ConfigError(
-                    f"{self.arch} arch needs H and W divisible by 2**len(channels) = {factor}; "
-                    f"got input_shape {self.input_shape} and channels {self.channels}: resize the images "
-                    f"(--image-size) or use {len(self.channels) - 1 or 1} stride-2 layers"
-                )
+        check_parts(self)  # each part's registry entry checks what it needs of the others
 
     def _check_discrete(self) -> None:
         for name in ("codebook_size", "prior_layers", "prior_width", "categories"):
@@ -272,25 +227,6 @@ class ModelConfig:
             raise ConfigError(
                 f"temperature_min {self.temperature_min} is above the starting temperature {self.temperature}"
             )
-        discrete = self.posterior in DISCRETE_POSTERIORS
-        if discrete != (self.prior == "uniform"):
-            raise ConfigError(
-                f"posterior {self.posterior} with prior {self.prior}: the discrete posteriors (vq, gumbel) take "
-                f"prior uniform (a vq model's code prior is learned afterwards by `vaelab train-prior`), and "
-                f"prior uniform belongs to them alone"
-                + (" (use --prior uniform, or the vqvae / gumbel preset)" if discrete else "")
-            )
-        if discrete and (self.layers or self.num_classes):
-            raise ConfigError(
-                f"posterior {self.posterior}: discrete latents here are one layer and unconditional; "
-                f"drop model.layers and num_classes"
-            )
-        if self.posterior == "vq" and self.arch not in ("conv", "resnet"):
-            raise ConfigError(
-                f"posterior vq quantizes a grid of encoder outputs: use arch conv or resnet, not {self.arch}"
-            )
-        if self.posterior == "gumbel" and self.categories < 2:
-            raise ConfigError(f"posterior gumbel needs categories >= 2, got {self.categories}")
 
     @property
     def num_pixels(self) -> int:
@@ -299,8 +235,8 @@ class ModelConfig:
 
     @property
     def components(self) -> int:
-        """Mixture components of the prior: prior_components, or 500 (vamp) / 10 (mog)."""
-        return self.prior_components or (500 if self.prior == "vamp" else 10)
+        """Mixture components of the prior: prior_components, or its entry's default (vamp 500, mog 10)."""
+        return self.prior_components or PRIORS[self.prior].default_components
 
 
 @dataclass(frozen=True)
@@ -311,7 +247,7 @@ class TrainConfig:
     batch_size: int = 50  # global batch: with N processes each takes batch_size / N
     lr: float = 1e-3
     seed: int = 0
-    objective: Objective = "elbo"
+    objective: str = "elbo"  # a name in vaelab.objectives.OBJECTIVES (its spec says what it takes)
     k: int = 1  # importance samples per image (per group of m for miwae / piwae); 1 with elbo
     m: int = 1  # miwae / piwae: groups of k samples (Rainforth et al. 2018: M x K draws per image)
     ciwae_beta: float = 0.5  # ciwae: beta * ELBO + (1 - beta) * IWAE, from the same k draws
@@ -321,7 +257,7 @@ class TrainConfig:
     warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over this many epochs
     # free bits (Kingma et al. 2016, IAF, appendix "Free bits"), nats per latent dimension: each
     # dimension's KL, averaged over the batch, counts as max(free_bits, that mean), so a dimension
-    # below it costs nothing to use (objectives.free_bits_kl). elbo with a Gaussian q(z|x) and the
+    # below it costs nothing to use (maths.free_bits_kl). elbo with a Gaussian q(z|x) and the
     # N(0, I) prior only. 0: the plain (beta-weighted) ELBO, bit for bit
     free_bits: float = 0.0
     # the disentangling objectives' weights (defaults: disentanglement_lib's, on dSprites)
@@ -360,27 +296,11 @@ class TrainConfig:
         _positive("lr", self.lr)
         _positive("adam_eps", self.adam_eps)
         _non_negative("beta", self.beta)
-        _choice("objective", self.objective, Objective)
         _choice("estimator", self.estimator, Estimator)
         _choice("tc_estimator", self.tc_estimator, TcEstimator)
         _positive("lr_decay", self.lr_decay)
         if not (isinstance(self.ciwae_beta, (int, float)) and 0 <= self.ciwae_beta <= 1):
             raise ConfigError(f"ciwae_beta must lie in [0, 1], got {self.ciwae_beta!r}")
-        if self.m > 1 and self.objective not in ("miwae", "piwae"):
-            raise ConfigError(
-                f"m {self.m} groups of samples belong to the miwae and piwae objectives; "
-                f"objective {self.objective} uses k alone (set m 1)"
-            )
-        if self.estimator == "stl" and self.objective == "piwae":
-            raise ConfigError(
-                "estimator stl with objective piwae: piwae already takes a gradient per part of the "
-                "model; use estimator reparam, or objective miwae with estimator stl or dreg"
-            )
-        if self.estimator == "dreg" and self.objective not in ("iwae", "miwae"):
-            raise ConfigError(
-                f"estimator dreg (doubly reparameterized) is for the iwae and miwae objectives; "
-                f"with {self.objective} use estimator stl or reparam"
-            )
         if self.schedule == "time" and self.max_minutes is None:
             raise ConfigError("schedule time follows the clock over --max-minutes: give --max-minutes too")
         _choice("schedule", self.schedule, Schedule)
@@ -389,17 +309,8 @@ class TrainConfig:
         if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs!r}")
         _non_negative("free_bits", self.free_bits)
-        if self.free_bits and (self.objective != "elbo" or self.estimator != "reparam"):
-            raise ConfigError(
-                f"free_bits {self.free_bits:g} clamps the per-dimension KL of objective elbo with estimator "
-                f"reparam; objective {self.objective} with estimator {self.estimator} has none: set free_bits 0"
-            )
-        if self.objective in ("iwae", "miwae", "piwae", "ciwae") and (self.beta != 1.0 or self.warmup_epochs):
-            raise ConfigError(
-                f"the {self.objective} objective is a bound on log p(x) with no KL weight: drop beta {self.beta!r} "
-                f"and warmup_epochs {self.warmup_epochs!r}, or use objective elbo"
-            )
-        self._check_disentangling()
+        self._check_weights()
+        check_train_config(self)  # what ties train.objective to the other settings: its spec
         if self.grad_clip is not None:
             _positive("grad_clip", self.grad_clip)
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience <= 0):
@@ -417,37 +328,13 @@ class TrainConfig:
         if not isinstance(self.log_every, int) or self.log_every <= 0:
             raise ConfigError(f"log_every must be a positive integer, got {self.log_every!r}")
 
-    def _check_disentangling(self) -> None:
+    def _check_weights(self) -> None:
         for name in ("factor_gamma", "disc_lr", "dip_lambda_od", "capacity_max", "capacity_gamma"):
             (_positive if name == "disc_lr" else _non_negative)(name, getattr(self, name))
         if self.dip_lambda_d is not None:
             _non_negative("dip_lambda_d", self.dip_lambda_d)
         if not isinstance(self.capacity_steps, int) or self.capacity_steps < 0:
             raise ConfigError(f"capacity_steps must be an integer >= 0, got {self.capacity_steps!r}")
-        if self.objective not in ("betatc", "factor", "dip-i", "dip-ii", "capacity"):
-            return
-        if self.k != 1 or self.estimator != "reparam":
-            raise ConfigError(
-                f"objective {self.objective} is a one-draw ELBO with a penalty: use k 1 and estimator reparam "
-                f"(got k {self.k}, estimator {self.estimator})"
-            )
-        if self.warmup_epochs:
-            raise ConfigError(
-                f"objective {self.objective} has no KL warm-up: drop warmup_epochs {self.warmup_epochs}"
-                + (" (capacity anneals its target with capacity_steps)" if self.objective == "capacity" else "")
-            )
-        if self.objective != "betatc" and self.beta != 1.0:
-            weight = {"factor": "factor_gamma", "capacity": "capacity_gamma"}.get(self.objective, "dip_lambda_od")
-            raise ConfigError(
-                f"objective {self.objective} weighs its penalty with {weight}, not beta: drop beta {self.beta!r}"
-            )
-
-    @property
-    def dip_lambda_diag(self) -> float:
-        """DIP-VAE's weight on (C_ii - 1)^2: dip_lambda_d, or disentanglement_lib's default for the variant."""
-        if self.dip_lambda_d is not None:
-            return self.dip_lambda_d
-        return self.dip_lambda_od * (10.0 if self.objective == "dip-i" else 1.0)
 
 
 @dataclass(frozen=True)
@@ -486,6 +373,8 @@ class RunConfig:
     def override(self, overrides: dict[str, Any]) -> RunConfig:
         """A copy with dotted overrides applied and checked, as on the command line:
         ``cfg.override({"train.epochs": 2, "data.binarize": "dynamic"})``."""
+        from vaelab.config_io import replace
+
         return replace(self, overrides)
 
     @classmethod
@@ -565,38 +454,3 @@ def _build(cls: type, values: Any, source: str) -> Any:
         raise ConfigError(f"{source}: unknown key(s) {unknown}{hint}; known keys: {sorted(names)}")
     kwargs = {k: _coerce(hints[k], v, f"{source} {k}") for k, v in values.items()}
     return cls(**kwargs)
-
-
-def replace(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """Return `cfg` with dotted overrides applied, e.g. {"train.lr": 3e-4, "model.hidden": [400]}."""
-    sections = {name: dataclasses.asdict(getattr(cfg, name)) for name in SECTIONS}
-    for key, value in overrides.items():
-        section, _, name = key.partition(".")
-        if section not in SECTIONS or not name:
-            raise ConfigError(f"override {key!r} must look like SECTION.KEY with SECTION one of data, model, train")
-        sections[section][name] = value
-    return RunConfig.from_dict(sections, source="overrides")
-
-
-def preset_names() -> list[str]:
-    files = resources.files("vaelab").joinpath("presets").iterdir()
-    return sorted(p.name.removesuffix(".toml") for p in files if p.name.endswith(".toml"))
-
-
-def load_preset(name: str) -> RunConfig:
-    """Read a preset shipped in vaelab/presets/NAME.toml (seed, tiny, iwae-paper, conv, ...)."""
-    names = preset_names()
-    if name not in names:
-        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(names)}")
-    text = resources.files("vaelab").joinpath("presets", f"{name}.toml").read_text()
-    return RunConfig.from_dict(tomllib.loads(text), source=f"preset {name}")
-
-
-def parse_value(text: str) -> Any:
-    """Parse a CLI override value as TOML (numbers, booleans, lists), else keep it as a string."""
-    if text.strip().lower() in ("none", "null"):
-        return None
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text

@@ -4,7 +4,7 @@ log p(x) ~= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x),
 
 computed `chunk` importance samples of `batch` images per pass. What one decoded latent costs
 (its decoder activations and the likelihood's temporaries: ~7 KB for MNIST's MLP, ~9.5 MB for the
-celeba64 ResNet) is measured on a tiny probe before the pass (:func:`plan_passes`), and batch, then
+celeba64 ResNet) is measured on a tiny probe before the pass (:mod:`vaelab.evaluate_plan`), and batch, then
 chunk, shrink until a pass fits `EvalConfig.memory_mb`, however large K is (the (K, B) table of
 log-weights itself is small). The estimate is a stochastic lower bound on log p(x) that tightens
 with K (in expectation); its mean over images is reported as a positive NLL with the standard error
@@ -14,41 +14,50 @@ Whether an NLL may be reported at all depends on the pixels: a Bernoulli likelih
 probability of binary pixels, and on grey pixels its "log-likelihood" is a cross-entropy, not the
 log of anything that sums to one; continuous likelihoods are densities of grey pixels in [0, 1].
 :func:`evaluate` looks at the pixels it is given and reports no NLL when the two do not match.
+
+:func:`evaluate_run` is `vaelab eval` as one call: a run folder in, its eval.json written, the
+report and its table out. :func:`encode_means` is the one loop that encodes a split to its
+posterior means (the CLI's encode, the pictures, the explorer, the disentanglement metrics).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
 import time
-import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from vaelab import maths
 from vaelab.config import EvalConfig
 from vaelab.data import ImageData, iter_batches, to_float
 from vaelab.errors import ConfigError, NotADensity
+from vaelab.evaluate_plan import (  # noqa: F401 (MB, PassCost, measure_pass_cost: importable here, as before #22)
+    ENCODE_BATCH,
+    MB,
+    PassCost,
+    PassPlan,
+    measure_pass_cost,
+    plan_passes,
+)
+from vaelab.evaluate_records import (
+    EVAL_JSON,
+    EvalRun,
+    density_note,
+    evaluation_key,
+    read_evaluations,
+    record_evaluation,
+)
 from vaelab.models import BaseVAE as VAE
 
 logger = logging.getLogger(__name__)
-
-EVAL_JSON = "eval.json"
-MB = 1 << 20
-# The probe counts the tensors torch's operators allocate, not the scratch buffers inside kernels
-# (a convolution's im2col, oneDNN's workspace) or the allocator's slack: the plan budgets this much
-# more than it counted. Measured with it, the peak RSS of `vaelab eval` on the cifar and celeba64
-# presets was the ~0.4 GB of the process before the first pass plus 0.98-1.0 GB of the 1 GB budget.
-SAFETY = 1.25
-ENCODE_BATCH = 1000  # images per pass of the encoder alone (active units, code perplexity), at most
 
 
 @dataclass(frozen=True)
@@ -99,161 +108,6 @@ class EvalReport:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "per_image"}
 
 
-# -- memory: what a pass costs, measured on a probe, and the passes that fit -------------------
-
-
-class _LiveBytes(TorchDispatchMode):
-    """Counts the bytes of the storages torch's operators allocate inside the `with` block, and the
-    peak of those alive at once. Deterministic: it counts tensors, not the process's memory."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = self.peak = 0
-        self._counted: set[int] = set()
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        return False  # nothing is compiled inside the probe: spare the ~1.5 s import of torch._dynamo
-
-    def _freed(self, key: int, nbytes: int) -> None:
-        self._counted.discard(key)
-        self.live -= nbytes
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)}
-        for t in tree_leaves(out):
-            if not isinstance(t, Tensor):
-                continue
-            st = t.untyped_storage()
-            if st.data_ptr() in inputs or id(st) in self._counted:  # a view, or an in-place result
-                continue
-            self._counted.add(id(st))
-            self.live += st.nbytes()
-            self.peak = max(self.peak, self.live)
-            weakref.finalize(st, self._freed, id(st), st.nbytes())
-        return out
-
-
-def _probe_peak(fn: Any) -> int:
-    """Peak bytes of the tensors that fn() allocates (its result freed before returning)."""
-    with torch.no_grad(), _LiveBytes() as live:
-        result = fn()
-        del result
-    return live.peak
-
-
-@dataclass(frozen=True)
-class PassCost:
-    """What the passes of evaluation cost on one model, in bytes, measured by :func:`measure_pass_cost`:
-    a pass of B images with K' importance samples each holds about
-    fixed + B * (per_image + K' * per_latent) bytes of tensors at its peak."""
-
-    per_latent: int  # one decoded latent: decoder activations, p(x|z)'s parameters and temporaries
-    per_image: int  # one image beyond its latents: its slice of the encoder, q(z|x), the draws' noise
-    fixed: int  # whatever does not grow with B or K' (a VampPrior's pseudo-inputs, a code prior)
-    per_encoded: int  # one image through the encoder alone (active units, perplexity)
-
-    def pass_bytes(self, batch: int, chunk: int) -> int:
-        """Estimated peak of one NLL pass of `batch` images x `chunk` samples, SAFETY included."""
-        return math.ceil(SAFETY * (self.fixed + batch * (self.per_image + self.per_encoded + chunk * self.per_latent)))
-
-
-@torch.no_grad()
-def measure_pass_cost(model: VAE) -> PassCost:
-    """Count the bytes of the tensors one forward pass allocates, on blank probe images, for 1 and
-    2 images with 2 and 4 draws each and the encoder alone for 2 and 4 images; fit them linearly.
-
-    Exact for a given model and torch version (no timing, no RSS), so the plan, and with it the
-    random draws of each pass, is reproducible. Draws from its own generator: the evaluation's
-    random numbers are untouched."""
-    was_training = model.training
-    model.eval()
-    device, dtype = model.device, next(model.parameters()).dtype
-    shape = tuple(model.cfg.input_shape)
-
-    def inputs(b: int) -> tuple[Tensor, Tensor | None]:
-        x = torch.zeros((b, *shape), device=device, dtype=dtype)
-        y = torch.zeros(b, dtype=torch.long, device=device) if model.cfg.num_classes else None
-        return x, y
-
-    def weights(b: int, n: int) -> int:
-        x, y = inputs(b)
-        return _probe_peak(lambda: log_weights(model, x, n, torch.Generator(device).manual_seed(0), y))
-
-    def encoded(b: int) -> int:
-        x, y = inputs(b)
-        return _probe_peak(lambda: model.encode_mean(x, y))
-
-    p12, p14, p22 = weights(1, 2), weights(1, 4), weights(2, 2)
-    model.train(was_training)
-    per_latent = max(0, (p14 - p12) // 2)
-    per_image = max(0, p22 - p12 - 2 * per_latent)
-    fixed = max(0, p12 - per_image - 2 * per_latent)
-    per_encoded = max(0, (encoded(4) - encoded(2)) // 2)
-    return PassCost(per_latent, per_image, fixed, per_encoded)
-
-
-@dataclass(frozen=True)
-class PassPlan:
-    """How many images and importance samples go into one pass, so that each stays within
-    EvalConfig.memory_mb (estimated from a :class:`PassCost`)."""
-
-    batch_size: int  # images per pass of the importance-sampled NLL
-    chunk: int  # importance samples per image and pass (K is drawn chunk at a time)
-    elbo_batch_size: int  # images per pass of the one-sample ELBO
-    encode_batch_size: int  # images per pass of the encoder alone (active units, perplexity)
-    peak_mb: float  # the estimated peak of one NLL pass
-    cost: PassCost
-
-
-def plan_passes(model: VAE, cfg: EvalConfig, k: int | None = None, cost: PassCost | None = None) -> PassPlan:
-    """The largest passes, up to cfg.batch_size images x cfg.chunk samples, whose estimated peak
-    stays within cfg.memory_mb: fewer images first (the encoder runs once per chunk, so a long
-    chunk amortises it), then fewer samples. The plan depends on K only while K < cfg.chunk.
-
-    Raises:
-        ConfigError: when even one image with one decoded latent does not fit; the message gives
-            the memory_mb (--memory-mb) that would.
-    """
-    cost = measure_pass_cost(model) if cost is None else cost
-    k = cfg.k if k is None else k
-    budget = cfg.memory_mb * MB
-    one = cost.pass_bytes(1, 1)
-    if one > budget:
-        need = math.ceil(one / MB)
-        raise ConfigError(
-            f"memory_mb {cfg.memory_mb}: one image with one decoded latent needs ~{need} MB on this model "
-            f"({cost.per_latent / MB:.1f} MB per decoded latent); give at least --memory-mb {need} "
-            f"(EvalConfig(memory_mb={need}))"
-        )
-    chunk = min(cfg.chunk, k)
-
-    def most_images(c: int, cap: int) -> int:
-        per = SAFETY * (cost.per_image + cost.per_encoded + c * cost.per_latent)
-        b = max(0, min(cap, int((budget - SAFETY * cost.fixed) // max(per, 1))))
-        while b > 0 and cost.pass_bytes(b, c) > budget:  # the rounding of pass_bytes' ceil
-            b -= 1
-        return b
-
-    batch = most_images(chunk, cfg.batch_size)
-    if batch == 0:  # one image with `chunk` samples is too much: fewer samples per pass
-        batch = 1
-        spare = budget / SAFETY - cost.fixed - cost.per_image - cost.per_encoded
-        chunk = max(1, min(chunk, int(spare // max(cost.per_latent, 1))))
-        while chunk > 1 and cost.pass_bytes(1, chunk) > budget:  # the rounding of SAFETY's ceil
-            chunk -= 1
-    encode_per = math.ceil(SAFETY * max(cost.per_encoded, 1))
-    return PassPlan(
-        batch_size=batch,
-        chunk=chunk,
-        elbo_batch_size=max(1, most_images(1, cfg.batch_size)),
-        encode_batch_size=max(1, min(ENCODE_BATCH, (budget - math.ceil(SAFETY * cost.fixed)) // encode_per)),
-        peak_mb=cost.pass_bytes(batch, chunk) / MB,
-        cost=cost,
-    )
-
-
 # -- the estimates --------------------------------------------------------------------------
 
 
@@ -290,8 +144,46 @@ def log_likelihood_batch(
     return maths.iwae_bound(log_w)
 
 
-def _labels(model: VAE, yb: Tensor | None) -> Tensor | None:
+def labels_for(model: VAE, yb: Tensor | None) -> Tensor | None:
+    """The labels `model` takes with a batch: yb (B,) on the model's device for a conditional model,
+    None for an unconditional one or for data without labels."""
     return yb.to(model.device) if (yb is not None and model.cfg.num_classes) else None
+
+
+@torch.no_grad()
+def encode_means(model: VAE, data: ImageData, limit: int | None = None, batch_size: int = ENCODE_BATCH) -> np.ndarray:
+    """Posterior means (N, D) of the first `limit` images of `data` (all of them by default), in the
+    model's dtype: encode_mean(x, y), a flow's image of its base mean, a VQ-VAE's quantised code.
+    A conditional model is given each image's label. `batch_size` images per pass."""
+    return _encode(model, data, limit, batch_size, logvar=False)[0]
+
+
+@torch.no_grad()
+def encode_posteriors(
+    model: VAE, data: ImageData, limit: int | None = None, batch_size: int = ENCODE_BATCH
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`encode_means` and the log-variances of q(z|x) (a flow's base Gaussian): two (N, D)."""
+    means, logvars = _encode(model, data, limit, batch_size, logvar=True)
+    assert logvars is not None
+    return means, logvars
+
+
+def _encode(
+    model: VAE, data: ImageData, limit: int | None, batch_size: int, logvar: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    model.eval()
+    locs, logvars = [], []
+    seen = 0
+    for xb, yb in iter_batches(data, batch_size):
+        if limit is not None and seen >= limit:
+            break
+        x, y = to_float(xb.to(model.device)), labels_for(model, yb)
+        locs.append(model.encode_mean(x, y).cpu().numpy())
+        if logvar:
+            logvars.append(model.encode(x, y)[1].cpu().numpy())
+        seen += len(xb)
+    n = seen if limit is None else min(seen, limit)
+    return np.concatenate(locs)[:n], np.concatenate(logvars)[:n] if logvar else None
 
 
 def _progress(enabled: bool, total: int, desc: str) -> Any:
@@ -331,7 +223,7 @@ def log_likelihood(
     if not (lik.density_of_binary if binary else lik.density_of_grey):
         fix = "grey pixels" if binary else "binary pixels (--binarize dynamic, DataConfig(binarize='dynamic'))"
         raise NotADensity(
-            f"log_likelihood: {_density_note(model.cfg.likelihood, binary, False)}. Evaluate "
+            f"log_likelihood: {density_note(model.cfg.likelihood, binary, False)}. Evaluate "
             f"on {fix}, or use vaelab.evaluate(), which reports the ELBO and this reason"
         )
     was_training = model.training
@@ -344,7 +236,7 @@ def log_likelihood(
     out = []
     for xb, yb in iter_batches(data, plan.batch_size):
         x = to_float(xb.to(device))  # (B, C, H, W) in [0, 1]
-        out.append(log_likelihood_batch(model, x, k, plan.chunk, g, _labels(model, yb)).double().cpu())
+        out.append(log_likelihood_batch(model, x, k, plan.chunk, g, labels_for(model, yb)).double().cpu())
         if bar is not None:
             bar.update(len(xb))
     if bar is not None:
@@ -392,22 +284,38 @@ def is_binary(data: ImageData, batch_size: int | None = None) -> bool:
 @torch.no_grad()
 def active_units(model: VAE, data: ImageData, threshold: float = 0.01, batch_size: int = 1000) -> int:
     """Burda et al. 2016, sec. 5.2: unit d is active if Var_x(E_q[z_d | x]) > threshold, over `data`."""
-    model.eval()
-    means = []
-    for xb, yb in iter_batches(data, batch_size):
-        means.append(model.encode_mean(to_float(xb.to(model.device)), _labels(model, yb)).double().cpu())
-    mu = torch.cat(means)  # (N, D)
+    mu = torch.from_numpy(encode_means(model, data, batch_size=batch_size)).double()  # (N, D)
     return int((mu.var(0, unbiased=True) > threshold).sum()) if len(mu) > 1 else 0
 
 
 @torch.no_grad()
+def elbo_batches(
+    model: VAE, data: ImageData, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)
+) -> Iterator[Any]:
+    """The one-draw ELBO terms (ElboTerms: elbo, log_px_z, kl, each (b,) nats) of each batch of `data`,
+    with fixed noise from `seed`, in the model's current mode: the one copy of this loop, for
+    evaluation (:func:`elbo_terms`) and for fit's validation and test ELBO.
+
+    shard (rank, world): this process's batches of a pass split over processes; the noise of the
+    others' batches is drawn and discarded, so N processes use the noise of one.
+    """
+    g = torch.Generator(model.device).manual_seed(seed)
+    rank, world = shard
+    dtype = next(model.parameters()).dtype
+    for i, start in enumerate(range(0, len(data), batch_size)):
+        if i % world != rank:
+            size = min(batch_size, len(data) - start)
+            torch.randn((1, size, model.noise_dim), generator=g, device=model.device, dtype=dtype)
+            continue
+        xb, yb = data.batch(slice(start, start + batch_size))
+        yield model.elbo(to_float(xb.to(model.device, non_blocking=True)), labels_for(model, yb), generator=g)
+
+
 def elbo_terms(model: VAE, data: ImageData, batch_size: int = 100, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """Per-image one-sample ELBO, E_q[log p(x|z)] and KL over `data`: three (N,) float64 tensors, nats."""
     model.eval()
-    g = torch.Generator(model.device).manual_seed(seed)
     elbos, recs, kls = [], [], []
-    for xb, yb in iter_batches(data, batch_size):
-        t = model.elbo(to_float(xb.to(model.device)), _labels(model, yb), generator=g)
+    for t in elbo_batches(model, data, batch_size, seed):
         elbos.append(t.elbo.double().cpu())
         recs.append(t.log_px_z.double().cpu())
         kls.append(t.kl.double().cpu())
@@ -428,23 +336,6 @@ def kl_is_closed_form(model: VAE) -> bool:
     closed = model(x, y, eps).kl is not None
     model.train(was_training)
     return closed
-
-
-def _density_note(likelihood: str, binary: bool, is_density: bool, eight_bit: bool = False) -> str:
-    if eight_bit:
-        return ""  # a probability of the 8-bit values: the NLL and bits/dim are discrete, for any pixels
-    if not is_density:
-        kind = "binary" if binary else "grey"
-        return (
-            f"{likelihood} likelihood on {kind} pixels is not a density of the data: the ELBO is "
-            f"a score, not a bound on a log-likelihood, and no NLL is reported"
-        )
-    if not binary:
-        return (
-            f"{likelihood} is a density of grey pixels in [0, 1] (no dequantisation): the NLL can be "
-            f"negative and is not comparable with discrete NLLs or bits/dim, so no bpd is reported"
-        )
-    return ""
 
 
 @torch.no_grad()
@@ -474,7 +365,7 @@ def evaluate(model: VAE, data: ImageData, cfg: EvalConfig, pixels: str, progress
         if binary or lik.eight_bit:  # a probability of discrete values: bits per dimension
             bpd = float(maths.bits_per_dim(nll, model.cfg.num_pixels))
     bound = is_density and model.deterministic_posterior
-    note = _density_note(model.cfg.likelihood, binary, is_density, lik.eight_bit)
+    note = density_note(model.cfg.likelihood, binary, is_density, lik.eight_bit)
     if bound:
         note = model.bound_note + (f"; {note}" if note else "")
     return EvalReport(
@@ -506,43 +397,69 @@ def evaluate(model: VAE, data: ImageData, cfg: EvalConfig, pixels: str, progress
     )
 
 
-# -- eval.json: the latest evaluation, and one record per (split, k, images, weights) ---------
-
-EVAL_KEY = ("split", "k", "num_images", "weights")  # what makes two evaluations comparable
+# -- a run folder's evaluation: `vaelab eval` as one call ------------------------------------
 
 
-def evaluation_key(doc: dict[str, Any]) -> tuple[Any, ...]:
-    """(split, k, num_images, weights) of one evaluation record of eval.json."""
-    return tuple(doc.get(name) for name in EVAL_KEY)
+def evaluate_run(
+    run_dir: str | Path,
+    cfg: EvalConfig = EvalConfig(),
+    *,
+    weights: str = "model.safetensors",
+    device: str | torch.device = "cpu",
+    limit: int | None = None,
+    data_dir: str | Path | None = None,
+    per_image: str | Path | None = None,
+    progress: bool = False,
+) -> EvalRun:
+    """`vaelab eval` as one call: load a run and its data, :func:`evaluate` it on cfg.split (its
+    first `limit` images), record it in RUN/eval.json (:func:`record_evaluation`) and, with
+    `per_image`, save each image's log p(x) (N,) nats as that .npy file.
 
+    device: "auto", "cpu", "cuda", "mps" or a torch.device. data_dir: where the data is, when not
+    where training found it. progress: a bar on stderr while the NLL is estimated.
 
-def read_evaluations(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The evaluation records of RUN/eval.json, oldest first (the last is the latest); [] when there
-    is none or it is not readable. An eval.json written before the records existed is one record."""
-    path = Path(run_dir) / EVAL_JSON
-    if not path.is_file():
-        return []
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        logger.warning("warning: %s is not readable JSON (%s); its evaluations are ignored", path, e)
-        return []
-    if not isinstance(doc, dict):
-        return []
-    records = doc.get("evaluations")
-    if isinstance(records, list) and all(isinstance(r, dict) for r in records):
-        return list(records)
-    return [{k: v for k, v in doc.items() if k != "evaluations"}]
+    Raises:
+        ConfigError: a bad limit or per_image file, or one image that does not fit cfg.memory_mb.
+        CheckpointError / DataError: the run folder or its data cannot be read.
+    """
+    from dataclasses import replace as dc_replace
 
+    from vaelab.checkpoint import load_run
+    from vaelab.data import load_splits
+    from vaelab.storage import atomic_write_with
 
-def record_evaluation(run_dir: str | Path, doc: dict[str, Any]) -> dict[str, Any]:
-    """Write RUN/eval.json (atomically): `doc` at the top level, as the latest evaluation, and under
-    "evaluations" one record per (split, k, num_images, weights): `doc` replaces the record of an
-    earlier evaluation with the same key and keeps the others. Returns what was written."""
-    from vaelab.storage import atomic_write_text
-
-    key = evaluation_key(doc)
-    kept = [r for r in read_evaluations(run_dir) if evaluation_key(r) != key]
-    written = {**doc, "evaluations": [*kept, doc]}
-    atomic_write_text(Path(run_dir) / EVAL_JSON, json.dumps(written, indent=2) + "\n")
-    return written
+    if per_image is not None and (not str(per_image).endswith(".npy") or not Path(per_image).parent.is_dir()):
+        raise ConfigError(f"--per-image {per_image}: give a .npy file name in an existing folder")
+    model, rcfg = load_run(run_dir, device, weights)
+    dcfg = rcfg.data if data_dir is None else dc_replace(rcfg.data, data_dir=str(data_dir))
+    splits = load_splits(dc_replace(dcfg, limit=None))
+    data = getattr(splits, cfg.split)
+    if limit is not None:
+        if limit <= 0:
+            raise ConfigError(f"--limit must be a positive integer, got {limit}")
+        data = data.subset(limit)
+    report = evaluate(model, data, cfg, pixels=rcfg.data.binarize, progress=progress)
+    if per_image is not None and report.per_image is None:  # before anything is written
+        raise ConfigError(f"--per-image: {report.note}; there are no per-image log-likelihoods to save")
+    record = {
+        **report.to_dict(),
+        "run": str(run_dir),
+        "weights": weights,
+        "dataset": splits.name,
+        "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    earlier = read_evaluations(run_dir)
+    written = record_evaluation(run_dir, record)
+    if per_image is not None and report.per_image is not None:
+        lp = report.per_image.numpy()
+        atomic_write_with(Path(per_image), lambda f: np.save(f, lp))
+    return EvalRun(
+        report,
+        record,
+        splits.name,
+        Path(run_dir) / EVAL_JSON,
+        replaced=any(evaluation_key(r) == evaluation_key(record) for r in earlier),
+        kept=len(written["evaluations"]) - 1,
+        codebook_size=model.cfg.codebook_size,
+        objective=rcfg.train.objective,
+    )

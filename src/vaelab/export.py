@@ -23,12 +23,12 @@ import os
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 
-from vaelab import __version__
+from vaelab._version import __version__
 from vaelab.errors import ConfigError
 from vaelab.models import VAE
 
@@ -234,3 +234,21 @@ def _to_pt2(graph: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: list
 def _article(word: str) -> str:
     """'a' or 'an' before a word as it is read aloud: an iaf, a planar."""
     return "an" if word[:1].lower() in "aeio" else "a"
+
+
+def export_run(
+    run_dir: str | os.PathLike[str],
+    fmt: Format = "onnx",
+    out_dir: str | os.PathLike[str] | None = None,
+    opset: int = ONNX_OPSET,
+    weights: str = "model.safetensors",
+) -> tuple[Path, list[Path]]:
+    """`vaelab export`: :func:`export_model` of a run folder's model (on the CPU) into `out_dir`
+    (default RUN/export-FORMAT), its export.json also naming the run and the weights. Returns the
+    folder and the paths written."""
+    from vaelab.checkpoint import load_run
+
+    model, _ = load_run(run_dir, "cpu", weights)  # any model: export_model says which it cannot export
+    folder = Path(out_dir or Path(run_dir) / f"export-{fmt}")
+    extra = {"run": str(run_dir), "weights": weights}
+    return folder, export_model(cast(VAE, model), folder, fmt, opset=opset, extra=extra)

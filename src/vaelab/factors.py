@@ -21,6 +21,7 @@ from torch import Tensor
 from vaelab import disentanglement as dis
 from vaelab.data import DataSplits, ImageData, iter_batches, to_float
 from vaelab.errors import ConfigError
+from vaelab.evaluate import encode_means
 from vaelab.maths import gaussian_kl
 from vaelab.models import BaseVAE
 
@@ -28,21 +29,6 @@ REPORT = "disentanglement.json"
 
 logger = logging.getLogger(__name__)
 TRAVERSAL_RANGE = 3.0  # traversals sweep each dimension over [-3, 3], the bulk of the N(0, 1) prior
-
-
-@torch.no_grad()
-def encode_means(model: BaseVAE, data: ImageData, limit: int | None = None, batch_size: int = 500) -> np.ndarray:
-    """Posterior means (N, D) of the first `limit` images of `data` (all of them by default)."""
-    model.eval()
-    out: list[np.ndarray] = []
-    seen = 0
-    for xb, _ in iter_batches(data, batch_size):
-        if limit is not None and seen >= limit:
-            break
-        out.append(model.encode_mean(to_float(xb.to(model.device))).float().cpu().numpy())
-        seen += len(xb)
-    codes = np.concatenate(out)
-    return codes if limit is None else codes[:limit]
 
 
 @torch.no_grad()
@@ -116,6 +102,24 @@ class DisentanglementReport:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
+    def table(self) -> list[str]:
+        """The lines `vaelab disentangle` prints: the images and factors, then each number."""
+        rows = [
+            ("MIG", self.mig),
+            ("SAP", self.sap),
+            ("DCI disentanglement", self.dci_disentanglement),
+            ("DCI completeness", self.dci_completeness),
+            ("DCI informativeness", self.dci_informativeness),
+            ("beta-VAE score", self.beta_vae_score),
+            ("FactorVAE score", self.factor_vae_score),
+        ]
+        lines = [f"{self.points} {self.split} images, factors {', '.join(self.factor_names)} (seed {self.seed})"]
+        lines += [f"  {name:<22}{value:.3f}" for name, value in rows]
+        lines.append(f"  {'active dimensions':<22}{self.active_dims} of {len(self.kl_per_dim)}")
+        if self.reconstruction_nats is not None:
+            lines.append(f"  {'reconstruction':<22}{self.reconstruction_nats:.2f} nats (test, -E_q log p(x|z))")
+        return lines
+
 
 def measure(
     model: BaseVAE,
@@ -137,7 +141,7 @@ def measure(
         raise ConfigError(f"--points {points}: give at least 2 (disentanglement_lib's protocol uses 10,000)")
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    codes = encode_means(model, data, points)
+    codes = encode_means(model, data, points, batch_size=500).astype(np.float32, copy=False)
     factors = data.factors[: len(codes)]
     seconds["encode"] = time.perf_counter() - t
 
@@ -193,11 +197,14 @@ def measure_run(
     weights: str = "model.safetensors",
     device: str | torch.device = "cpu",
 ) -> DisentanglementReport:
-    """Load a run, measure it (:func:`measure`) and write RUN/disentanglement.json (atomically)."""
+    """`vaelab disentangle`: load a run, measure it (:func:`measure`) and write
+    RUN/disentanglement.json (atomically). device: "auto", "cpu", "cuda", "mps" or a torch.device."""
     from vaelab.checkpoint import load, read_config, read_state
     from vaelab.data import load_splits
+    from vaelab.device import resolve_device
     from vaelab.storage import atomic_write_text
 
+    device = resolve_device(device) if isinstance(device, str) else device
     run = Path(run_dir)
     cfg = read_config(run)
     splits = load_splits(cfg.data)
@@ -206,7 +213,7 @@ def measure_run(
             f"{run}: its data ({cfg.data.dataset}) has no ground-truth factors; disentanglement needs "
             f"a dataset that has them (shapes2d, dsprites)"
         )
-    model = load(run, weights=weights, device=device)
+    model = load(run, weights=weights, device=device, cfg=cfg)
     test = read_state(run).get("test", {})
     rec = -float(test["log_px_z"]) if "log_px_z" in test else None
     report = measure(model, splits, split, points, seed, rec)

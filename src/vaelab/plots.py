@@ -1,5 +1,5 @@
-"""Pictures. The figure functions take arrays and return a matplotlib Figure (saving is the
-caller's job); `save_run_pictures` computes the arrays for a trained model and writes the PNGs.
+"""Pictures. The figure functions take arrays and return a matplotlib Figure; saving is the
+caller's job (:mod:`vaelab.outputs` computes a run's arrays, calls these and writes the files).
 
 Figures are built with matplotlib.figure.Figure, not pyplot: no global state, no GUI backend,
 safe in threads and servers.
@@ -19,22 +19,10 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-
-PICTURES = {
-    "latent": "latent.png",
-    "reconstructions": "reconstructions.png",
-    "samples": "samples.png",
-    "manifold": "manifold.png",
-    "curves": "learning_curves.png",
-    "traversals": "traversals.png",
-}
-
 
 DPI = 150  # of every figure; savefig's default ("figure") keeps it
 MIN_CELL_PX = 40  # the smallest image cell in a grid figure, in pixels at DPI
@@ -424,98 +412,3 @@ def plot_compared_curves(curves: dict[str, list[dict[str, float]]], x: str = "ep
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
-
-
-@torch.no_grad()
-def save_run_pictures(
-    model,
-    test,
-    run_dir: Path,
-    metrics: list[dict[str, float]],
-    class_names: Sequence[str] = (),
-    seed: int = 0,
-    max_points: int = 10_000,
-    invert: bool = False,
-    manifold_label: int | None = None,
-) -> list[Path]:
-    """Write the pictures of a run: latent, reconstructions, samples, manifold (2-D latent),
-    traversals (more than 2 latent dimensions, unconditional models), curves.
-
-    invert: draw images as 1 - x (dark on white, the usual MNIST look) instead of as they are.
-    manifold_label: the class a conditional model's manifold decodes (default 0; the title names
-    it); must be None for an unconditional model. Raises ConfigError before drawing anything when
-    it is out of range.
-    """
-    from vaelab.data import iter_batches, to_float
-    from vaelab.errors import ConfigError
-
-    k = model.cfg.num_classes
-    if manifold_label is not None:
-        if not k:
-            raise ConfigError(f"manifold label {manifold_label}: this model is not conditional; leave it out")
-        if isinstance(manifold_label, bool) or not isinstance(manifold_label, int) or not 0 <= manifold_label < k:
-            raise ConfigError(f"manifold label {manifold_label!r} is out of range: this model knows labels 0..{k - 1}")
-
-    model.eval()
-    device = model.device
-    written: list[Path] = []
-
-    def save(fig: Figure, key: str) -> None:
-        import io
-
-        from vaelab.storage import atomic_write_bytes
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        atomic_write_bytes(run_dir / PICTURES[key], buf.getvalue())
-        written.append(run_dir / PICTURES[key])
-
-    cond = model.cfg.num_classes > 0
-    zs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
-    seen = 0
-    for xb, yb in iter_batches(test, 1000):
-        if seen >= max_points:
-            break
-        y = yb.to(device) if cond and yb is not None else None
-        zs.append(model.encode_mean(to_float(xb.to(device)), y).cpu().numpy())
-        if yb is not None:
-            ys.append(yb.numpy())
-        seen += len(xb)
-    z = np.concatenate(zs)[:max_points]
-    labels = np.concatenate(ys)[:max_points] if ys else None  # a split has labels for all images or none
-    save(plot_latent(z, labels, class_names), "latent")
-
-    xb, yb = test.batch(slice(0, 32))
-    x = to_float(xb.to(device))
-    y = yb.to(device) if cond else None
-    save(plot_reconstructions(x.cpu().numpy(), model.reconstruct(x, y).cpu().numpy(), invert=invert), "reconstructions")
-
-    g = torch.Generator(device).manual_seed(seed)
-    if cond:
-        labels_s = torch.arange(k, device=device).repeat_interleave(8)
-        imgs = model.decode(model.sample_latents(len(labels_s), g), labels_s)  # the model's own prior
-        title = f"Samples per class (rows): {model.likelihood.describe('mean')}, z ~ {model.prior_description}"
-        save(plot_samples(imgs.cpu().numpy(), ncols=8, title=title, invert=invert), "samples")
-    else:
-        title = f"Samples: {model.likelihood.describe('mean')}, z ~ {model.prior_description}"
-        save(plot_samples(model.sample(64, generator=g).cpu().numpy(), title=title, invert=invert), "samples")
-
-    if model.continuous_latents and model.latent_size == 2:
-        n = 20
-        pts = torch.from_numpy(manifold_grid(n)).to(device)
-        label = (0 if manifold_label is None else manifold_label) if cond else None
-        y = None if label is None else torch.full((len(pts),), label, dtype=torch.long, device=device)
-        imgs = model.decode(pts, y).cpu().numpy()
-        axis = manifold_axis(n)
-        save(plot_manifold(imgs, axis, invert=invert, label=label, class_names=class_names), "manifold")
-    if model.continuous_latents and model.latent_size > 2:  # codes and categories have no traversal
-        from vaelab.factors import traversal_order, traversals
-
-        if not cond:  # a conditional model's traversal would also need a label: not drawn
-            order, kl = traversal_order(model, test)
-            imgs, values, dims = traversals(model, to_float(test.batch(slice(0, 1))[0][0].to(device)), order=order)
-            save(plot_traversals(imgs.cpu().numpy(), values.numpy(), dims, kl[dims], invert=invert), "traversals")
-    if metrics:
-        save(plot_learning_curves(metrics), "curves")
-    return written

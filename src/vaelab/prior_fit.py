@@ -130,9 +130,31 @@ def fit_code_prior(
 def write_prior(run_dir: Path, model: torch.nn.Module, record: PriorFit) -> None:
     """Put the fitted code prior into every weights file of the run, then write prior.json."""
     from vaelab.checkpoint import replace_tensors
-    from vaelab.storage import atomic_write_bytes
+    from vaelab.storage import atomic_write_text
 
     prior = getattr(model, "code_prior")  # noqa: B009 (a VQ-VAE's; fit_code_prior checked it)
     tensors = {f"code_prior.{k}": v for k, v in prior.state_dict().items()}
     replace_tensors(run_dir, tensors)
-    atomic_write_bytes(run_dir / PRIOR_RECORD, (json.dumps(asdict(record), indent=2) + "\n").encode())
+    atomic_write_text(run_dir / PRIOR_RECORD, json.dumps(asdict(record), indent=2) + "\n")
+
+
+def fit_run_prior(
+    run_dir: str | Path,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> PriorFit:
+    """`vaelab train-prior`: load a VQ-VAE's run folder and its data, :func:`fit_code_prior` on its
+    training codes (binarized with `seed` for a dynamically binarized run) and :func:`write_prior`."""
+    from vaelab.checkpoint import load_run
+    from vaelab.data import load_splits
+
+    model, cfg = load_run(run_dir, device)
+    splits = load_splits(cfg.data)
+    binarize = cfg.data.binarize == "dynamic"
+    record = fit_code_prior(model, splits.train, splits.val, binarize, epochs, lr, batch_size, seed, progress)
+    write_prior(Path(run_dir), model, record)
+    return record

@@ -7,8 +7,8 @@
 `prepare_run` checks everything that can be wrong before it writes anything: the preset, the
 config file and the overrides (unknown keys, bad values), what a resume may change, the device,
 the data, the model and its training settings, and whether the folder can be written. Only then
-does it clear a folder that `overwrite` replaces. `vaelab train` is this call, a header line,
-`train_run`, the pictures and the final line.
+does it clear a folder that `overwrite` replaces. `vaelab train` is this call, a header line
+(`Run.header`), `train_run`, the pictures (`draw_pictures`) and the final line (`summary`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vaelab.config import RunConfig, load_preset, replace
+from vaelab.config import RunConfig
+from vaelab.config_io import load_preset, merge_file, replace
 from vaelab.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -49,6 +50,20 @@ class Run:
     label: str  # the preset's name, or "resume of PRESET" (the name config.json records)
     rank: int = 0  # this process under torchrun (0 of 1 otherwise)
     world: int = 1
+
+    def header(self) -> str:
+        """The line `vaelab train` logs before training: the recipe, the data, the model's size, the
+        settings and the folder."""
+        from vaelab._version import __version__
+
+        cfg, splits = self.cfg, self.splits
+        n_params = sum(p.numel() for p in self.model.parameters())
+        where = self.world > 1 and f"{self.world} processes" or cfg.train.device
+        threads = f", {_count(cfg.train.threads, 'thread')}" if isinstance(cfg.train.threads, int) else ""
+        return (
+            f"vaelab {__version__}: {self.label}, {splits.name} ({len(splits.train)} images), {n_params} parameters, "
+            f"{_count(cfg.train.epochs, 'epoch')}, batch {cfg.train.batch_size}, {where}{threads} -> {self.run_dir}"
+        )
 
 
 def configure(
@@ -110,8 +125,10 @@ def configure(
             f"{', '.join(ignored)}: this model is a hierarchy, whose sizes are its model.layers "
             f"(top latent_dim {cfg.model.latent_dim}); set --model.layers instead"
         )
+    from vaelab.run_folder import CONFIG  # not checkpoint's: that module imports torch
+
     run_dir = Path(out or f"runs/{preset}")
-    if (run_dir / "config.json").exists() and not overwrite:  # checkpoint.CONFIG (that module imports torch)
+    if (run_dir / CONFIG).exists() and not overwrite:
         raise ConfigError(
             f"--out {run_dir} already holds a run; use --resume {run_dir} to continue it, "
             f"--overwrite to replace it, or another --out"
@@ -202,15 +219,89 @@ def prepare_run(
 
 
 def train_run(
-    run: Run, *, progress: bool = True, on_log: Callable[[dict[str, float]], None] | None = None
+    run: Run,
+    *,
+    progress: bool = True,
+    on_log: Callable[[dict[str, float]], None] | None = None,
+    tensorboard: bool = False,
 ) -> TrainResult:
-    """`vaelab.train.fit` on a prepared run: its model, data, config and folder."""
+    """`vaelab.train.fit` on a prepared run: its model, data, config and folder. on_log: called with
+    each epoch's row (metrics.csv's). tensorboard: also log scalars and image grids each epoch to
+    RUN/tensorboard/ (pip install 'vaelab[tensorboard]'). Leaves the process group that
+    `prepare_run` joined under torchrun."""
+    from vaelab.distributed import finish_distributed
     from vaelab.train import fit
 
+    log = on_log
+    tb = None
+    if tensorboard and run.rank == 0:  # before training: a missing package fails at once
+        from vaelab.train import TensorBoardLog
+
+        tb = TensorBoardLog(run.run_dir / "tensorboard", run.model, run.splits.val, seed=run.cfg.train.seed)
+
+        def log(row: dict[str, float]) -> None:
+            if on_log is not None:
+                on_log(row)
+            tb(row)
+
     preset = None if run.label.startswith("resume of ") else run.label
-    return fit(
-        run.model, run.splits, run.cfg, run.run_dir, resume=run.resume, progress=progress, on_log=on_log, preset=preset
+    result = fit(
+        run.model, run.splits, run.cfg, run.run_dir, resume=run.resume, progress=progress, on_log=log, preset=preset
     )
+    if tb is not None:
+        tb.close()
+    finish_distributed()
+    return result
+
+
+def epoch_line(row: dict[str, float]) -> str:
+    """One epoch of metrics.csv in words, as `vaelab train` logs it."""
+    part = "" if row["epoch_fraction"] >= 1 else f" (partial: {row['epoch_fraction']:.2f} of an epoch)"
+    return (
+        f"epoch {int(row['epoch'])}{part}: train ELBO {row['train_elbo']:.2f}, val ELBO {row['val_elbo']:.2f} nats "
+        f"({row['epoch_seconds']:.1f} s, {row['samples_per_s']:.0f} samples/s)"
+    )
+
+
+def draw_pictures(run: Run, result: TrainResult, invert: bool = False) -> list[Path]:
+    """The pictures of a trained run (vaelab.outputs.save_run_pictures), from the model `fit` returned."""
+    from vaelab.outputs import save_run_pictures
+
+    splits = run.splits
+    return save_run_pictures(
+        result.model,
+        splits.test,
+        run.run_dir,
+        result.metrics,
+        splits.class_names,
+        seed=run.cfg.train.seed,
+        invert=invert,
+    )
+
+
+def summary(run: Run, result: TrainResult) -> str:
+    """The line `vaelab train` ends with: the test ELBO and its parts, the epochs, why it stopped."""
+    t = result.test
+    assert t is not None
+    return (
+        f"test ELBO {t.elbo:.2f} nats per image (log p(x|z) {t.log_px_z:.2f}, KL {t.kl:.2f}) over "
+        f"{run.splits.describe('test')}; {_epochs_done(result.metrics, result.epochs)} ({result.stopped}); "
+        f"run folder {run.run_dir}"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 epoch', '2 epochs'."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def _epochs_done(metrics: list[dict[str, float]], epochs: int) -> str:
+    """'1 epoch', '6 epochs', or '31 epochs and 0.41 of epoch 32' after a time budget ended one early."""
+    last = metrics[-1].get("epoch_fraction", 1.0) if metrics else 1.0
+    if last < 1:
+        whole = epochs - 1
+        return f"{whole} epoch{'s' * (whole != 1)} and {last:.2f} of epoch {epochs}"
+    return f"{epochs} epoch{'s' * (epochs != 1)}"
 
 
 def _recorded_preset(run_dir: Path) -> str:
@@ -219,31 +310,17 @@ def _recorded_preset(run_dir: Path) -> str:
     return read_preset(run_dir) or "a run from before presets were recorded"
 
 
-def merge_file(cfg: RunConfig, path: Path) -> RunConfig:
-    """`cfg` with the tables of a TOML file ([data], [model], [train]) over it; unknown keys are errors."""
-    from vaelab.config import tomllib  # tomllib, or tomli on Python 3.10
-
-    if not path.is_file():
-        raise ConfigError(f"--config {path}: no such file")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"--config {path}: not valid TOML ({e})") from e
-    RunConfig.from_dict({**{k: {} for k in ("data", "model", "train")}, **doc}, source=str(path))  # checks keys
-    flat = {f"{s}.{k}": v for s, table in doc.items() for k, v in table.items()}
-    return replace(cfg, flat)
-
-
 def clear_run(run_dir: Path) -> None:
     """Delete the files of the run that `overwrite` replaces (and nothing else in the folder): what
     training wrote, and what later commands derived from it (a fitted code prior, the
     disentanglement report), which would otherwise be claimed by the new run."""
     from vaelab import checkpoint as ckpt
+    from vaelab.evaluate_records import EVAL_JSON
     from vaelab.factors import REPORT
-    from vaelab.plots import PICTURES
+    from vaelab.outputs import PICTURES
     from vaelab.prior_fit import PRIOR_RECORD
 
-    derived = ("eval.json", PRIOR_RECORD, REPORT)
+    derived = (EVAL_JSON, PRIOR_RECORD, REPORT)
     for name in (ckpt.CONFIG, ckpt.MODEL, ckpt.BEST, ckpt.CHECKPOINT, ckpt.METRICS, *derived, *PICTURES.values()):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)  # events of the run being replaced

@@ -3,14 +3,18 @@
 `atomic_write_bytes` writes a temporary file in the target's folder, fsyncs it, renames it over
 the target and fsyncs the folder, so a crash (or a full disk) leaves the previous version or the
 new one, never a mix. Run folders (checkpoint.py), the MNIST cache (data) and every picture and
-array the CLI writes go through it.
+array the CLI writes go through it; `atomic_write_with` is the one way to write what a writer such as
+np.save or Figure.savefig puts into a file object.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from vaelab.errors import StorageError
 
@@ -81,6 +85,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """`atomic_write_bytes` of UTF-8 text."""
     atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`atomic_write_bytes` of what `write(f)` writes into an in-memory binary file `f`, e.g.
+    ``atomic_write_with(path, lambda f: np.save(f, a))`` or ``lambda f: fig.savefig(f, format="png")``."""
+    buf = io.BytesIO()
+    write(buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -39,7 +39,6 @@ holds ``factors`` int16 (N, 8), the factor indices above of x[0], x[1], ... in t
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from pathlib import Path
@@ -47,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from vaelab.errors import DataError
-from vaelab.storage import atomic_write_bytes
+from vaelab.storage import atomic_write_with
 
 SHAPES = ("circle", "square", "triangle")
 FACTOR_NAMES = (
@@ -194,10 +193,6 @@ def write_colour_shapes(
     if not path.parent.is_dir():
         raise DataError(f"colour_shapes: {path.parent} is not a folder; create it first")
     x, y, factors = make_colour_shapes(n, size, seed, noise)
-    buf = io.BytesIO()
-    np.savez(buf, factors=factors, factor_names=np.array(FACTOR_NAMES))
-    atomic_write_bytes(factors_path(path), buf.getvalue())
-    buf = io.BytesIO()
-    np.savez(buf, x=x, y=y)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_with(factors_path(path), lambda f: np.savez(f, factors=factors, factor_names=np.array(FACTOR_NAMES)))
+    atomic_write_with(path, lambda f: np.savez(f, x=x, y=y))
     return path

@@ -16,12 +16,14 @@ gradients, which is what makes early flow-VAE training unstable.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from vaelab.models.registry import POSTERIORS, Implementations
 
 
 def _constrain(u: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
@@ -298,4 +300,6 @@ class IAF(nn.Module):
         return y, total
 
 
-FLOWS: dict[str, type[nn.Module]] = {"planar": PlanarFlows, "iaf": IAF}
+# name -> flow class: a live view of the posteriors' registry entries that push the Gaussian through a
+# flow (vaelab.models.registry.POSTERIORS, where a flow is registered)
+FLOWS: Mapping[str, type[nn.Module]] = Implementations(POSTERIORS, "flow")

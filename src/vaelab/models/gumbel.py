@@ -28,7 +28,8 @@ from torch import Tensor, nn
 
 from vaelab.config import ModelConfig
 from vaelab.errors import ConfigError
-from vaelab.models import ARCHITECTURES, BaseVAE, Draws, full
+from vaelab.models.base import BaseVAE, Draws, full
+from vaelab.models.registry import ARCHITECTURES
 
 
 def gumbel_noise(eps: Tensor) -> Tensor:
@@ -55,7 +56,7 @@ class GumbelVAE(BaseVAE):
         self.cfg = cfg
         self.set_likelihood(cfg)
         n, c = cfg.latent_dim, cfg.categories
-        enc, dec = ARCHITECTURES[cfg.arch]
+        enc, dec = ARCHITECTURES[cfg.arch].networks()
         self.encoder = enc(cfg)
         self.encoder.head = nn.Linear(self.encoder.features_dim, n * c)  # logits, not (loc, logvar)
         self.decoder = dec(dataclasses.replace(cfg, latent_dim=n * c), self.likelihood.num_params)

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from vaelab import maths
 from vaelab.config import ModelConfig
-from vaelab.models import BaseVAE, Draws, PixelMode, full
+from vaelab.models.base import Draws, PriorModel, full
+from vaelab.models.likelihoods import PixelMode
 from vaelab.models.networks import MLPDecoder, MLPEncoder, _mlp
 from vaelab.models.priors import make_prior
 
@@ -42,7 +43,7 @@ class GaussianMLP(nn.Module):
         return full(loc), full(logvar)  # densities at full precision under a bf16 autocast
 
 
-class HierarchicalVAE(BaseVAE):
+class HierarchicalVAE(PriorModel):
     """Stochastic layers cfg.layers (bottom first); see the module docstring for the order."""
 
     def __init__(self, cfg: ModelConfig):

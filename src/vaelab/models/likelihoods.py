@@ -19,6 +19,8 @@ from torch import Tensor, nn
 from vaelab import maths
 from vaelab.config import ModelConfig
 from vaelab.errors import ConfigError
+from vaelab.models.registry import LIKELIHOODS
+from vaelab.registry import resolve
 
 # Smallest pixel log-variance of the learned-variance Gaussian: without a floor, pixels that are
 # always 0 (MNIST borders) drive the variance to 0 and the density to infinity.
@@ -220,67 +222,83 @@ def _logistic_mixture_draw(params: Tensor, k: int, generator: torch.Generator | 
 
 
 def make_likelihood(cfg: ModelConfig) -> PixelLikelihood:
+    """p(x|z) of the config: its LIKELIHOODS entry's implementation, called with the config."""
+    return resolve(LIKELIHOODS[cfg.likelihood].impl)(cfg)
+
+
+# -- the built-in likelihoods, named by their entries in vaelab.models.registry.LIKELIHOODS ------------
+def bernoulli(cfg: ModelConfig) -> PixelLikelihood:
+    return PixelLikelihood(
+        1,
+        lambda x, p: maths.bernoulli_log_prob(x, _single(p)),
+        lambda p: torch.sigmoid(_single(p)),
+        lambda p, g: _bernoulli_draw(_single(p), g),
+        density_of_grey=False,
+        density_of_binary=True,
+        bias_is_logit=True,
+    )
+
+
+def continuous_bernoulli(cfg: ModelConfig) -> PixelLikelihood:
+    return PixelLikelihood(
+        1,
+        lambda x, p: maths.continuous_bernoulli_log_prob(x, _single(p)),
+        lambda p: maths.continuous_bernoulli_mean(_single(p)),
+        lambda p, g: continuous_bernoulli_icdf(_uniform(_single(p), g), _single(p)),
+        density_of_grey=True,
+        density_of_binary=False,
+    )
+
+
+def gaussian(cfg: ModelConfig) -> PixelLikelihood:
+    return PixelLikelihood(
+        2,
+        lambda x, p: maths.gaussian_pixel_log_prob(x, *_gaussian_parts(p)),
+        lambda p: _gaussian_parts(p)[0],
+        lambda p, g: _gaussian_draw(*_gaussian_parts(p), g),
+        density_of_grey=True,
+        density_of_binary=False,
+    )
+
+
+def gaussian_fixed(cfg: ModelConfig) -> PixelLikelihood:
     fixed_logvar = 2.0 * math.log(cfg.fixed_scale)
-    table = {
-        "bernoulli": PixelLikelihood(
-            1,
-            lambda x, p: maths.bernoulli_log_prob(x, _single(p)),
-            lambda p: torch.sigmoid(_single(p)),
-            lambda p, g: _bernoulli_draw(_single(p), g),
-            density_of_grey=False,
-            density_of_binary=True,
-            bias_is_logit=True,
+    return PixelLikelihood(
+        1,
+        lambda x, p: maths.gaussian_pixel_log_prob(
+            x, torch.sigmoid(_single(p)), torch.full_like(_single(p), fixed_logvar)
         ),
-        "continuous-bernoulli": PixelLikelihood(
-            1,
-            lambda x, p: maths.continuous_bernoulli_log_prob(x, _single(p)),
-            lambda p: maths.continuous_bernoulli_mean(_single(p)),
-            lambda p, g: continuous_bernoulli_icdf(_uniform(_single(p), g), _single(p)),
-            density_of_grey=True,
-            density_of_binary=False,
-        ),
-        "gaussian": PixelLikelihood(
-            2,
-            lambda x, p: maths.gaussian_pixel_log_prob(x, *_gaussian_parts(p)),
-            lambda p: _gaussian_parts(p)[0],
-            lambda p, g: _gaussian_draw(*_gaussian_parts(p), g),
-            density_of_grey=True,
-            density_of_binary=False,
-        ),
-        "gaussian-fixed": PixelLikelihood(
-            1,
-            lambda x, p: maths.gaussian_pixel_log_prob(
-                x, torch.sigmoid(_single(p)), torch.full_like(_single(p), fixed_logvar)
-            ),
-            lambda p: torch.sigmoid(_single(p)),
-            lambda p, g: _gaussian_draw(torch.sigmoid(_single(p)), torch.full_like(_single(p), fixed_logvar), g),
-            density_of_grey=True,
-            density_of_binary=False,
-        ),
-    }
-    if cfg.likelihood == "bernoulli-ar":
-        ar = PixelAutoregression(cfg.input_shape)
-        return PixelLikelihood(
-            1,
-            ar.log_prob,  # bound methods: a deepcopy of the model keeps them on its own copy of `ar`
-            ar.mean,
-            ar.draw,
-            density_of_grey=False,
-            density_of_binary=True,
-            bias_is_logit=True,
-            module=ar,
-            not_exportable="an autoregressive pixel likelihood (bernoulli-ar: its mean is a sequential pass)",
-            mean_name="mean-field pass",
-        )
-    if cfg.likelihood == "logistic-mixture":
-        k = cfg.mixture_components
-        return PixelLikelihood(
-            4 * k,
-            lambda x, p: maths.discretized_logistic_mixture_log_prob(x, *_logistic_parts(p, k)),
-            lambda p: maths.discretized_logistic_mixture_mean(*(_logistic_parts(p, k)[i] for i in (0, 1, 3))),
-            lambda p, g: _logistic_mixture_draw(p, k, g),
-            density_of_grey=True,
-            density_of_binary=True,
-            eight_bit=True,
-        )
-    return table[cfg.likelihood]
+        lambda p: torch.sigmoid(_single(p)),
+        lambda p, g: _gaussian_draw(torch.sigmoid(_single(p)), torch.full_like(_single(p), fixed_logvar), g),
+        density_of_grey=True,
+        density_of_binary=False,
+    )
+
+
+def bernoulli_ar(cfg: ModelConfig) -> PixelLikelihood:
+    ar = PixelAutoregression(cfg.input_shape)
+    return PixelLikelihood(
+        1,
+        ar.log_prob,  # bound methods: a deepcopy of the model keeps them on its own copy of `ar`
+        ar.mean,
+        ar.draw,
+        density_of_grey=False,
+        density_of_binary=True,
+        bias_is_logit=True,
+        module=ar,
+        not_exportable="an autoregressive pixel likelihood (bernoulli-ar: its mean is a sequential pass)",
+        mean_name="mean-field pass",
+    )
+
+
+def logistic_mixture(cfg: ModelConfig) -> PixelLikelihood:
+    k = cfg.mixture_components
+    return PixelLikelihood(
+        4 * k,
+        lambda x, p: maths.discretized_logistic_mixture_log_prob(x, *_logistic_parts(p, k)),
+        lambda p: maths.discretized_logistic_mixture_mean(*(_logistic_parts(p, k)[i] for i in (0, 1, 3))),
+        lambda p, g: _logistic_mixture_draw(p, k, g),
+        density_of_grey=True,
+        density_of_binary=True,
+        eight_bit=True,
+    )

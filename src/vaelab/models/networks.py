@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from vaelab.config import ModelConfig
+from vaelab.models.registry import ARCHITECTURES
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -121,7 +122,7 @@ class ResBlock(nn.Module):
 
 
 def _res_blocks(cfg: ModelConfig) -> int:
-    return cfg.res_blocks if cfg.arch == "resnet" else 0
+    return cfg.res_blocks if ARCHITECTURES[cfg.arch].residual else 0
 
 
 def down_stack(cfg: ModelConfig) -> tuple[nn.Sequential, tuple[int, int, int]]:
@@ -243,10 +244,3 @@ class GridDecoder(nn.Module):
         lead = grid.shape[:-3]
         out = self.deconvs(self.head(grid.reshape(-1, *grid.shape[-3:])))  # (N, P*C, H, W)
         return out.view(*lead, *self.shape)
-
-
-ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
-    "mlp": (MLPEncoder, MLPDecoder),
-    "conv": (ConvEncoder, ConvDecoder),
-    "resnet": (ConvEncoder, ConvDecoder),
-}

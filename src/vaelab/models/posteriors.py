@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from vaelab import maths
 from vaelab.config import ModelConfig
-from vaelab.models.flows import FLOWS
+from vaelab.models.registry import POSTERIORS
+from vaelab.registry import resolve
 
 
 class PosteriorDraw(NamedTuple):
@@ -59,7 +60,10 @@ class FlowPosterior(nn.Module):
     def __init__(self, cfg: ModelConfig, context_dim: int):
         super().__init__()
         hidden = cfg.flow_hidden or max(64, 2 * cfg.latent_dim)
-        self.flow = FLOWS[cfg.posterior](cfg.latent_dim, cfg.flow_steps, context_dim, hidden)
+        flow = POSTERIORS[cfg.posterior].flow
+        if flow is None:
+            raise ValueError(f"posterior {cfg.posterior} has no flow: build it with make_posterior")
+        self.flow = resolve(flow)(cfg.latent_dim, cfg.flow_steps, context_dim, hidden)
 
     def draw(self, loc: Tensor, logvar: Tensor, h: Tensor, eps: Tensor, stop_gradient: bool = False) -> PosteriorDraw:
         if stop_gradient:
@@ -74,7 +78,8 @@ class FlowPosterior(nn.Module):
 
 
 def make_posterior(cfg: ModelConfig, context_dim: int) -> GaussianPosterior | FlowPosterior:
-    return GaussianPosterior() if cfg.posterior == "gaussian" else FlowPosterior(cfg, context_dim)
+    """q(z|x) of a VAE: the Gaussian, pushed through its registry entry's flow where it names one."""
+    return GaussianPosterior() if POSTERIORS[cfg.posterior].flow is None else FlowPosterior(cfg, context_dim)
 
 
 def gaussian_distribution(loc: Tensor, logvar: Tensor) -> torch.distributions.Distribution:

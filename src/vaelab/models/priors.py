@@ -9,7 +9,8 @@ object at the API edge (and is what the tests compare against).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,12 @@ from torch import Tensor, nn
 
 from vaelab import maths
 from vaelab.errors import ConfigError
+from vaelab.models import registry
+from vaelab.models.registry import Implementations
+from vaelab.registry import load_plugins
+
+if TYPE_CHECKING:
+    from vaelab.config import ModelConfig
 
 Encode = Callable[[Tensor], tuple[Tensor, Tensor]]  # x (K, C, H, W) -> (loc, logvar), each (K, D)
 
@@ -42,6 +49,11 @@ class Prior(nn.Module):
     def build(cls, latent_dim: int, components: int, input_shape: tuple[int, int, int]) -> Prior:
         """Construct from the model's sizes; each subclass takes the arguments it needs."""
         return cls(latent_dim)
+
+    def settings(self) -> dict[str, Any]:
+        """The ModelConfig settings, besides the latent size, that build this prior again (a mixture:
+        prior_components), so that a model holding it is saved and reloaded with it."""
+        return {}
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log p(z). z: (..., D). Returns (...) nats."""
@@ -116,6 +128,9 @@ class MixturePrior(Prior):
     def components(self) -> int:
         return self.logits.shape[0]
 
+    def settings(self) -> dict[str, Any]:
+        return {"prior_components": self.components}
+
     def log_prob(self, z: Tensor) -> Tensor:
         """logsumexp_k [log pi_k + log N(z; loc_k, exp(logvar_k))]. z: (..., D). Returns (...) nats."""
         log_pz_k = maths.gaussian_components_log_prob(z, self.loc, self.logvar)  # (..., K)
@@ -178,6 +193,9 @@ class VampPrior(Prior):
     def components(self) -> int:
         return self.pseudo_logits.shape[0]
 
+    def settings(self) -> dict[str, Any]:
+        return {"prior_components": self.components}
+
     def attach(self, encode: Encode) -> VampPrior:
         """Use ``encode`` as q(z|x). Stored with object.__setattr__ so that nn.Module registers
         nothing, even when ``encode`` is an nn.Module. Returns self."""
@@ -214,11 +232,9 @@ class VampPrior(Prior):
         return maths.reparameterize(loc[k], logvar[k], eps)
 
 
-PRIORS: dict[str, type[Prior]] = {
-    "normal": StandardNormal,
-    "mog": MixturePrior,
-    "vamp": VampPrior,
-}
+# name -> Prior class: a live view of the registry's entries that build a module (all but uniform,
+# which the discrete models hold themselves). Register a prior in vaelab.models.registry.PRIORS.
+PRIORS: Mapping[str, type[Prior]] = Implementations(registry.PRIORS, "impl")
 
 
 def make_prior(name: str, latent_dim: int, components: int, input_shape: tuple[int, int, int]) -> Prior:
@@ -228,5 +244,28 @@ def make_prior(name: str, latent_dim: int, components: int, input_shape: tuple[i
         ConfigError: ``name`` is not a key of PRIORS.
     """
     if name not in PRIORS:
+        load_plugins()  # a plugin may register it
+    if name not in PRIORS:
         raise ConfigError(f"unknown prior {name!r}: choose one of {', '.join(sorted(PRIORS))}")
     return PRIORS[name].build(latent_dim, components, input_shape)
+
+
+def prior_settings(prior: Prior, cfg: ModelConfig) -> dict[str, Any]:
+    """The ModelConfig settings that rebuild `prior` in a model of `cfg`: its registered name, and
+    prior_components where the prior has a number of components other than cfg would give it.
+
+    Raises:
+        ConfigError: the prior's class is not registered (a run folder could not name it).
+    """
+    names = [name for name, cls in PRIORS.items() if type(prior) is cls]
+    if not names:
+        raise ConfigError(
+            f"{type(prior).__name__} is not a registered prior, so a run folder could not record it: register "
+            f"it first, vaelab.models.registry.PRIORS.register(PriorEntry(NAME, SUMMARY, {type(prior).__name__}))"
+        )
+    out: dict[str, Any] = {"prior": names[0]}
+    k = prior.settings().get("prior_components")
+    default = cfg.prior_components or registry.PRIORS[names[0]].default_components
+    if k is not None and k != default:
+        out["prior_components"] = k
+    return out

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from vaelab.config import ModelConfig
 from vaelab.errors import ConfigError
-from vaelab.models import BaseVAE, Draws, full
+from vaelab.models.base import BaseVAE, Draws, full
 from vaelab.models.code_prior import CodePrior
 from vaelab.models.networks import GridDecoder, GridEncoder
 from vaelab.models.quantizer import VectorQuantizer

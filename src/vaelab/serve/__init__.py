@@ -38,7 +38,18 @@ try:
 except ImportError as e:  # the optional extra is missing
     raise ImportError(f"vaelab serve needs the `serve` extra ({e.name} is missing): pip install 'vaelab[serve]'") from e
 
-from vaelab.serve.app import LOOPBACK_NAMES, STATIC, app_from_run, bind, create_app, is_loopback, run, url_of
+from vaelab.serve.app import (
+    LOOPBACK_NAMES,
+    STATIC,
+    app_from_run,
+    bind,
+    create_app,
+    exposure_warnings,
+    is_loopback,
+    open_run,
+    run,
+    url_of,
+)
 from vaelab.serve.explorer import Explorer, ServeConfig, plane_map
 from vaelab.serve.guards import CSP
 
@@ -47,6 +58,8 @@ __all__ = [
     "ServeConfig",
     "create_app",
     "app_from_run",
+    "open_run",
+    "exposure_warnings",
     "bind",
     "url_of",
     "run",

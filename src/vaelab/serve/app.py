@@ -182,7 +182,7 @@ def create_app(explorer: Explorer) -> FastAPI:
 
 
 def _version() -> str:
-    from vaelab import __version__
+    from vaelab._version import __version__
 
     return __version__
 
@@ -203,7 +203,7 @@ def app_from_run(
 
     run_dir = Path(run_dir)
     rcfg = read_config(run_dir)
-    model = load(run_dir, weights=weights, device=resolve_device(device))
+    model = load(run_dir, weights=weights, device=resolve_device(device), cfg=rcfg)
     dcfg = dc_replace(rcfg.data, limit=None, data_dir=data_dir or rcfg.data.data_dir)
     splits = load_splits(dcfg)
     explorer = Explorer(
@@ -211,6 +211,43 @@ def app_from_run(
         factor_names=splits.factor_names,
     )  # fmt: skip
     return create_app(explorer)
+
+
+def open_run(
+    run_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    cfg: ServeConfig = ServeConfig(),
+    device: str = "cpu",
+    weights: str = "model.safetensors",
+    data_dir: str | None = None,
+) -> tuple[FastAPI, socket.socket]:
+    """`vaelab serve`'s set-up: a socket listening on host:port (bound first, so that a taken port
+    fails before anything is loaded) and the app of a run folder (:func:`app_from_run`); the socket
+    is closed again when the run cannot be loaded. Serve them with :func:`run`."""
+    sock = bind(host, port)
+    try:
+        return app_from_run(run_dir, cfg, device=device, weights=weights, data_dir=data_dir), sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def exposure_warnings(host: str, allow_hosts: tuple[str, ...] = ()) -> list[str]:
+    """What `vaelab serve` says when it listens beyond loopback: anyone who reaches the machine can
+    use the explorer, and (on all addresses) which Host names requests must carry."""
+    if is_loopback(host):
+        return []
+    out = [
+        f"warning: listening on {host}, not loopback: anyone who can reach this machine can use the "
+        f"explorer (it has no authentication); use --host 127.0.0.1 to keep it local"
+    ]
+    if host in ("0.0.0.0", "::") and not allow_hosts:
+        out.append(
+            f"note: requests must name this machine in their Host header; give the names clients use "
+            f"with --allow-host NAME (e.g. --allow-host {socket.gethostname()})"
+        )
+    return out
 
 
 def is_loopback(host: str) -> bool:

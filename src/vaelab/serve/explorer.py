@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaelab.data import ImageData, iter_batches, to_float
+from vaelab.data import ImageData, to_float
 from vaelab.errors import ConfigError
+from vaelab.evaluate import encode_means, labels_for
 from vaelab.models import BaseVAE, interpolate_latents
 from vaelab.plots import latent_axes
 from vaelab.serve.guards import _host_name
@@ -106,19 +107,15 @@ class Explorer:
     def _test_batch(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         xb, yb = self.test.batch(torch.from_numpy(np.asarray(index, dtype=np.int64)))
         x = to_float(xb.to(self.model.device))  # (B, C, H, W) in [0, 1]
-        return x, (yb.to(self.model.device) if self.conditional and yb is not None else None)
+        return x, labels_for(self.model, yb)
 
     def _compute_points(self) -> dict[str, Any]:
         n = len(self.test)
         k = min(n, self.cfg.max_points)
         index = np.sort(np.random.default_rng(self.cfg.seed).choice(n, size=k, replace=False))
         sub = ImageData(*self.test.batch(torch.from_numpy(index)))
-        locs = []
         with self.lock, torch.inference_mode():
-            for xb, yb in iter_batches(sub, 1000):
-                y = yb.to(self.model.device) if self.conditional and yb is not None else None
-                locs.append(self.model.encode_mean(to_float(xb.to(self.model.device)), y).cpu().numpy())
-        z = np.concatenate(locs).astype(np.float64)  # (k, D)
+            z = encode_means(self.model, sub, batch_size=1000).astype(np.float64)  # (k, D)
         self._z = z
         pts, x_label, y_label = latent_axes(z)
         mean, basis = plane_map(z, pts)

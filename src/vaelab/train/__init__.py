@@ -1,0 +1,41 @@
+"""Training: `fit()` (loop.py) and its parts: the batches and their seeded noise (batches.py), the run's
+state and checkpoints (state.py), the learning-rate and KL schedules (schedules.py), TensorBoard
+logging (tensorboard.py)."""
+
+from __future__ import annotations
+
+from vaelab.train.batches import Batch, Batches, epoch_permutation, mean_pixel
+from vaelab.train.loop import (
+    EpochStats,
+    TrainResult,
+    check_trainable,
+    compile_mode,
+    evaluate_elbo,
+    fit,
+    make_optimizer,
+)
+from vaelab.train.schedules import BURDA_EPOCHS, burda_stage_ends, kl_weight, lr_at
+from vaelab.train.state import RunState, new_state
+from vaelab.train.tensorboard import UNITLESS_TERMS, TensorBoardLog
+
+__all__ = [
+    "BURDA_EPOCHS",
+    "UNITLESS_TERMS",
+    "Batch",
+    "Batches",
+    "EpochStats",
+    "RunState",
+    "TensorBoardLog",
+    "TrainResult",
+    "burda_stage_ends",
+    "check_trainable",
+    "compile_mode",
+    "epoch_permutation",
+    "evaluate_elbo",
+    "fit",
+    "kl_weight",
+    "lr_at",
+    "make_optimizer",
+    "mean_pixel",
+    "new_state",
+]

@@ -1,0 +1,143 @@
+"""The benchmark drivers' shared harness (benchmarks/harness.py) and the parts of the drivers that run
+without training anything: the row loop (skip what is done, save each row whole, print a line), the
+row selection, the markdown tables, and speed.py's plan split over its modules. Timings are never
+measured here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(autouse=True)
+def _benchmarks_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as `python benchmarks/X.py` has it
+
+
+def test_the_row_loop_skips_finished_rows_saves_each_row_whole_and_prints_a_line(tmp_path, capsys):
+    import harness
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "a.json").write_text(json.dumps({"row": "a", "x": 0}))
+    measured = []
+
+    def measure(row: str) -> dict | None:
+        measured.append(row)
+        return None if row == "c" else {"row": row, "x": len(measured)}
+
+    harness.run_rows(results, ["a", "b", "c", "d"], measure, lambda r: f"x = {r['x']}")
+    assert measured == ["b", "c", "d"]  # a was done before; c is not finished (measure gave None)
+    assert sorted(p.name for p in results.iterdir()) == ["a.json", "b.json", "d.json"]  # no .tmp left
+    assert json.loads((results / "d.json").read_text()) == {"row": "d", "x": 3}
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"a: done before, skipped ({results / 'a.json'})", "b: x = 1", "d: x = 3"]
+    assert list(harness.finished(results, ["d", "c", "b", "a"])) == ["d", "b", "a"]
+
+
+def test_rows_can_be_any_object_with_a_key_and_a_label(tmp_path, capsys):
+    import harness
+
+    harness.run_rows(
+        tmp_path,
+        [("vae", 0), ("vae", 1)],
+        lambda row: {"seed": row[1]},
+        lambda r: "ok",
+        key=lambda row: f"{row[0]}-s{row[1]}",
+        label=lambda row: f"{row[0]} seed {row[1]}",
+    )
+    assert (tmp_path / "vae-s1.json").is_file()
+    assert capsys.readouterr().out.splitlines() == ["vae seed 0: ok", "vae seed 1: ok"]
+
+
+def test_pick_takes_a_subset_in_its_order_and_refuses_unknown_rows(capsys):
+    import harness
+
+    p = argparse.ArgumentParser(prog="x")
+    assert harness.pick(p, None, {"a": 1, "b": 2}) == ["a", "b"]
+    assert harness.pick(p, "b, a", ["a", "b"]) == ["b", "a"]
+    with pytest.raises(SystemExit):
+        harness.pick(p, "a,zz", ["a", "b"], unknown="unknown models")
+    assert "unknown models ['zz']; choose from a, b" in capsys.readouterr().err
+
+
+def test_markdown_tables_and_commands():
+    import harness
+
+    text = harness.md_table(["row", "NLL", "note"], "lrl", [["a", 1.5, ""], ["b", None, None]])
+    assert text.splitlines() == ["| row | NLL | note |", "|---|---:|---|", "| a | 1.5 |  |", "| b | | |"]
+    cmd = harness.vaelab("train", "--out", "a folder")
+    assert cmd[:3] == [sys.executable, "-m", "vaelab"]
+    assert harness.shown(cmd) == "vaelab train --out 'a folder'"
+    assert harness.threads_args(None) == [] and harness.threads_args(2) == ["--threads", "2"]
+
+
+def test_a_failed_command_ends_the_driver_with_its_command_and_error():
+    import harness
+
+    failing = [sys.executable, "-c", "import sys; sys.exit('no such command')", "nope"]  # shown as `vaelab nope`
+    with pytest.raises(SystemExit, match=r"row-x: vaelab nope failed \(1\):\nno such command"):
+        harness.run(failing, "row-x")
+
+
+def test_metrics_reads_the_run_folders_csv(tmp_path):
+    import harness
+
+    (tmp_path / "metrics.csv").write_text("epoch,step,val_elbo\n1,10,-100.5\n2,20,-99.0\n")
+    assert harness.metrics(tmp_path) == [
+        {"epoch": "1", "step": "10", "val_elbo": "-100.5"},
+        {"epoch": "2", "step": "20", "val_elbo": "-99.0"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("driver", "first_column"),
+    [("family_table", "row"), ("discrete_table", "model"), ("disentangle_table", "model"), ("colour_speed", "preset")],
+)
+def test_each_table_driver_prints_its_table_of_no_finished_rows(driver, first_column, tmp_path, capsys):
+    module = __import__(driver)
+    module.main(["--table", "--results", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"| {first_column} |") and lines[1].startswith("|---|")
+    assert not list(tmp_path.iterdir())  # --table writes nothing
+
+
+def test_the_family_table_prints_a_finished_row(tmp_path, capsys):
+    import family_table
+
+    row = {"nll": 87.949, "nll_stderr": 0.231, "elbo": -91.99, "epochs": 285, "minutes": 10.0, "threads": 2}
+    (tmp_path / "vae.json").write_text(json.dumps(row))
+    family_table.main(["--table", "--results", str(tmp_path)])
+    out = capsys.readouterr().out.splitlines()
+    assert out[2] == "| vae | 87.95 ± 0.23 | -91.99 | 285 | 10 | 2 |"
+    assert out[3] == "| iwae-k5 | (not run yet) | | | | |"
+
+
+def test_speed_plans_the_same_rows_from_its_modules():
+    """speed.py is split over speed_*.py: its plan still covers every group, and each row's job is
+    one the child side knows."""
+    import speed
+    from speed_plan import plan
+
+    args = argparse.Namespace(
+        quick=True,
+        seconds=None,
+        device="cpu",
+        gpu=False,
+        only="train,eval,scaling,family",
+        variants=None,
+        eval_images=None,
+    )
+    groups = plan(args, "1")
+    titles = [g.title for g in groups]
+    assert titles[0] == "seed preset (784-512-2), batch 50"
+    assert sum(t.startswith("family: ") for t in titles) == 11
+    assert {row.job["kind"] for g in groups for row in g.rows} <= set(speed.JOBS)
+    with pytest.raises(SystemExit):
+        plan(argparse.Namespace(**{**vars(args), "variants": "no such variant"}), "1")
