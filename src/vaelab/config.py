@@ -268,6 +268,14 @@ class TrainConfig:
     capacity_max: float = 25.0  # capacity: the KL target C rises linearly to this many nats ...
     capacity_steps: int = 100_000  # ... over this many steps (Burgess et al. 2018)
     capacity_gamma: float = 1000.0  # capacity: weight on |KL - C|
+    # wae / infovae: the MMD between the batch's codes and as many N(0, I) draws (Tolstikhin et al. 2018;
+    # Zhao et al. 2019). wae: log p(x|z) - mmd_weight MMD; infovae: log p(x|z) - (1 - info_alpha) KL
+    # - (info_alpha + mmd_weight - 1) MMD. Kernel imq (sum over scales of C / (C + d^2), C = 2 D
+    # mmd_scale) or rbf (exp(-d^2 / (2 D mmd_scale)))
+    mmd_weight: float = 10.0
+    mmd_kernel: Literal["imq", "rbf"] = "imq"
+    mmd_scale: float = 1.0
+    info_alpha: float = 0.0
     schedule: Schedule = "constant"  # "time": lr * 10^(-lr_decay * minutes / max_minutes), per epoch
     lr_decay: float = 1.5  # decades the "time" (over max_minutes) and "exp" (over epochs) schedules fall
     init_output_bias: bool = True  # Bernoulli decoders start at the logit of the mean training pixel
@@ -335,6 +343,9 @@ class TrainConfig:
             _non_negative("dip_lambda_d", self.dip_lambda_d)
         if not isinstance(self.capacity_steps, int) or self.capacity_steps < 0:
             raise ConfigError(f"capacity_steps must be an integer >= 0, got {self.capacity_steps!r}")
+        _non_negative("mmd_weight", self.mmd_weight)
+        _positive("mmd_scale", self.mmd_scale)
+        _choice("mmd_kernel", self.mmd_kernel, Literal["imq", "rbf"])
 
 
 @dataclass(frozen=True)

@@ -36,14 +36,18 @@ from vaelab.maths.densities import (
     std_normal_log_prob,
 )
 from vaelab.maths.penalties import (
+    IMQ_SCALES,
     beta_tc_terms,
     capacity_at,
     capacity_objective,
     dip_covariance,
     dip_penalty,
+    mmd,
+    mmd_kernel,
 )
 
 __all__ = [
+    "IMQ_SCALES",
     "LOG_2PI",
     "bernoulli_log_prob",
     "beta_tc_terms",
@@ -70,6 +74,8 @@ __all__ = [
     "iwae_bound",
     "log_weights",
     "miwae_bound",
+    "mmd",
+    "mmd_kernel",
     "pairwise_gaussian_log_density",
     "reparameterize",
     "std_normal_log_prob",

@@ -96,3 +96,45 @@ def capacity_objective(log_px_z: Tensor, kl: Tensor, gamma: float, capacity: flo
     mean, as in disentanglement_lib's annealed VAE: the capacity bounds the code's average rate,
     not every image's."""
     return log_px_z - gamma * (kl.mean() - capacity).abs()
+
+
+# -- maximum mean discrepancy (WAE-MMD, Tolstikhin et al. 2018; InfoVAE, Zhao et al. 2019) ----------
+
+# the multiples of the base scale C that the IMQ kernel sums over (Tolstikhin et al.'s code)
+IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def mmd_kernel(x: Tensor, y: Tensor, kernel: str, scale: float) -> Tensor:
+    """k(x_i, y_j) for every pair: x (N, D), y (M, D) -> (N, M).
+
+    "imq", the inverse multiquadratic sum_s sC / (sC + ||x - y||^2) over s in IMQ_SCALES with
+    C = 2 D scale (Tolstikhin et al. 2018, with scale = the prior's variance, 1 for N(0, I));
+    "rbf", exp(-||x - y||^2 / (2 D scale)) (Zhao et al. 2019's Gaussian kernel, bandwidth scaled by D).
+    """
+    d2 = (x.unsqueeze(1) - y.unsqueeze(0)).square().sum(-1)  # (N, M)
+    base = 2.0 * x.shape[-1] * scale
+    if kernel == "imq":
+        return sum((s * base) / (s * base + d2) for s in IMQ_SCALES)  # type: ignore[return-value]
+    if kernel == "rbf":
+        return torch.exp(-d2 / base)
+    raise ValueError(f"MMD kernel {kernel!r}: choose imq or rbf")
+
+
+def mmd(x: Tensor, y: Tensor, kernel: str = "imq", scale: float = 1.0, unbiased: bool = True) -> Tensor:
+    """The squared maximum mean discrepancy between the samples x (N, D) and y (M, D) under `kernel`,
+    a () tensor.
+
+    unbiased (the U-statistic, Gretton et al. 2012, eq. 3): the within-sample means leave out the
+    diagonal, mean_{i != j} k(x_i, x_j) + mean_{i != j} k(y_i, y_j) - 2 mean_{i, j} k(x_i, y_j); its
+    expectation is the MMD^2 of the two distributions (it can be negative). unbiased=False (the
+    V-statistic) keeps the diagonals: >= 0, and exactly 0 for two identical sample sets.
+    """
+    n, m = x.shape[0], y.shape[0]
+    kxx, kyy, kxy = mmd_kernel(x, x, kernel, scale), mmd_kernel(y, y, kernel, scale), mmd_kernel(x, y, kernel, scale)
+    if unbiased:
+        if n < 2 or m < 2:
+            raise ValueError(f"the unbiased MMD needs two or more samples on each side, got {n} and {m}")
+        within = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1)) + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+    else:
+        within = kxx.mean() + kyy.mean()
+    return within - 2.0 * kxy.mean()

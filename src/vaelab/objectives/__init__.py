@@ -197,6 +197,16 @@ def describe(tc: TrainConfig) -> str:
     return text if tc.estimator == "reparam" else f"{text} {tc.estimator}"
 
 
+def _check_infovae(tc: TrainConfig) -> None:
+    if not 0.0 <= tc.info_alpha <= 1.0:
+        raise ConfigError(f"info_alpha must lie in [0, 1] (1 - info_alpha weighs the KL), got {tc.info_alpha!r}")
+    if tc.info_alpha + tc.mmd_weight - 1.0 < 0:
+        raise ConfigError(
+            f"info_alpha {tc.info_alpha:g} + mmd_weight {tc.mmd_weight:g} - 1 weighs the MMD and must be >= 0: "
+            f"raise mmd_weight to at least {1.0 - tc.info_alpha:g}"
+        )
+
+
 _BOUNDS = "vaelab.objectives.bounds"
 _DIS = "vaelab.objectives.disentangling"
 for _spec in (
@@ -313,6 +323,35 @@ for _spec in (
         needs=("gaussian",),
         whole_batch=True,
         settings=("capacity_max", "capacity_steps", "capacity_gamma"),
+    ),
+    ObjectiveSpec(
+        "wae",
+        "WAE-MMD: log p(x|z) - mmd_weight MMD(q(z), N(0, I)), train.mmd_kernel imq or rbf (Tolstikhin et al. 2018)",
+        "vaelab.objectives.mmd:wae",
+        terms=("mmd",),
+        estimators=("reparam",),
+        draws="one",
+        kl_weight="mmd_weight",
+        is_bound=False,
+        needs=("gaussian",),
+        whole_batch=True,
+        settings=("mmd_weight", "mmd_kernel", "mmd_scale"),
+        noise="normal",
+    ),
+    ObjectiveSpec(
+        "infovae",
+        "InfoVAE: log p(x|z) - (1 - info_alpha) KL - (info_alpha + mmd_weight - 1) MMD (Zhao et al. 2019)",
+        "vaelab.objectives.mmd:infovae",
+        terms=("mmd",),
+        estimators=("reparam",),
+        draws="one",
+        kl_weight="mmd_weight",
+        is_bound=False,
+        needs=("gaussian",),
+        whole_batch=True,
+        settings=("mmd_weight", "info_alpha", "mmd_kernel", "mmd_scale"),
+        noise="normal",
+        check=_check_infovae,
     ),
 ):
     OBJECTIVES.register(_spec)
