@@ -30,9 +30,9 @@ from torch.autograd.functional import jacobian
 from torch.testing import assert_close
 
 from vaelab.config import ModelConfig
-from vaelab.models.flows import FLOWS
+from vaelab.models.flows import FLOWS, MAF, MAFStep
 from vaelab.models.likelihoods import PixelLikelihood, make_likelihood
-from vaelab.models.priors import MixturePrior, Prior, StandardNormal, VampPrior
+from vaelab.models.priors import FlowPrior, MixturePrior, Prior, StandardNormal, VampPrior
 
 F64 = torch.float64
 d = torch.distributions
@@ -175,6 +175,42 @@ class TestVampPrior(PriorTest):
         return mix.log_prob(z)
 
 
+def randomise_maf(flow: nn.Module, seed: int, weight: float = 0.1, bias: float = 0.2) -> None:
+    """Move every MAF step of `flow` away from its near-identity start: output weights N(0, weight^2)
+    and biases N(0, bias^2) (larger ones make s(z) steep, and exp(s) tails too heavy for a grid)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for step in flow.modules():
+            if isinstance(step, MAFStep):
+                step.made.out.weight.normal_(0.0, weight)
+                step.made.out.bias.normal_(0.0, bias)
+
+
+def random_flow_prior(dim: int, steps: int = 3, seed: int = 1) -> FlowPrior:
+    """A float64 flow prior far from N(0, I) (an L1 distance of 0.8 in 2-D) with tails light enough for a grid."""
+    torch.manual_seed(seed)
+    prior = FlowPrior(dim, steps, hidden=16).double()
+    randomise_maf(prior, seed)
+    return prior
+
+
+class TestFlowPrior(PriorTest):
+    def make(self) -> Prior:
+        return random_flow_prior(self.dim)
+
+    def reference_log_prob(self, prior: Prior, z: Tensor) -> Tensor:
+        """The change of variables log N(f(z); 0, I) + log|det df/dz|, the determinant of the autograd
+        Jacobian of the map f (not the flow's own log-determinants)."""
+        assert isinstance(prior, FlowPrior)
+        out = []
+        for zb in z:
+            u = prior.flow(zb[None])[0][0]
+            jac = jacobian(lambda x: prior.flow(x[None])[0][0], zb)
+            normal = d.MultivariateNormal(torch.zeros(self.dim, dtype=F64), torch.eye(self.dim, dtype=F64))
+            out.append(normal.log_prob(u) + torch.linalg.slogdet(jac).logabsdet)
+        return torch.stack(out)
+
+
 # -- flows ----------------------------------------------------------------------------------------------
 class FlowTest(ABC):
     """Subclass and define ``make``: a float64 flow with forward(z, h) and inverse(y, h), both returning
@@ -281,6 +317,28 @@ class TestIAFWithoutContext(FlowTest):
         # less scrambled: without a context's spread, 0.5 drives some gates sigmoid(s + 2) to ~0, and
         # the inverse (y - (1 - sigma) m) / sigma out of floating-point range
         return scrambled(FLOWS["iaf"](self.dim, 3, 0, (16, 16)), scale=0.3)
+
+
+class TestMAF(FlowTest):
+    """The flow prior's MAF steps, as the prior builds them."""
+
+    def make(self) -> nn.Module:
+        return random_flow_prior(self.dim, steps=4).flow
+
+
+class TestMAFWithContext(FlowTest):
+    context = 4
+
+    def make(self) -> nn.Module:
+        torch.manual_seed(0)
+        flow = MAF(self.dim, 3, self.context, (16, 16)).double()
+        randomise_maf(flow, seed=0, weight=0.3, bias=0.3)
+        with torch.no_grad():
+            for step in flow.modules():
+                if isinstance(step, MAFStep):
+                    assert step.made.context is not None
+                    step.made.context.weight.normal_(0.0, 0.3)
+        return flow
 
 
 # -- pixel likelihoods ----------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def test_an_unknown_part_name_gets_the_registry_error(field, registry):
 
 
 def test_the_registries_hold_every_built_in_part():
-    assert PRIORS.names() == ("normal", "mog", "vamp", "uniform")
+    assert PRIORS.names() == ("normal", "mog", "vamp", "flow", "uniform")
     assert POSTERIORS.names() == ("gaussian", "planar", "iaf", "vq", "gumbel")
     assert set(LIKELIHOODS.names()) == {
         "bernoulli", "bernoulli-ar", "gaussian", "gaussian-fixed", "continuous-bernoulli", "logistic-mixture"
@@ -52,7 +52,7 @@ def test_the_registries_hold_every_built_in_part():
     [
         (
             {"prior": "vamp", "num_classes": 3},
-            "prior vamp: the pseudo-inputs carry no label, .* use prior normal or mog",
+            "prior vamp: the pseudo-inputs carry no label, .* use prior normal, mog or flow",
         ),
         ({"posterior": "gaussian", "prior": "uniform"}, r"the discrete posteriors \(vq, gumbel\) take prior uniform"),
         ({"posterior": "vq", "prior": "uniform"}, "use arch conv or resnet, not mlp"),
@@ -60,7 +60,7 @@ def test_the_registries_hold_every_built_in_part():
         ({"arch": "conv", "channels": (8, 8, 8, 8)}, r"conv arch needs H and W divisible by 2\*\*len\(channels\) = 16"),
         (
             {"prior": "vamp", "layers": ({"hidden": (8,), "latent_dim": 4}, {"hidden": (8,), "latent_dim": 2})},
-            r"a normal or mog prior on the top layer and no labels; got prior 'vamp'",
+            r"a normal, mog or flow prior on the top layer and no labels; got prior 'vamp'",
         ),
     ],
 )
@@ -184,7 +184,7 @@ def student_t():
 def test_an_unregistered_prior_name_is_refused():
     assert "student-t" not in PRIORS
     with pytest.raises(
-        ConfigError, match=r"model.prior must be one of normal, mog, vamp, uniform; got 'student-t'"
+        ConfigError, match=r"model.prior must be one of normal, mog, vamp, flow, uniform; got 'student-t'"
     ):
         ModelConfig(prior="student-t")
 

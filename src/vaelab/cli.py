@@ -122,7 +122,7 @@ def cli() -> None:
 @click.option(
     "--prior-components",
     type=int,
-    help="Mixture components (mog: 10) or pseudo-inputs (vamp: 500).",
+    help="Mixture components (mog: 10), pseudo-inputs (vamp: 500) or MAF steps (flow: 4).",
 )
 @click.option(
     "--posterior",

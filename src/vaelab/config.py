@@ -128,7 +128,7 @@ class ModelConfig:
     fixed_scale: float = 0.1  # pixel std of the "gaussian-fixed" likelihood
     mixture_components: int = 10  # K of the "logistic-mixture" likelihood (PixelCNN++ uses 10)
     prior: str = "normal"  # p(z), a name of PRIORS: N(0, I), a learned mixture of Gaussians, the VampPrior, ...
-    prior_components: int | None = None  # None: 500 pseudo-inputs (vamp), 10 components (mog)
+    prior_components: int | None = None  # None: 500 pseudo-inputs (vamp), 10 components (mog), 4 MAF steps (flow)
     posterior: str = "gaussian"  # q(z|x), a name of POSTERIORS: diagonal Gaussian, or one through planar / IAF steps
     flow_steps: int = 4  # planar / iaf steps
     flow_hidden: int | None = None  # MADE width of each IAF step; None: max(64, 2 * latent_dim)

@@ -1,4 +1,5 @@
-"""Normalising flows for the posterior q(z|x): planar flows and inverse autoregressive flow (IAF).
+"""Normalising flows: planar flows and inverse autoregressive flow (IAF) for the posterior q(z|x),
+and masked autoregressive flow (MAF) for the flow prior (:class:`vaelab.models.priors.FlowPrior`).
 
 In the manner of nflows (bayesiains/nflows): a transform's ``forward`` returns
 ``(outputs, logabsdet)`` and transforms compose by adding their log-determinants. A flow
@@ -11,6 +12,10 @@ z may carry leading sample dimensions, (K, B, D), while h is (B, context_dim): t
 broadcasts. Every flow starts near the identity, so a new flow posterior starts as its base
 Gaussian: a randomly initialised flow would scramble z0 and, with it, the first KL estimates and
 gradients, which is what makes early flow-VAE training unstable.
+
+IAF and MAF are made of the same MADE layers and differ in direction (as Papamakarios et al. 2017
+relate them): an IAF step's fast pass goes from noise to z (sampling a posterior), a MAF step's
+from z to the noise u (the density of a prior); each inverts in D passes.
 """
 
 from __future__ import annotations
@@ -247,7 +252,30 @@ class Reverse(nn.Module):
         return y.flip(-1), y.new_zeros(y.shape[:-1])
 
 
-class IAF(nn.Module):
+class _Stack(nn.Module):
+    """Transforms applied in turn, log-determinants added: ``transforms`` (an nn.ModuleList of steps
+    with forward and inverse, each returning (outputs, logabsdet))."""
+
+    transforms: nn.ModuleList
+
+    def forward(self, z: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """z (..., B, D), h (B, context_dim) -> (z_T (..., B, D), sum of logabsdet (..., B) nats)."""
+        total = z.new_zeros(z.shape[:-1])
+        for transform in self.transforms:
+            z, logabsdet = transform(z, h)
+            total = total + logabsdet
+        return z, total
+
+    def inverse(self, y: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The exact inverse of forward: y (..., B, D) -> (z0, logabsdet (..., B) nats of the inverse)."""
+        total = y.new_zeros(y.shape[:-1])
+        for transform in reversed(self.transforms):
+            y, logabsdet = cast(IAFStep | MAFStep | Reverse, transform).inverse(y, h)  # ModuleList items are Modules
+            total = total + logabsdet
+        return y, total
+
+
+class IAF(_Stack):
     """Inverse autoregressive flow: T IAFSteps with the order reversed between steps.
 
     Without the reversal every step would be autoregressive in the same order, and z_1 would
@@ -283,21 +311,73 @@ class IAF(nn.Module):
             layers.append(Reverse())
         self.transforms = nn.ModuleList(layers)
 
-    def forward(self, z: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """z (..., B, D), h (B, context_dim) -> (z_T (..., B, D), sum of logabsdet (..., B) nats)."""
-        total = z.new_zeros(z.shape[:-1])
-        for transform in self.transforms:
-            z, logabsdet = transform(z, h)
-            total = total + logabsdet
-        return z, total
 
-    def inverse(self, y: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """The exact inverse of forward: y (..., B, D) -> (z0, logabsdet (..., B) nats of the inverse)."""
-        total = y.new_zeros(y.shape[:-1])
-        for transform in reversed(self.transforms):
-            y, logabsdet = cast(IAFStep | Reverse, transform).inverse(y, h)  # ModuleList items are Modules
-            total = total + logabsdet
-        return y, total
+class MAFStep(nn.Module):
+    """One masked autoregressive flow step (Papamakarios et al. 2017, section 3), in the density
+    direction z -> u:
+
+        [m, s] = MADE(z, h);  u = (z - m) exp(-s);  logabsdet = -sum_d s_d,
+
+    m_d and s_d depending on z_<d only, so u is one pass and the Jacobian is triangular with diagonal
+    exp(-s). The inverse z = u exp(s) + m takes D passes (after pass d, z_1..z_d are final).
+
+    Near-identity start, as :class:`IAFStep`: the MADE's output weights are scaled by 1e-2 and its
+    biases zeroed, so m ~ 0 and s ~ 0, u ~ z (a prior made of these steps starts near N(0, I)).
+    """
+
+    def __init__(self, dim: int, hidden: int | Sequence[int] = 64, context_dim: int = 0):
+        super().__init__()
+        self.made = MADE(dim, hidden, context_dim)
+        with torch.no_grad():
+            self.made.out.weight.mul_(1e-2)
+            self.made.out.bias.zero_()
+
+    def forward(self, z: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """z (..., B, D) -> (u (..., B, D), logabsdet (..., B) nats of du/dz)."""
+        m, s = self.made(z, h)
+        return (z - m) * torch.exp(-s), -s.sum(-1)
+
+    def inverse(self, u: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """z with forward(z)[0] = u, in D passes, and logabsdet (..., B) nats of dz/du: s_d depends on
+        z_<d only, which the last pass already had final, so its s is the forward's at z."""
+        z = torch.zeros_like(u)
+        s = torch.zeros_like(u)
+        for _ in range(u.shape[-1]):
+            m, s = self.made(z, h)
+            z = u * torch.exp(s) + m
+        return z, s.sum(-1)
+
+
+class MAF(_Stack):
+    """Masked autoregressive flow: T MAFSteps with the order reversed between steps (and once more at
+    the end where needed, as in :class:`IAF`, so that the flow starts near the identity, not a
+    permutation). Papamakarios et al. 2017. ``forward`` is the density direction z -> u (one pass per
+    step), ``inverse`` the sampling direction u -> z (D passes per step).
+
+    Args:
+        dim: D.
+        steps: T, the number of MAF steps.
+        context_dim: size of a context h (0: none; the flow prior has none).
+        hidden: MADE hidden width(s).
+    """
+
+    def __init__(self, dim: int, steps: int, context_dim: int = 0, hidden: int | Sequence[int] | None = 64):
+        super().__init__()
+        if steps < 1:
+            raise ValueError(f"a MAF needs steps >= 1, got {steps}")
+        hidden = 64 if hidden is None else hidden
+        layers: list[MAFStep | Reverse] = []
+        for t in range(steps):
+            if t > 0:
+                layers.append(Reverse())
+            layers.append(MAFStep(dim, hidden, context_dim))
+        if steps % 2 == 0:
+            layers.append(Reverse())
+        self.transforms = nn.ModuleList(layers)
+
+    @property
+    def steps(self) -> int:
+        return sum(isinstance(t, MAFStep) for t in self.transforms)
 
 
 # name -> flow class: a live view of the posteriors' registry entries that push the Gaussian through a

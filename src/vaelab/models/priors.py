@@ -1,4 +1,5 @@
-"""Priors p(z) over the latent space: N(0, I), a learned Gaussian mixture, and the VampPrior.
+"""Priors p(z) over the latent space: N(0, I), a learned Gaussian mixture, the VampPrior, and a
+flow prior (masked autoregressive flow on N(0, I)).
 
 Every prior answers ``log_prob(z)`` for z (..., D) with (...) nats, and ``sample(n)`` with (n, D)
 draws on its own device and dtype. The hot path uses plain tensors and the pure functions of
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from vaelab import maths
 from vaelab.errors import ConfigError
 from vaelab.models import registry
+from vaelab.models.flows import MAF
 from vaelab.models.registry import Implementations
 from vaelab.registry import load_plugins
 
@@ -230,6 +232,50 @@ class VampPrior(Prior):
         k = torch.randint(self.components, (n,), generator=generator, device=loc.device)
         eps = torch.randn(n, self.latent_dim, generator=generator, device=loc.device, dtype=loc.dtype)
         return maths.reparameterize(loc[k], logvar[k], eps)
+
+
+class FlowPrior(Prior):
+    """p(z) = N(u; 0, I) |det du/dz| with u = f(z), f a masked autoregressive flow (MAF,
+    Papamakarios et al. 2017): T MAF steps made of MADE layers, the order of z reversed between
+    steps. The flow runs from z to the noise u, so that log p(z) is one pass per step, what the
+    KL estimate log q(z|x) - log p(z) needs at every training step; a draw inverts it, z = f^-1(u)
+    with u ~ N(0, I) from the given generator, in D passes per step (seeded and exact).
+
+    The steps start near the identity (see :class:`vaelab.models.flows.MAFStep`), so the prior
+    starts near N(0, I). Not N(0, I) itself (``standard_normal`` is False): the KL comes from the
+    draws.
+
+    Args:
+        latent_dim: D.
+        steps: T, the number of MAF steps (the config's prior_components; default 4).
+        hidden: the MADE's hidden width(s); None: max(64, 2 D), flow_hidden's default.
+    """
+
+    def __init__(self, latent_dim: int, steps: int = 4, hidden: int | tuple[int, ...] | None = None):
+        super().__init__(latent_dim)
+        if steps < 1:
+            raise ConfigError(f"a flow prior needs steps (prior_components) >= 1, got {steps}")
+        self.flow = MAF(latent_dim, steps, 0, max(64, 2 * latent_dim) if hidden is None else hidden)
+
+    @classmethod
+    def build(cls, latent_dim: int, components: int, input_shape: tuple[int, int, int]) -> Prior:
+        return cls(latent_dim, components)
+
+    @property
+    def steps(self) -> int:
+        return self.flow.steps
+
+    def settings(self) -> dict[str, Any]:
+        return {"prior_components": self.steps}
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log N(f(z); 0, I) + log |det df/dz|. z: (..., D). Returns (...) nats."""
+        u, logabsdet = self.flow(z)
+        return maths.std_normal_log_prob(u) + logabsdet
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, D): u ~ N(0, I) from `generator`, then z = f^-1(u). Differentiable in the flow's weights."""
+        return self.flow.inverse(self._randn(n, generator))[0]
 
 
 # name -> Prior class: a live view of the registry's entries that build a module (all but uniform,

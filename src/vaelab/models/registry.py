@@ -168,6 +168,15 @@ PRIORS.register(
 )
 PRIORS.register(
     PriorEntry(
+        "flow",
+        "a masked autoregressive flow on N(0, I) (prior_components: its steps)",
+        _P + "FlowPrior",
+        description="the flow prior",
+        default_components=4,
+    )
+)
+PRIORS.register(
+    PriorEntry(
         "uniform",
         "uniform over the codes or categories (the discrete posteriors')",
         None,

@@ -76,7 +76,9 @@ class InfoResponse(BaseModel):
     num_classes: int = Field(description="0 for an unconditional model")
     class_names: list[str]
     likelihood: str
-    prior: str = Field(description="the prior's registered name (normal, mog, vamp, ...): what /api/sample draws from")
+    prior: str = Field(
+        description="the prior's registered name (normal, mog, vamp, flow, ...): what /api/sample draws from"
+    )
     prior_description: str = Field(
         description='that prior in words, as `vaelab sample` names it: "N(0, I)", "the learned mixture prior", '
         '"the VampPrior", ...'
