@@ -54,6 +54,26 @@ def tiny_cfg() -> RunConfig:
     )
 
 
+def with_train(cfg: RunConfig, latent_dim: int = 4, **train: object) -> RunConfig:
+    """`cfg` (e.g. the tiny_cfg fixture) with `latent_dim` latents and the given TrainConfig fields."""
+    import dataclasses
+
+    return dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, latent_dim=latent_dim),
+        train=dataclasses.replace(cfg.train, **train),
+    )
+
+
+def fit_seeded(cfg: RunConfig, splits: DataSplits, run_dir=None, resume: bool = False):
+    """fit() a VAE of cfg.model built after seeding torch with cfg.train.seed (a resume is exact)."""
+    from vaelab.models import VAE
+    from vaelab.train import fit
+
+    torch.manual_seed(cfg.train.seed)
+    return fit(VAE(cfg.model), splits, cfg, run_dir, resume=resume, progress=False)
+
+
 @pytest.fixture
 def npz_dataset(tmp_path):
     """A small .npz dataset on disk (600 8x8 images with labels)."""

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import crash_fit_at_step
+from conftest import crash_fit_at_step, fit_seeded, with_train
 from vaelab import checkpoint as ckpt
 from vaelab.config import ModelConfig, TrainConfig
 from vaelab.config_io import load_preset
@@ -26,24 +26,11 @@ from vaelab.train import fit
 STRIP = ("epoch_seconds", "samples_per_s")
 
 
-def _cfg(tiny_cfg, **train):
-    return dataclasses.replace(
-        tiny_cfg,
-        model=dataclasses.replace(tiny_cfg.model, latent_dim=4),
-        train=dataclasses.replace(tiny_cfg.train, **train),
-    )
-
-
-def _fit(cfg, splits, run_dir=None, resume=False):
-    torch.manual_seed(cfg.train.seed)
-    return fit(VAE(cfg.model), splits, cfg, run_dir, resume=resume, progress=False)
-
-
 def test_betatc_objective_is_the_elbo_minus_the_extra_weight_on_the_total_correlation(tiny_cfg, tiny_splits):
-    res = _fit(_cfg(tiny_cfg, objective="betatc", beta=6.0, epochs=3), tiny_splits)
+    res = fit_seeded(with_train(tiny_cfg, objective="betatc", beta=6.0, epochs=3), tiny_splits)
     for row in res.metrics:
         assert row["train_objective"] == pytest.approx(row["train_elbo"] - 5.0 * row["train_tc"], abs=1e-4)
-    one = _fit(_cfg(tiny_cfg, objective="betatc", beta=1.0, epochs=3), tiny_splits)
+    one = fit_seeded(with_train(tiny_cfg, objective="betatc", beta=1.0, epochs=3), tiny_splits)
     for row in one.metrics:
         assert row["train_objective"] == pytest.approx(row["train_elbo"], rel=1e-6)
     # the weight does what it is for: the total correlation ends lower than without it
@@ -52,7 +39,7 @@ def test_betatc_objective_is_the_elbo_minus_the_extra_weight_on_the_total_correl
 
 def test_dip_objectives_subtract_their_penalty(tiny_cfg, tiny_splits):
     for variant in ("dip-i", "dip-ii"):
-        res = _fit(_cfg(tiny_cfg, objective=variant, dip_lambda_od=5.0, epochs=1), tiny_splits)
+        res = fit_seeded(with_train(tiny_cfg, objective=variant, dip_lambda_od=5.0, epochs=1), tiny_splits)
         row = res.metrics[0]
         assert row["train_dip_penalty"] > 0
         assert row["train_objective"] == pytest.approx(row["train_elbo"] - row["train_dip_penalty"], rel=1e-5)
@@ -66,7 +53,9 @@ def test_dip_diagonal_weight_defaults_to_disentanglement_libs():
 
 def test_capacity_rises_with_the_steps_and_is_reported(tiny_cfg, tiny_splits):
     # 10 steps per epoch; C = 8 * min(1, step / 15) at steps 0..19
-    res = _fit(_cfg(tiny_cfg, objective="capacity", capacity_max=8.0, capacity_steps=15, epochs=2), tiny_splits)
+    res = fit_seeded(
+        with_train(tiny_cfg, objective="capacity", capacity_max=8.0, capacity_steps=15, epochs=2), tiny_splits
+    )
     expect = [sum(8.0 * min(1.0, s / 15) for s in range(e * 10, e * 10 + 10)) / 10 for e in (0, 1)]
     assert [r["train_capacity"] for r in res.metrics] == pytest.approx(expect, rel=1e-6)
     for row in res.metrics:
@@ -74,7 +63,7 @@ def test_capacity_rises_with_the_steps_and_is_reported(tiny_cfg, tiny_splits):
 
 
 def test_factor_vae_trains_its_discriminator_beside_the_model(tiny_cfg, tiny_splits, tmp_path):
-    res = _fit(_cfg(tiny_cfg, objective="factor", factor_gamma=10.0, epochs=2), tiny_splits, tmp_path)
+    res = fit_seeded(with_train(tiny_cfg, objective="factor", factor_gamma=10.0, epochs=2), tiny_splits, tmp_path)
     for row in res.metrics:
         assert row["train_objective"] == pytest.approx(row["train_elbo"] - 10.0 * row["train_tc_disc"], rel=1e-5)
         assert 0 < row["train_disc_loss"] < 1.0  # cross-entropy nats, log 2 = 0.69 for a coin flip
@@ -89,14 +78,16 @@ def test_factor_vae_trains_its_discriminator_beside_the_model(tiny_cfg, tiny_spl
 
 @pytest.mark.parametrize("where", ["epoch", "mid-epoch"])
 def test_factor_vae_resumes_bit_identically(tiny_cfg, tiny_splits, tmp_path, monkeypatch, where):
-    cfg = _cfg(tiny_cfg, objective="factor", epochs=2, checkpoint_every=3)
-    full = _fit(cfg, tiny_splits, tmp_path / "full")
+    cfg = with_train(tiny_cfg, objective="factor", epochs=2, checkpoint_every=3)
+    full = fit_seeded(cfg, tiny_splits, tmp_path / "full")
     if where == "epoch":
-        _fit(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1)), tiny_splits, tmp_path / "r")
+        fit_seeded(
+            dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1)), tiny_splits, tmp_path / "r"
+        )
     else:  # a crash at step 14: the last checkpoint is step 12's
-        crash_fit_at_step(monkeypatch, 14, lambda: _fit(cfg, tiny_splits, tmp_path / "r"))
+        crash_fit_at_step(monkeypatch, 14, lambda: fit_seeded(cfg, tiny_splits, tmp_path / "r"))
     torch.manual_seed(99)  # the resume must not depend on the global generator
-    resumed = _fit(cfg, tiny_splits, tmp_path / "r", resume=True)
+    resumed = fit_seeded(cfg, tiny_splits, tmp_path / "r", resume=True)
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     ta, _ = ckpt._read_safetensors(tmp_path / "full" / ckpt.CHECKPOINT)
@@ -108,8 +99,8 @@ def test_factor_vae_resumes_bit_identically(tiny_cfg, tiny_splits, tmp_path, mon
 
 
 def test_a_checkpoint_without_the_discriminator_is_refused(tiny_cfg, tiny_splits, tmp_path):
-    _fit(_cfg(tiny_cfg, epochs=1), tiny_splits, tmp_path)
-    cfg = _cfg(tiny_cfg, objective="factor", epochs=2)
+    fit_seeded(with_train(tiny_cfg, epochs=1), tiny_splits, tmp_path)
+    cfg = with_train(tiny_cfg, objective="factor", epochs=2)
     disc = FactorDiscriminator(4)
     model = VAE(cfg.model)
     with pytest.raises(ckpt.CheckpointError, match="holds no FactorDiscriminator"):
@@ -152,7 +143,7 @@ def test_impossible_settings_are_refused(train, match):
 
 @pytest.mark.parametrize("model", [{"posterior": "iaf"}, {"prior": "vamp"}])
 def test_models_without_one_gaussian_posterior_and_normal_prior_are_refused(tiny_cfg, tiny_splits, model):
-    cfg = _cfg(tiny_cfg, objective="betatc", epochs=1)
+    cfg = with_train(tiny_cfg, objective="betatc", epochs=1)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model))
     with pytest.raises(ConfigError, match="one Gaussian q\\(z\\|x\\) and the N\\(0, I\\) prior"):
         fit(build_model(cfg.model), tiny_splits, cfg, progress=False)

@@ -3,7 +3,6 @@ their formulas, and both objectives through training, resume, eval, sample and s
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
@@ -11,13 +10,12 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import crash_fit_at_step, train_tiny_run
+from conftest import crash_fit_at_step, fit_seeded, run_cli, train_tiny_run, with_train
 from vaelab import maths
 from vaelab.config import ModelConfig, TrainConfig
 from vaelab.errors import ConfigError
 from vaelab.models import VAE
 from vaelab.objectives.base import Step, training_objective
-from vaelab.train import fit
 
 F64 = torch.float64
 
@@ -112,30 +110,17 @@ def test_the_mmd_objectives_refuse_what_they_do_not_take():
         TrainConfig(objective="wae", mmd_kernel="laplace")
 
 
-def _cfg(tiny_cfg, **train):
-    return dataclasses.replace(
-        tiny_cfg,
-        model=dataclasses.replace(tiny_cfg.model, latent_dim=4),
-        train=dataclasses.replace(tiny_cfg.train, **train),
-    )
-
-
-def _fit(cfg, splits, run_dir=None, resume=False):
-    torch.manual_seed(cfg.train.seed)
-    return fit(VAE(cfg.model), splits, cfg, run_dir, resume=resume, progress=False)
-
-
 @pytest.mark.parametrize("objective", ["wae", "infovae"])
 def test_mmd_objectives_train_and_resume_bit_identically(tiny_cfg, tiny_splits, tmp_path, monkeypatch, objective):
-    cfg = _cfg(tiny_cfg, objective=objective, epochs=2, checkpoint_every=3, mmd_weight=20.0)
-    full = _fit(cfg, tiny_splits, tmp_path / "full")
+    cfg = with_train(tiny_cfg, objective=objective, epochs=2, checkpoint_every=3, mmd_weight=20.0)
+    full = fit_seeded(cfg, tiny_splits, tmp_path / "full")
     row = full.metrics[-1]
     assert row["train_mmd"] != 0.0 and math.isfinite(row["train_mmd"])
     if objective == "wae":
         assert row["train_objective"] == pytest.approx(row["train_log_px_z"] - 20.0 * row["train_mmd"], rel=1e-5)
-    crash_fit_at_step(monkeypatch, 14, lambda: _fit(cfg, tiny_splits, tmp_path / "r"))
+    crash_fit_at_step(monkeypatch, 14, lambda: fit_seeded(cfg, tiny_splits, tmp_path / "r"))
     torch.manual_seed(99)  # the resume must not depend on the global generator
-    resumed = _fit(cfg, tiny_splits, tmp_path / "r", resume=True)
+    resumed = fit_seeded(cfg, tiny_splits, tmp_path / "r", resume=True)
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -143,18 +128,18 @@ def test_mmd_objectives_train_and_resume_bit_identically(tiny_cfg, tiny_splits, 
 def test_the_mmd_pulls_the_codes_towards_the_prior(tiny_cfg, tiny_splits):
     """The weight does what it is for: with a large mmd_weight the batch's codes end closer to N(0, I)
     (a smaller MMD) than with a small one, from the same start."""
-    strong = _fit(_cfg(tiny_cfg, objective="wae", epochs=3, mmd_weight=100.0), tiny_splits)
-    weak = _fit(_cfg(tiny_cfg, objective="wae", epochs=3, mmd_weight=0.0), tiny_splits)
+    strong = fit_seeded(with_train(tiny_cfg, objective="wae", epochs=3, mmd_weight=100.0), tiny_splits)
+    weak = fit_seeded(with_train(tiny_cfg, objective="wae", epochs=3, mmd_weight=0.0), tiny_splits)
     assert strong.metrics[-1]["train_mmd"] < weak.metrics[-1]["train_mmd"]
 
 
 def test_a_wae_run_evaluates_samples_and_serves(tmp_path, capsys):
     run = train_tiny_run(tmp_path, objective="wae", latent_dim=2, epochs=1)
-    code, out, err = _cli(["eval", str(run), "--k", "20", "--threads", "1"], capsys)
+    code, out, err = run_cli(["eval", str(run), "--k", "20", "--threads", "1"], capsys)
     assert code == 0, err
     assert "ELBO " in out and "trained with objective wae, which is not a bound on log p(x)" in out
     assert json.loads((run / "eval.json").read_text())  # the NLL is there, as for any Gaussian model
-    code, _, err = _cli(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png"), "--threads", "1"], capsys)
+    code, _, err = run_cli(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png"), "--threads", "1"], capsys)
     assert code == 0, err
     assert (tmp_path / "s.png").is_file()
     pytest.importorskip("fastapi")
@@ -164,13 +149,3 @@ def test_a_wae_run_evaluates_samples_and_serves(tmp_path, capsys):
 
     client = TestClient(app_from_run(run), base_url="http://localhost")
     assert client.get("/api/info").status_code == 200
-
-
-def _cli(args: list[str], capsys) -> tuple[int, str, str]:
-    from vaelab.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(args)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return e.value.code, captured.out, captured.err

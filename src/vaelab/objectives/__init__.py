@@ -207,6 +207,15 @@ def _check_infovae(tc: TrainConfig) -> None:
         )
 
 
+# What the penalised ELBOs share: one draw per image, the reparameterization gradient, one Gaussian
+# q(z|x) with the N(0, I) prior, a penalty estimated over the whole batch (one process), not a bound
+_PENALISED: dict[str, Any] = {
+    "estimators": ("reparam",),
+    "draws": "one",
+    "is_bound": False,
+    "needs": ("gaussian",),
+    "whole_batch": True,
+}
 _BOUNDS = "vaelab.objectives.bounds"
 _DIS = "vaelab.objectives.disentangling"
 for _spec in (
@@ -262,12 +271,8 @@ for _spec in (
         "ELBO - (beta - 1) TC, the total correlation estimated over the batch (Chen et al. 2018)",
         f"{_DIS}:betatc",
         terms=("mi", "tc", "dwkl"),
-        estimators=("reparam",),
-        draws="one",
         kl_weight="beta",
-        is_bound=False,
-        needs=("gaussian",),
-        whole_batch=True,
+        **_PENALISED,
         settings=("beta", "tc_estimator"),
     ),
     ObjectiveSpec(
@@ -275,12 +280,8 @@ for _spec in (
         "ELBO - gamma TC, TC from a discriminator trained beside the model (Kim & Mnih 2018)",
         f"{_DIS}:factor",
         terms=("tc_disc",),
-        estimators=("reparam",),
-        draws="one",
         kl_weight="factor_gamma",
-        is_bound=False,
-        needs=("gaussian",),
-        whole_batch=True,
+        **_PENALISED,
         settings=("factor_gamma", "disc_lr"),
         noise="uniform",
         auxiliary=Auxiliary(f"{_DIS}:build_discriminator", "disc_loss"),
@@ -290,12 +291,8 @@ for _spec in (
         "ELBO - DIP-VAE-I's penalty on the covariance of the posterior means (Kumar et al. 2018)",
         f"{_DIS}:dip_i",
         terms=("dip_penalty",),
-        estimators=("reparam",),
-        draws="one",
         kl_weight="dip_lambda_od",
-        is_bound=False,
-        needs=("gaussian",),
-        whole_batch=True,
+        **_PENALISED,
         settings=("dip_lambda_od", "dip_lambda_d"),
     ),
     ObjectiveSpec(
@@ -303,12 +300,8 @@ for _spec in (
         "ELBO - DIP-VAE-II's penalty on the aggregate posterior's covariance (Kumar et al. 2018)",
         f"{_DIS}:dip_ii",
         terms=("dip_penalty",),
-        estimators=("reparam",),
-        draws="one",
         kl_weight="dip_lambda_od",
-        is_bound=False,
-        needs=("gaussian",),
-        whole_batch=True,
+        **_PENALISED,
         settings=("dip_lambda_od", "dip_lambda_d"),
     ),
     ObjectiveSpec(
@@ -316,12 +309,8 @@ for _spec in (
         "log p(x|z) - gamma |KL - C|, C rising to capacity_max (Burgess et al. 2018)",
         f"{_DIS}:capacity",
         terms=("capacity",),
-        estimators=("reparam",),
-        draws="one",
         kl_weight="capacity_gamma",
-        is_bound=False,
-        needs=("gaussian",),
-        whole_batch=True,
+        **_PENALISED,
         settings=("capacity_max", "capacity_steps", "capacity_gamma"),
     ),
     ObjectiveSpec(
@@ -329,12 +318,8 @@ for _spec in (
         "WAE-MMD: log p(x|z) - mmd_weight MMD(q(z), N(0, I)), train.mmd_kernel imq or rbf (Tolstikhin et al. 2018)",
         "vaelab.objectives.mmd:wae",
         terms=("mmd",),
-        estimators=("reparam",),
-        draws="one",
         kl_weight="mmd_weight",
-        is_bound=False,
-        needs=("gaussian",),
-        whole_batch=True,
+        **_PENALISED,
         settings=("mmd_weight", "mmd_kernel", "mmd_scale"),
         noise="normal",
     ),
@@ -343,12 +328,8 @@ for _spec in (
         "InfoVAE: log p(x|z) - (1 - info_alpha) KL - (info_alpha + mmd_weight - 1) MMD (Zhao et al. 2019)",
         "vaelab.objectives.mmd:infovae",
         terms=("mmd",),
-        estimators=("reparam",),
-        draws="one",
         kl_weight="mmd_weight",
-        is_bound=False,
-        needs=("gaussian",),
-        whole_batch=True,
+        **_PENALISED,
         settings=("mmd_weight", "info_alpha", "mmd_kernel", "mmd_scale"),
         noise="normal",
         check=_check_infovae,
