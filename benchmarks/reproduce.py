@@ -2,9 +2,9 @@
 
     python benchmarks/reproduce.py --out ~/vaelab-runs/reproduce --jobs 2   # every row not done yet
     python benchmarks/reproduce.py --out DIR --rows burda-vae,burda-iwae-k5 # some rows
-    python benchmarks/reproduce.py --out DIR --table                         # the table of finished rows
+    python benchmarks/reproduce.py --table                                   # the table of finished rows
     python benchmarks/reproduce.py --out DIR --ship zoo                      # copy finished rows' models
-    python benchmarks/reproduce.py --out DIR --verify zoo                    # they evaluate to their rows
+    python benchmarks/reproduce.py --verify zoo                              # they evaluate to their rows
 
 Every number comes from the product: `vaelab train --preset ROW` (the preset holds the whole recipe:
 model, objective, schedule, budget in epochs or steps, split) and `vaelab eval RUN --k 5000` on all
@@ -246,7 +246,9 @@ def verify(zoo: Path, threads: int) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True, help="folder of the run folders (outside the work tree)")
+    ap.add_argument(
+        "--out", type=Path, help="folder of the run folders (outside the work tree); training and --ship need it"
+    )
     ap.add_argument("--results", type=Path, default=RESULTS, help=f"finished rows' JSON (default {RESULTS})")
     ap.add_argument("--rows", help="comma-separated rows (default: all): " + ", ".join(ROWS))
     ap.add_argument("--jobs", type=int, default=1, help="rows trained at once, each with --threads")
@@ -260,6 +262,8 @@ def main() -> None:
         return
     if args.verify:
         raise SystemExit(verify(args.verify, args.threads))
+    if args.out is None:
+        ap.error("--out DIR (the folder of the run folders) is needed to train rows or to --ship them")
     if args.ship:
         ship(args.out.expanduser(), args.results, args.ship)
         return
