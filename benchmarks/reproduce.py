@@ -30,6 +30,8 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,17 +79,39 @@ ROWS: dict[str, Row] = {
 }
 
 
-def run(cmd: list[str], log: Path) -> float:
-    """Run `cmd` with its output appended to `log`; return its CPU seconds (user + system)."""
+def run(cmd: list[str], log: Path, progress: Callable[[float], None] | None = None, interval: float = 60.0) -> float:
+    """Run `cmd` with its output appended to `log`; return its CPU seconds (user + system).
+
+    progress(seconds) is told the child's CPU seconds so far every `interval` seconds (read from
+    /proc), so that a runner killed in the middle of a row (the end of a session) leaves the CPU time
+    of what was trained recorded, not lost with the child's exit status.
+    """
     with log.open("a") as f:
         f.write(f"$ {shlex.join(cmd)}\n")
         f.flush()
         p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(p.pid, 0)
+        last = time.monotonic()
+        while True:
+            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if progress is not None and time.monotonic() - last >= interval:
+                progress(cpu_seconds(p.pid))
+                last = time.monotonic()
+            time.sleep(min(1.0, interval))
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"{shlex.join(cmd)} exited {code}; see {log}")
     return usage.ru_utime + usage.ru_stime
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process so far (Linux /proc; 0 where unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_json(cmd: list[str], log: Path) -> tuple[str, float]:
@@ -114,7 +138,8 @@ def run_row(name: str, out: Path, results: Path, threads: int) -> dict[str, Any]
             cmd = vaelab("train", "--resume", str(run_dir))
         else:
             cmd = [*train_cmd, "--overwrite"]
-        cpu["train"] += run(cmd, log)
+        base = dict(cpu)  # a killed runner leaves the CPU time trained so far in cpu_file
+        cpu["train"] += run(cmd, log, lambda s: cpu_file.write_text(json.dumps({**base, "train": base["train"] + s})))
         cpu_file.write_text(json.dumps(cpu))
         (run_dir / "train.json").write_text(json.dumps({"command": shlex.join(train_cmd)}))
     k = "5000" if row.measure == "nll" else "1"  # a conv model of 64 x 64 images: the ELBO, KL, active units

@@ -141,3 +141,17 @@ def test_speed_plans_the_same_rows_from_its_modules():
     assert {row.job["kind"] for g in groups for row in g.rows} <= set(speed.JOBS)
     with pytest.raises(SystemExit):
         plan(argparse.Namespace(**{**vars(args), "variants": "no such variant"}), "1")
+
+
+def test_reproduce_records_a_rows_cpu_time_while_it_runs(tmp_path):
+    """A runner killed in the middle of a row (the end of a session) must leave the CPU time of what
+    it trained recorded: run() reports the child's CPU seconds so far while it runs, and the total at
+    the end is at least the last report."""
+    import reproduce
+
+    seen: list[float] = []
+    burn = [sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.5: pass"]
+    total = reproduce.run(burn, tmp_path / "log.txt", seen.append, interval=0.3)
+    assert seen and all(b >= a for a, b in zip(seen, seen[1:]))  # reported more than once, never less
+    assert 0.2 < seen[-1] <= total + 0.05 and total >= 1.4, (seen, total)
+    assert reproduce.cpu_seconds(999_999_999) == 0.0  # a process that is gone reads as nothing
