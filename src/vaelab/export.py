@@ -111,14 +111,18 @@ def export_model(
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    from vaelab.models.registry import POSTERIORS
+
     mc = model.cfg
-    if mc.layers or mc.posterior != "gaussian" or model.likelihood.not_exportable:
-        kinds = {"vq": "VQ-VAE codes (a quantizer and a code prior)", "gumbel": "categorical (Gumbel-softmax) latents"}
+    entry = POSTERIORS[mc.posterior]
+    if mc.layers or entry.discrete or entry.flow is not None or model.likelihood.not_exportable:
         what = (
             "a hierarchy (model.layers)"
             if mc.layers
-            else kinds.get(mc.posterior, f"{_article(mc.posterior)} {mc.posterior} flow posterior")
-            if mc.posterior != "gaussian"
+            else f"discrete latents ({entry.summary})"
+            if entry.discrete
+            else f"{_article(mc.posterior)} {mc.posterior} flow posterior"
+            if entry.flow is not None
             else model.likelihood.not_exportable
         )
         raise ConfigError(
@@ -159,7 +163,7 @@ def export_model(
         "latent": "z = loc + exp(logvar / 2) * eps, eps ~ N(0, I); "
         + (
             "z ~ N(0, I) samples the prior"
-            if mc.prior == "normal"
+            if model.prior.standard_normal
             else f"the prior is {mc.prior} (learned): draw z with vaelab's model.sample_latents, not N(0, I)"
         ),
         "model": asdict(model.cfg),
