@@ -11,9 +11,9 @@ The names below are imported on first use (PEP 562), so that `import vaelab.conf
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from vaelab._lazy import lazy_face
 from vaelab._version import __version__
 
 # Public name -> the module that defines it.
@@ -47,17 +47,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]  # the public API: _EXPORTS is its one list
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vaelab' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_face("vaelab", _EXPORTS, globals())
 
 
 # What a type checker and an IDE see: the names of _EXPORTS, imported eagerly (they cannot follow

@@ -16,8 +16,9 @@ vaelab.config does) does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vaelab._lazy import lazy_face
 
 # Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
@@ -41,17 +42,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vaelab.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_face("vaelab.models", _EXPORTS, globals())
 
 
 if TYPE_CHECKING:  # what a type checker and an IDE see: the same names, imported eagerly
