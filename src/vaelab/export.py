@@ -119,7 +119,7 @@ def export_model(
         what = (
             "a hierarchy (model.layers)"
             if mc.layers
-            else f"discrete latents ({entry.summary})"
+            else entry.description
             if entry.discrete
             else f"{_article(mc.posterior)} {mc.posterior} flow posterior"
             if entry.flow is not None

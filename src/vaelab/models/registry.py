@@ -76,6 +76,7 @@ class PosteriorEntry:
     grid: bool = False  # quantizes a grid of encoder outputs: needs an architecture with a grid
     categorical: bool = False  # latent_dim categorical variables of `categories` classes
     hierarchy: bool = False  # may be every layer's posterior of a hierarchy (model.layers)
+    description: str = ""  # the latents in words, for messages ("": the posterior's name)
 
     def check(self, cfg: ModelConfig) -> None:
         if self.discrete != PRIORS[cfg.prior].discrete:
@@ -200,6 +201,7 @@ POSTERIORS.register(
         model="vaelab.models.vqvae:VQVAE",
         discrete=True,
         grid=True,
+        description="VQ-VAE codes (a quantizer and a code prior)",
     )
 )
 POSTERIORS.register(
@@ -209,6 +211,7 @@ POSTERIORS.register(
         model="vaelab.models.gumbel:GumbelVAE",
         discrete=True,
         categorical=True,
+        description="categorical (Gumbel-softmax) latents",
     )
 )
 
