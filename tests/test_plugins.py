@@ -59,8 +59,11 @@ def test_a_plugin_objective_is_a_choice_trains_and_is_recorded(tmp_path):
     assert bare.returncode == 2 and "double-kl" in bare.stderr and "elbo" in bare.stderr, bare.stderr
     assert not (tmp_path / "bare").exists()
 
+    # --help lists it among the choices and gives its summary beside the built-ins'
     helped = _vaelab(["train", "--help"], tmp_path)
-    assert helped.returncode == 0 and "double-kl" in helped.stdout.replace("\n", " "), helped.stdout[-2000:]
+    shown = " ".join(helped.stdout.split())
+    assert helped.returncode == 0 and "double-kl" in shown, helped.stdout[-2000:]
+    assert "double-kl: the ELBO with the KL counted twice" in shown, helped.stdout[-3000:]
 
     run = tmp_path / "run"
     done = _vaelab([*train, "--out", str(run)], tmp_path)

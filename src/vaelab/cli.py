@@ -21,10 +21,11 @@ from vaelab.cli_options import (
     DEVICE_HELP,
     THREADS_HELP,
     WEIGHTS,
-    RegistryChoice,
+    LiveHelpOption,
     ThreadsType,
     device_opt,
     invert_opt,
+    registry_option,
     run_arg,
     set_threads,
     setup_logging,
@@ -90,10 +91,7 @@ def cli() -> None:
 @click.option("--lr", type=float, help="Adam learning rate.")
 @click.option("--latent-dim", type=int, help="Latent dimensions D.")
 @click.option("--hidden", help="Hidden widths, comma-separated, e.g. 400 or 200,200.")
-@click.option(
-    "--dataset",
-    help=dataset_help(),
-)
+@click.option("--dataset", cls=LiveHelpOption, live_help=dataset_help)
 @click.option(
     "--data-dir", type=click.Path(), help="Folder with the IDX files, CIFAR-10's .bin files or the dSprites .npz."
 )
@@ -102,39 +100,23 @@ def cli() -> None:
     "--image-size", type=int, help="Image folders: centre-crop each image to a square and resize it to N x N."
 )
 @click.option("--binarize", type=click.Choice(get_args(Binarize)), help="Pixel mode.")
-@click.option(
-    "--likelihood",
-    type=RegistryChoice(LIKELIHOODS),
-    help=f"p(x|z): {LIKELIHOODS.help()}.",
-)
-@click.option("--arch", type=RegistryChoice(ARCHITECTURES), help=f"{ARCHITECTURES.help()}.")
+@registry_option("--likelihood", LIKELIHOODS, before="p(x|z): ")
+@registry_option("--arch", ARCHITECTURES)
 @click.option(
     "--activation",
     type=click.Choice(get_args(Activation)),
     help="Of the hidden layers; gated: each dense layer is (Wx + b) * sigmoid(Vx + c) (MLP only).",
 )
 @click.option("--conditional", is_flag=True, help="Conditional VAE: encoder and decoder see the one-hot label.")
-@click.option(
-    "--prior",
-    type=RegistryChoice(PRIORS),
-    help=f"p(z): {PRIORS.help()}.",
-)
+@registry_option("--prior", PRIORS, before="p(z): ")
 @click.option(
     "--prior-components",
     type=int,
     help="Mixture components (mog: 10), pseudo-inputs (vamp: 500) or MAF steps (flow: 4).",
 )
-@click.option(
-    "--posterior",
-    type=RegistryChoice(POSTERIORS),
-    help=f"q(z|x): {POSTERIORS.help()}. docs/discrete.md.",
-)
+@registry_option("--posterior", POSTERIORS, before="q(z|x): ", after=" docs/discrete.md.")
 @click.option("--flow-steps", type=int, help="Steps of a planar or IAF posterior (default 4).")
-@click.option(
-    "--objective",
-    type=RegistryChoice(OBJECTIVES),
-    help=f"{OBJECTIVES.help()}. docs/family.md, docs/disentanglement.md.",
-)
+@registry_option("--objective", OBJECTIVES, after=" docs/family.md, docs/disentanglement.md.")
 @click.option(
     "--estimator",
     type=click.Choice(get_args(Estimator)),

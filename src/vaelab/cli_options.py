@@ -151,3 +151,27 @@ class RegistryChoice(click.Choice):
     @choices.setter
     def choices(self, value: Any) -> None:  # click.Choice.__init__ sets it; the registry is the source
         pass
+
+
+class LiveHelpOption(click.Option):
+    """A click.Option whose help text is built when --help is shown, by `live_help()`: a registry's
+    summaries then include the parts that plugins registered (they load after this module is imported)."""
+
+    def __init__(self, *args: Any, live_help: Any, **kwargs: Any) -> None:
+        super().__init__(*args, help=live_help(), **kwargs)
+        self.live_help = live_help
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = self.live_help()
+        return super().get_help_record(ctx)
+
+
+def registry_option(flag: str, registry: Any, before: str = "", after: str = "") -> Any:
+    """--FLAG taking one of `registry`'s names; its choices and its help ("name: summary; ...") are read
+    from the registry when the command line is parsed or --help is shown, so a plugin's parts appear."""
+    return click.option(
+        flag,
+        cls=LiveHelpOption,
+        type=RegistryChoice(registry),
+        live_help=lambda: f"{before}{registry.help()}.{after}",
+    )
