@@ -158,7 +158,8 @@ class LiveHelpOption(click.Option):
     summaries then include the parts that plugins registered (they load after this module is imported)."""
 
     def __init__(self, *args: Any, live_help: Any, **kwargs: Any) -> None:
-        super().__init__(*args, help=live_help(), **kwargs)
+        kwargs["help"] = live_help()
+        super().__init__(*args, **kwargs)
         self.live_help = live_help
 
     def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
