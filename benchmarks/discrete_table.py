@@ -38,8 +38,8 @@ def reconstruction_mse(run: Path) -> float:
     import torch
 
     import vaelab
-    from vaelab.checkpoint import read_config
     from vaelab.data import iter_batches, to_float
+    from vaelab.run.checkpoint import read_config
 
     model = vaelab.load(run)
     test = vaelab.load_splits(read_config(run).data).test

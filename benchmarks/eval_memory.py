@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaelab import checkpoint as ckpt
 from vaelab.config_io import load_preset, replace
 from vaelab.models import build_model
+from vaelab.run import checkpoint as ckpt
 
 preset, n = sys.argv[1], int(sys.argv[2])
 extra = sys.argv[sys.argv.index("--") + 1 :]

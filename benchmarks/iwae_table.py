@@ -38,12 +38,12 @@ import torch
 
 from vaelab.config import DataConfig, EvalConfig, RunConfig
 from vaelab.config_io import load_preset, replace
-from vaelab.cpu import default_threads, keep_freed_memory
 from vaelab.data import DataSplits, ImageData, load_splits
-from vaelab.device import resolve_device
 from vaelab.errors import ConfigError
 from vaelab.evaluate import evaluate
 from vaelab.models import VAE
+from vaelab.platform.cpu import default_threads, keep_freed_memory
+from vaelab.platform.device import resolve_device
 from vaelab.train import burda_stage_ends, fit, mean_pixel
 
 logger = logging.getLogger("iwae_table")

@@ -131,7 +131,7 @@ class Burner:
 def machine_description(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from vaelab.cpu import default_threads
+    from vaelab.platform.cpu import default_threads
 
     cpu = platform.processor() or platform.machine()
     try:

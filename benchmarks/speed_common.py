@@ -19,10 +19,10 @@ def peak_rss_mb() -> float:
 
 def set_threads(threads: str) -> int:
     """Apply a thread setting: an integer, "default" (vaelab's default, the usable cores) or "auto"
-    (vaelab.cpu.auto_threads: the usable cores less the busy ones)."""
+    (vaelab.platform.cpu.auto_threads: the usable cores less the busy ones)."""
     import torch
 
-    from vaelab.cpu import resolve_threads
+    from vaelab.platform.cpu import resolve_threads
 
     n = resolve_threads(None if threads == "default" else threads if threads == "auto" else int(threads))
     torch.set_num_threads(n)

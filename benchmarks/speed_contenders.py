@@ -217,9 +217,9 @@ def eval_setup(job: dict[str, Any]) -> tuple[Any, Any, Any]:
 
     from vaelab.config import EvalConfig
     from vaelab.config_io import load_preset
-    from vaelab.cpu import keep_freed_memory
     from vaelab.data import ImageData, binarize_once
     from vaelab.models import VAE
+    from vaelab.platform.cpu import keep_freed_memory
 
     keep_freed_memory()  # as `vaelab eval` does
     torch.manual_seed(0)

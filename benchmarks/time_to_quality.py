@@ -32,10 +32,10 @@ from iwae_table import burda_splits, init_output_bias
 
 from vaelab.config import EvalConfig
 from vaelab.config_io import load_preset, replace
-from vaelab.cpu import default_threads, keep_freed_memory
 from vaelab.errors import ConfigError
 from vaelab.evaluate import evaluate, log_likelihood
 from vaelab.models import VAE
+from vaelab.platform.cpu import default_threads, keep_freed_memory
 from vaelab.train import fit
 
 logger = logging.getLogger("time_to_quality")

@@ -20,11 +20,11 @@ import pytest
 import torch
 
 import vaelab
-from vaelab import checkpoint as ckpt
 from vaelab.cli import main
 from vaelab.config import DataConfig, ModelConfig, TrainConfig
 from vaelab.data import MNIST_FILES, idx_bytes, load_splits
 from vaelab.errors import CheckpointError, ConfigError, DataError, StorageError, VaelabError
+from vaelab.run import checkpoint as ckpt
 
 _MESSAGES: dict[str, str] = {}
 

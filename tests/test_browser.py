@@ -430,8 +430,8 @@ def test_traversals_and_colour_by_factor(trained_run_5d):
     _require_browser()
     from playwright.sync_api import sync_playwright
 
-    from vaelab.checkpoint import load, read_config
     from vaelab.data import ImageData, load_splits
+    from vaelab.run.checkpoint import load, read_config
     from vaelab.serve import Explorer, create_app
 
     test = load_splits(read_config(trained_run_5d).data).test

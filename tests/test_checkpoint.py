@@ -10,10 +10,10 @@ from safetensors.torch import save_file
 from torch.testing import assert_close
 
 import vaelab
-from vaelab import checkpoint as ckpt
 from vaelab.config import ModelConfig, RunConfig
 from vaelab.errors import CheckpointError
 from vaelab.models import VAE
+from vaelab.run import checkpoint as ckpt
 
 
 def _run(tmp_path, model_cfg=ModelConfig(input_shape=(1, 4, 4), hidden=(8,), latent_dim=3)):

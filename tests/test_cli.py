@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from vaelab import checkpoint as ckpt
 from vaelab.cli import main
-from vaelab.outputs import PICTURES
+from vaelab.run import checkpoint as ckpt
+from vaelab.run.outputs import PICTURES
 
 TWO_D_PICTURES = [p for k, p in PICTURES.items() if k != "traversals"]  # what a 2-D model's run draws
 

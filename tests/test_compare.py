@@ -8,10 +8,10 @@ import struct
 import pytest
 
 from conftest import run_cli
-from vaelab import checkpoint as ckpt
-from vaelab import compare as cmp
+from vaelab.analysis import compare as cmp
 from vaelab.config_io import load_preset, replace
 from vaelab.plots import plot_compared_curves
+from vaelab.run import checkpoint as ckpt
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +182,7 @@ def test_compared_curves_refuse_an_unknown_axis():
 
 def test_discrete_latents_are_described_by_their_codes_not_flow_steps():
     """#22: a VQ-VAE read 'posterior vq x4' and a Gumbel model 'gumbel x4', as if they were flows."""
-    from vaelab.compare import describe_model
+    from vaelab.analysis.compare import describe_model
     from vaelab.config_io import load_preset
 
     assert describe_model(load_preset("vqvae")).endswith("posterior vq (128 codes)")

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from vaelab import checkpoint as ckpt
 from vaelab.cli import main
 from vaelab.config import EvalConfig
 from vaelab.data import ImageData, load_splits
 from vaelab.evaluate import log_likelihood
+from vaelab.run import checkpoint as ckpt
 
 
 def ten_class_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +141,7 @@ def test_label_on_an_unconditional_model_is_an_error(tmp_path, npz_dataset, caps
 
 def test_labels_reach_the_log_likelihood(cvae_run, capsys):
     """log p(x | y) with the true label beats the same images with a wrong label."""
-    from vaelab.checkpoint import load
+    from vaelab.run.checkpoint import load
 
     model = load(cvae_run)
     cfg = ckpt.read_config(cvae_run)

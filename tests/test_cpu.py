@@ -8,7 +8,7 @@ import pytest
 def test_auto_threads_leaves_out_busy_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     """--threads auto with 2 usable cores: both when idle, 1 when another process keeps a core (or
     half of one) busy. The default ignores the load: the thread count changes the numbers."""
-    from vaelab import cpu
+    from vaelab.platform import cpu
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
@@ -26,7 +26,7 @@ def test_auto_threads_leaves_out_busy_cores(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_default_threads_respects_a_container_quota(monkeypatch: pytest.MonkeyPatch) -> None:
     """16 visible CPUs but `docker --cpus 1.5`: one thread (and never more than the quota)."""
-    from vaelab import cpu
+    from vaelab.platform import cpu
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
@@ -49,7 +49,7 @@ def test_busy_cores_reads_proc_stat() -> None:
 
     if not hasattr(os, "sched_getaffinity") or not os.path.exists("/proc/stat"):
         pytest.skip("reads Linux's /proc/stat")
-    from vaelab.omp import busy_cores
+    from vaelab.platform.omp import busy_cores
 
     cpu = min(os.sched_getaffinity(0))
     spin = subprocess.Popen(
@@ -74,7 +74,7 @@ def test_flush_denormal_is_restored_after_the_block() -> None:
     (other code, hypothesis for one, refuses to run with flushed subnormals)."""
     import torch
 
-    from vaelab import cpu
+    from vaelab.platform import cpu
 
     tiny = torch.tensor([1e-39], dtype=torch.float32)
     assert float(tiny.mul(1.0)[0]) != 0.0
@@ -91,7 +91,7 @@ def _cli_with_busy_cores(busy: float, args: list[str], env: dict[str, str] | Non
     import sys
 
     code = (
-        "import os, vaelab.omp as o\n"
+        "import os, vaelab.platform.omp as o\n"
         f"o.busy_cores = lambda cpus, window_s=0.1: {busy!r}\n"
         "from vaelab.cli import main\n"
         f"main({args!r})\n"
@@ -106,7 +106,7 @@ def test_a_busy_core_makes_openmp_wait_passively_and_the_header_says_so(tmp_path
     """Issue #23: two threads on a machine with one busy core spun at every OpenMP barrier. The
     command measures the load before torch loads, waits passively then (the same numbers), names
     the thread count in the header and warns with the fix."""
-    from vaelab.omp import affinity
+    from vaelab.platform.omp import affinity
 
     if len(affinity()) < 2:
         pytest.skip("needs two CPUs: one thread has no partner to wait for")
@@ -130,7 +130,7 @@ def test_a_busy_core_makes_openmp_wait_passively_and_the_header_says_so(tmp_path
 
 
 def test_wait_policy_is_left_alone_once_torch_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vaelab import omp
+    from vaelab.platform import omp
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.setattr(omp, "busy_cores", lambda cpus, window_s=0.1: 2.0)

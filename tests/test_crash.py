@@ -1,7 +1,7 @@
 """Crash safety: SIGKILL at any moment (including inside a checkpoint write), SIGINT/SIGTERM, NaN
 losses and a full disk all leave a run folder that `vaelab train --resume` continues bit-identically.
 
-The kills use the documented test hook VAELAB_TEST_CRASH_BEFORE_RENAME=NAME:N (vaelab.storage): the
+The kills use the documented test hook VAELAB_TEST_CRASH_BEFORE_RENAME=NAME:N (vaelab.platform.storage): the
 N-th atomic write of the file NAME SIGKILLs its own process after the temporary file is written and
 fsynced, just before the rename. The slow test also kills at random moments from outside.
 """
@@ -23,11 +23,11 @@ import torch
 from safetensors.torch import load_file
 
 import vaelab.train.loop
-from vaelab import checkpoint as ckpt
 from vaelab.cli import main
 from vaelab.data import CRASH_HOOK_ENV
 from vaelab.errors import ConfigError, StorageError, TrainingDiverged
 from vaelab.models import VAE
+from vaelab.run import checkpoint as ckpt
 
 # 480 training images / batch 40 = 12 steps per epoch, 3 epochs = 36 steps. Checkpoints at steps
 # 5, 10, 12 (epoch), 15, 20, 24 (epoch), 25, 30, 35, 36 (epoch) and once more after the test ELBO.
@@ -516,7 +516,7 @@ class BusyCore:
 @pytest.fixture(scope="module")
 def idle_reference(mnist_sized, tmp_path_factory) -> Path:
     """The run with the default thread count, uninterrupted, on a machine with nothing else to do."""
-    from vaelab.cpu import usable_cores
+    from vaelab.platform.cpu import usable_cores
 
     if usable_cores() < 2:
         pytest.skip("one usable core: every thread default is 1, so the load cannot change the numbers here")
@@ -529,7 +529,7 @@ def idle_reference(mnist_sized, tmp_path_factory) -> Path:
 def test_the_thread_count_changes_the_numbers_so_config_json_records_it(mnist_sized, idle_reference, tmp_path):
     import json
 
-    from vaelab.cpu import usable_cores
+    from vaelab.platform.cpu import usable_cores
 
     recorded = json.loads((idle_reference / ckpt.CONFIG).read_text())["train"]["threads"]
     assert recorded == usable_cores()  # the count it trained with, not null

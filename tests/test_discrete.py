@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import crash_fit_at_step, run_cli
-from vaelab import checkpoint as ckpt
+from vaelab.analysis.prior_fit import fit_code_prior, write_prior
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.config_io import load_preset
 from vaelab.errors import ConfigError
@@ -27,7 +27,7 @@ from vaelab.models import build_model
 from vaelab.models.code_prior import CodePrior
 from vaelab.models.gumbel import GumbelVAE, categorical_kl_uniform, gumbel_noise
 from vaelab.models.vqvae import VQVAE
-from vaelab.prior_fit import fit_code_prior, write_prior
+from vaelab.run import checkpoint as ckpt
 from vaelab.train import fit
 
 STRIP = ("epoch_seconds", "samples_per_s")

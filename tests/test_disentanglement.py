@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from vaelab import disentanglement as dis
+from vaelab.analysis import disentanglement as dis
 from vaelab.errors import ConfigError
 
 SMALL = {"num_train": 2000}  # fewer points than disentanglement_lib's 10,000: same answers, faster

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from conftest import crash_fit_at_step, fit_seeded, with_train
-from vaelab import checkpoint as ckpt
 from vaelab.config import ModelConfig, TrainConfig
 from vaelab.config_io import load_preset
 from vaelab.errors import ConfigError
@@ -21,6 +20,7 @@ from vaelab.objectives import OBJECTIVES
 from vaelab.objectives.base import Step, training_objective
 from vaelab.objectives.discriminator import FactorDiscriminator, discriminator_loss, permute_dims
 from vaelab.objectives.disentangling import dip_lambda_diag
+from vaelab.run import checkpoint as ckpt
 from vaelab.train import fit
 
 STRIP = ("epoch_seconds", "samples_per_s")

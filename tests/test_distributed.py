@@ -20,8 +20,8 @@ import torch
 from safetensors.torch import load_file
 
 from vaelab.cli import main
-from vaelab.distributed import _first_line, _is_peer_failure, dist_timeout
 from vaelab.errors import ConfigError, DistributedError
+from vaelab.platform.distributed import _first_line, _is_peer_failure, dist_timeout
 
 # 480 training images (the .npz fixture's 80%): batch 50 leaves a last batch of 30, which 2
 # processes split 15/15; a conditional model with dynamic binarization uses every per-rank slice.

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from conftest import run_cli
-from vaelab import checkpoint as ckpt
 from vaelab.config import EvalConfig, ModelConfig, RunConfig
 from vaelab.config_io import load_preset, replace
 from vaelab.data import ImageData
@@ -22,6 +21,7 @@ from vaelab.errors import ConfigError
 from vaelab.evaluate import log_likelihood
 from vaelab.evaluate_plan import MB, _LiveBytes, measure_pass_cost, plan_passes
 from vaelab.models import build_model
+from vaelab.run import checkpoint as ckpt
 
 # A small colour model whose latents cost what a colour model's do: the logistic mixture's
 # temporaries, (K, B, M, 3, H, W) floats each, are ~170 KB per decoded latent here.

@@ -295,9 +295,9 @@ def _write_run(root, model_cfg: ModelConfig, images):
     """A run folder with a freshly initialised model of `model_cfg` and an .npz of `images`."""
     import numpy as np
 
-    from vaelab import checkpoint as ckpt
     from vaelab.config import RunConfig
     from vaelab.config_io import replace
+    from vaelab.run import checkpoint as ckpt
 
     root.mkdir(parents=True, exist_ok=True)
     np.savez(root / "d.npz", x=images)
@@ -478,7 +478,8 @@ def test_log_likelihood_refuses_a_score_that_is_not_a_density() -> None:
 def test_one_evaluation_checks_the_pixels_once_and_a_command_reads_config_json_once(monkeypatch, tmp_path, capsys):
     """#22: is_binary ran over the whole split twice per eval, and config.json was read twice."""
     from conftest import run_cli, train_tiny_run
-    from vaelab import checkpoint, evaluate
+    from vaelab import evaluate
+    from vaelab.run import checkpoint
 
     run = train_tiny_run(tmp_path, n=200, epochs=1)
     calls = {"is_binary": 0, "read_config": 0}

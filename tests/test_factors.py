@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from conftest import run_cli
+from vaelab.analysis.factors import REPORT, kl_per_dimension, traversal_order, traversals
 from vaelab.config import ModelConfig
 from vaelab.data import shapes2d as S
-from vaelab.factors import REPORT, kl_per_dimension, traversal_order, traversals
 from vaelab.models import VAE
 
 SMALL = (3, 2, 4, 4, 3)  # 288 images
@@ -102,7 +102,7 @@ def test_disentangle_and_traverse_a_shapes2d_run(small_shapes2d, capsys, caplog)
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train_mi", "train_tc", "train_dwkl"} <= set(header)
 
-    caplog.set_level(logging.INFO, logger="vaelab.factors")
+    caplog.set_level(logging.INFO, logger="vaelab.analysis.factors")
     code, out, err = run_cli(["disentangle", str(run), "--points", "28"], capsys)
     assert code == 0, err
     # each metric is announced before it runs (DCI takes minutes on 10,000 points: issue #23)

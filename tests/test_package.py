@@ -51,24 +51,48 @@ def test_the_version_is_written_once_and_matches_the_project():
 
 def test_imports_point_down_the_layers():
     # plots takes arrays and returns figures: no data, no run folder, no files
-    assert not {"vaelab.data", "vaelab.factors", "vaelab.storage", "vaelab.checkpoint"} & _imports("plots.py")
+    assert not {
+        "vaelab.data",
+        "vaelab.analysis.factors",
+        "vaelab.platform.storage",
+        "vaelab.run.checkpoint",
+    } & _imports("plots.py")
     # what writes run folders and exports gets the version without importing the package face
-    for module in ("checkpoint.py", "export.py", "serve/app.py"):
+    for module in ("run/checkpoint.py", "export.py", "serve/app.py"):
         assert "vaelab.__version__" not in _imports(module) and "vaelab" not in _imports(module), module
     # nothing below the CLI imports the training loop for a helper
-    for module in ("evaluate.py", "evaluate_plan.py", "evaluate_records.py", "factors.py", "outputs.py", "plots.py"):
+    for module in (
+        "evaluate.py",
+        "evaluate_plan.py",
+        "evaluate_records.py",
+        "analysis/factors.py",
+        "run/outputs.py",
+        "plots.py",
+    ):
         assert not any(m == "vaelab.train" or m.startswith("vaelab.train.") for m in _imports(module)), module
     assert not any(m.startswith("vaelab.serve") for m in _imports("serve/explorer.py") if m != "vaelab.serve.guards")
+    # the machine's layer (device, threads, signals, file writes) stands on nothing of vaelab but its errors
+    for path in sorted((SRC / "platform").glob("*.py")):
+        used = {m for m in _imports(f"platform/{path.name}") if m.startswith("vaelab")}
+        assert used <= {"vaelab.errors"} | {f"vaelab.platform.{p.stem}" for p in path.parent.glob("*.py")}, path.name
 
 
 def test_files_written_from_memory_go_through_one_atomic_helper(tmp_path):
-    from vaelab.storage import atomic_write_with
+    from vaelab.platform.storage import atomic_write_with
 
     a = np.arange(6.0).reshape(2, 3)
     atomic_write_with(tmp_path / "a.npy", lambda f: np.save(f, a))
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), a)
     assert [p.name for p in tmp_path.iterdir()] == ["a.npy"]  # no temporary file left
-    for module in ("cli.py", "cli_options.py", "outputs.py", "plots.py", "evaluate.py", "runs.py", "prior_fit.py"):
+    for module in (
+        "cli.py",
+        "cli_options.py",
+        "run/outputs.py",
+        "plots.py",
+        "evaluate.py",
+        "run/setup.py",
+        "analysis/prior_fit.py",
+    ):
         assert "BytesIO" not in (SRC / module).read_text(), module
     buf = io.BytesIO()
     np.save(buf, a)
@@ -79,7 +103,14 @@ def test_the_cli_is_thin():
     """Each command parses, builds configs and calls one library function (STYLE.md, #22)."""
     lines = (SRC / "cli.py").read_text().count("\n")
     assert lines <= 650, lines
-    for module in ("evaluate.py", "plots.py", "outputs.py", "runs.py", "checkpoint.py", "factors.py"):
+    for module in (
+        "evaluate.py",
+        "plots.py",
+        "run/outputs.py",
+        "run/setup.py",
+        "run/checkpoint.py",
+        "analysis/factors.py",
+    ):
         n = (SRC / module).read_text().count("\n")
         assert n <= 470, (module, n)
 

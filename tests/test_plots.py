@@ -11,7 +11,8 @@ import pytest
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from vaelab import outputs, plots
+from vaelab import plots
+from vaelab.run import outputs
 
 
 def test_image_grid_layout():

@@ -10,13 +10,13 @@ import math
 import pytest
 import torch
 
-from vaelab.checkpoint import BEST, MODEL, load
 from vaelab.config import ModelConfig
 from vaelab.config_io import load_preset
 from vaelab.data import ImageData
 from vaelab.errors import ConfigError
 from vaelab.models import build_model
 from vaelab.models.networks import GatedDense
+from vaelab.run.checkpoint import BEST, MODEL, load
 from vaelab.train import fit
 
 

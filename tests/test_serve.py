@@ -713,7 +713,7 @@ def factored() -> Explorer:
 
 
 def test_traverse_is_the_library_traversal(factored):
-    from vaelab.factors import traversal_order, traversals
+    from vaelab.analysis.factors import traversal_order, traversals
 
     c = TestClient(create_app(factored))
     assert c.get("/api/info").json()["can_traverse"] is True

@@ -16,12 +16,12 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from vaelab import checkpoint as ckpt
 from vaelab import maths
 from vaelab.config import RunConfig, TrainConfig
 from vaelab.errors import ConfigError
 from vaelab.models import VAE
 from vaelab.objectives.base import Step, training_objective
+from vaelab.run import checkpoint as ckpt
 
 F64 = torch.float64
 TOL = {"atol": 1e-10, "rtol": 1e-10}  # float64: the loops and the vectorised code differ by round-off

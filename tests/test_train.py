@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import crash_fit_at_step
-from vaelab import checkpoint as ckpt
 from vaelab.config import TrainConfig
 from vaelab.models import VAE
+from vaelab.run import checkpoint as ckpt
 from vaelab.train import fit, kl_weight, lr_at
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from vaelab.checkpoint import load, read_config
 from vaelab.config_io import load_preset
+from vaelab.run.checkpoint import load, read_config
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo"
 ROWS = sorted(p.parent.name for p in ZOO.glob("*/result.json"))

@@ -35,7 +35,7 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(["VAE", "BaseVAE", "Draws", "ElboTerms", "build_model", "interpolate_latents"], "vaelab.models"),
     "HierarchicalVAE": "vaelab.models.hierarchy",
-    "load": "vaelab.checkpoint",
+    "load": "vaelab.run.checkpoint",
     **dict.fromkeys(["DataSplits", "ImageData", "load_splits"], "vaelab.data"),
     **dict.fromkeys(
         ["EvalReport", "EvalRun", "LikelihoodEstimate", "encode_means", "evaluate", "evaluate_run", "log_likelihood"],
@@ -54,7 +54,6 @@ __getattr__, __dir__ = lazy_face("vaelab", _EXPORTS, globals())
 # __getattr__, nor read __all__ built from _EXPORTS: hence the noqa). tests/test_cli.py checks that
 # this block imports exactly _EXPORTS' names, each from its module there.
 if TYPE_CHECKING:
-    from vaelab.checkpoint import load  # noqa: F401
     from vaelab.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig  # noqa: F401
     from vaelab.config_io import load_preset  # noqa: F401
     from vaelab.data import DataSplits, ImageData, load_splits  # noqa: F401
@@ -79,4 +78,5 @@ if TYPE_CHECKING:
     )
     from vaelab.models import VAE, BaseVAE, Draws, ElboTerms, build_model, interpolate_latents  # noqa: F401
     from vaelab.models.hierarchy import HierarchicalVAE  # noqa: F401
+    from vaelab.run.checkpoint import load  # noqa: F401
     from vaelab.train import TrainResult, fit  # noqa: F401

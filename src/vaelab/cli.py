@@ -61,7 +61,7 @@ def cli() -> None:
     pixels have no NLL). Train on binary pixels (`--binarize dynamic`, or the iwae-paper preset)
     and `vaelab eval RUN --k 5000` prints the test NLL with its standard error.
     """
-    from vaelab.omp import choose_wait_policy
+    from vaelab.platform.omp import choose_wait_policy
 
     choose_wait_policy()  # before any command imports torch: libgomp reads it as it loads
     load_plugins()  # the parts users register (VAELAB_PLUGINS, vaelab.plugins entry points)
@@ -168,7 +168,7 @@ def train(
     """
     setup_logging(quiet)
     if nproc is not None:
-        from vaelab.distributed import launch_torchrun
+        from vaelab.platform.distributed import launch_torchrun
 
         raise SystemExit(launch_torchrun(nproc, sys.argv[1:]))
     tensorboard = flags.pop("tensorboard")
@@ -177,12 +177,12 @@ def train(
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from vaelab.runs import draw_pictures, epoch_line, prepare_run, summary, train_run
+    from vaelab.run.setup import draw_pictures, epoch_line, prepare_run, summary, train_run
 
     run = prepare_run(overrides=overrides, **setup)
     if run.rank == 0:
         logger.info("%s", run.header())
-        from vaelab.omp import busy_warning
+        from vaelab.platform.omp import busy_warning
 
         warning = busy_warning(run.cfg.train.threads if isinstance(run.cfg.train.threads, int) else 1)
         if warning is not None:
@@ -222,7 +222,7 @@ def train_prior(
     in nats per image (lower is better; the uniform prior's H'W' log K beside it). Then
     `vaelab sample RUN` draws from it and `vaelab eval RUN` reports the NLL bound with it.
     """
-    from vaelab.prior_fit import fit_run_prior
+    from vaelab.analysis.prior_fit import fit_run_prior
 
     setup_logging(quiet)
     set_threads(threads)
@@ -287,8 +287,8 @@ def eval_(run: str, threads: int | str | None, weights: str, as_json: bool, **op
     set_threads(threads)
     from click.core import ParameterSource
 
-    from vaelab.cpu import keep_freed_memory
     from vaelab.evaluate import evaluate_run
+    from vaelab.platform.cpu import keep_freed_memory
 
     asked = EvalConfig(**{n: opts.pop(n) for n in ("k", "batch_size", "chunk", "seed", "split", "memory_mb")})
     keep_freed_memory()  # ~30% less CPU time on Linux: no page faults for the reused buffers
@@ -335,7 +335,7 @@ def sample(run: str, n: int, threads: int | str | None, weights: str, **opts: An
     """Decode n draws z ~ p(z) of the model's own prior and save them as a grid image: the pixel
     means of p(x|z), or with --draw one draw x ~ p(x|z) each (the picture's title says which)."""
     set_threads(threads)
-    from vaelab.outputs import draw_samples
+    from vaelab.run.outputs import draw_samples
 
     path = draw_samples(run, n, weights=WEIGHTS[weights], **opts)
     click.echo(f"wrote {n} samples to {path}")
@@ -355,7 +355,7 @@ def sample(run: str, n: int, threads: int | str | None, weights: str, **opts: An
 def reconstruct(run: str, threads: int | str | None, weights: str, **opts: Any) -> None:
     """Reconstruct the first n images of a split: inputs above, reconstructions below."""
     set_threads(threads)
-    from vaelab.outputs import draw_reconstructions
+    from vaelab.run.outputs import draw_reconstructions
 
     count, path = draw_reconstructions(run, weights=WEIGHTS[weights], **opts)
     click.echo(f"wrote {count} reconstructions to {path}")
@@ -375,7 +375,7 @@ def encode(run: str, out: str, threads: int | str | None, weights: str, **opts: 
     The .csv has columns z1..zD (then logvar1..logvarD) and label when the data has labels.
     """
     set_threads(threads)
-    from vaelab.outputs import encode_run
+    from vaelab.run.outputs import encode_run
 
     click.echo(encode_run(run, out, weights=WEIGHTS[weights], **opts))
 
@@ -390,7 +390,7 @@ def encode(run: str, out: str, threads: int | str | None, weights: str, **opts: 
 def plot(run: str, threads: int | str | None, weights: str, **opts: Any) -> None:
     """Redraw the run's pictures: latent space, reconstructions, samples, manifold, learning curves."""
     set_threads(threads)
-    from vaelab.outputs import redraw_pictures
+    from vaelab.run.outputs import redraw_pictures
 
     for p in redraw_pictures(run, weights=WEIGHTS[weights], **opts):
         click.echo(f"wrote {p}")
@@ -410,7 +410,7 @@ def traverse(run: str, threads: int | str | None, weights: str, **opts: Any) -> 
     """Latent traversals of a test image: one row per latent dimension (sorted by average KL, largest
     first), each sweeping that dimension of the image's code from -span to span."""
     set_threads(threads)
-    from vaelab.outputs import draw_traversals
+    from vaelab.run.outputs import draw_traversals
 
     rows, path = draw_traversals(run, weights=WEIGHTS[weights], **opts)
     click.echo(f"wrote {rows} traversals of {opts['steps']} steps (test image {opts['index']}) to {path}")
@@ -435,7 +435,7 @@ def disentangle(
     posterior means of a split. Writes RUN/disentanglement.json."""
     setup_logging(False)  # each metric's progress on stderr: DCI takes minutes
     set_threads(threads)
-    from vaelab.factors import REPORT, measure_run
+    from vaelab.analysis.factors import REPORT, measure_run
 
     report = measure_run(run, split, points, seed, WEIGHTS[weights], device)
     if as_json:
@@ -469,9 +469,9 @@ def compare(runs: tuple[str, ...], out: str | None, x: str, as_json: bool) -> No
     and over how many images, the NLL and which evaluation it comes from, training minutes) and
     their learning curves overlaid in one picture. Warns when the rows were evaluated differently.
     Reads only the run folders; writes only the picture (none with --json unless -o is given)."""
-    from vaelab import compare as cmp
-    from vaelab.outputs import save_figure
+    from vaelab.analysis import compare as cmp
     from vaelab.plots import plot_compared_curves
+    from vaelab.run.outputs import save_figure
 
     result = cmp.compare_runs(list(runs))  # every folder is checked before anything is written
     summaries = result.runs

@@ -81,8 +81,8 @@ def set_threads(n: int | str | None) -> int:
     """Set torch's CPU threads for a command (--threads), warn when busy cores will slow them."""
     import torch
 
-    from vaelab.cpu import resolve_threads
-    from vaelab.omp import busy_warning
+    from vaelab.platform.cpu import resolve_threads
+    from vaelab.platform.omp import busy_warning
 
     threads = resolve_threads(n)
     torch.set_num_threads(threads)

@@ -288,7 +288,7 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget; training ends cleanly when spent
     device: Device = "auto"
     # torch intra-op threads on CPU. None: the usable cores, whatever the load (the count changes the
-    # numbers); "auto": fewer when other processes keep cores busy (vaelab.cpu.auto_threads). fit()
+    # numbers); "auto": fewer when other processes keep cores busy (vaelab.platform.cpu.auto_threads). fit()
     # writes the count it used into config.json, so a resumed run uses it again.
     threads: int | Literal["auto"] | None = None
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: every epoch only)

@@ -424,9 +424,9 @@ def evaluate_run(
     """
     from dataclasses import replace as dc_replace
 
-    from vaelab.checkpoint import load_run
     from vaelab.data import load_splits
-    from vaelab.storage import atomic_write_with
+    from vaelab.platform.storage import atomic_write_with
+    from vaelab.run.checkpoint import load_run
 
     if per_image is not None and (not str(per_image).endswith(".npy") or not Path(per_image).parent.is_dir()):
         raise ConfigError(f"--per-image {per_image}: give a .npy file name in an existing folder")

@@ -51,7 +51,7 @@ def record_evaluation(run_dir: str | Path, doc: dict[str, Any]) -> dict[str, Any
     """Write RUN/eval.json (atomically): `doc` at the top level, as the latest evaluation, and under
     "evaluations" one record per (split, k, num_images, weights): `doc` replaces the record of an
     earlier evaluation with the same key and keeps the others. Returns what was written."""
-    from vaelab.storage import atomic_write_text
+    from vaelab.platform.storage import atomic_write_text
 
     key = evaluation_key(doc)
     kept = [r for r in read_evaluations(run_dir) if evaluation_key(r) != key]

@@ -250,7 +250,7 @@ def export_run(
     """`vaelab export`: :func:`export_model` of a run folder's model (on the CPU) into `out_dir`
     (default RUN/export-FORMAT), its export.json also naming the run and the weights. Returns the
     folder and the paths written."""
-    from vaelab.checkpoint import load_run
+    from vaelab.run.checkpoint import load_run
 
     model, _ = load_run(run_dir, "cpu", weights)  # any model: export_model says which it cannot export
     folder = Path(out_dir or Path(run_dir) / f"export-{fmt}")

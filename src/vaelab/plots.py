@@ -1,5 +1,5 @@
 """Pictures. The figure functions take arrays and return a matplotlib Figure; saving is the
-caller's job (:mod:`vaelab.outputs` computes a run's arrays, calls these and writes the files).
+caller's job (:mod:`vaelab.run.outputs` computes a run's arrays, calls these and writes the files).
 
 Figures are built with matplotlib.figure.Figure, not pyplot: no global state, no GUI backend,
 safe in threads and servers.

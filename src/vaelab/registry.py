@@ -6,7 +6,7 @@ spelled once: where its entry is registered. A user adds a part from their own c
 registry's ``register`` (see docs/family.md) and, for the command line, lists the module that does it
 in the ``VAELAB_PLUGINS`` environment variable or in a ``vaelab.plugins`` entry point of their package.
 
-This module imports no torch: the CLI reads the names before torch loads (vaelab.omp sets OpenMP's
+This module imports no torch: the CLI reads the names before torch loads (vaelab.platform.omp sets OpenMP's
 wait policy first). An entry names its implementation either as a callable or as a
 "package.module:attribute" string, imported on first use by :func:`resolve`.
 """

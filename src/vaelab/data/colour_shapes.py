@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from vaelab.errors import DataError
-from vaelab.storage import atomic_write_with
+from vaelab.platform.storage import atomic_write_with
 
 SHAPES = ("circle", "square", "triangle")
 FACTOR_NAMES = (

@@ -27,7 +27,7 @@ import numpy as np
 
 from vaelab.data.idx import MNIST_FILES, _find_idx, idx_bytes
 from vaelab.errors import DataError
-from vaelab.storage import atomic_write_bytes
+from vaelab.platform.storage import atomic_write_bytes
 
 logger = logging.getLogger("vaelab.data")
 

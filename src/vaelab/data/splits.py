@@ -47,7 +47,10 @@ from vaelab.data.npy import load_npy_folder
 from vaelab.data.npz import load_npz
 from vaelab.data.registry import DATASETS, DatasetSpec
 from vaelab.errors import ConfigError, DataError
-from vaelab.storage import CRASH_HOOK_ENV, atomic_write_bytes  # kept here too: scripts import them from vaelab.data
+from vaelab.platform.storage import (  # kept here too: scripts import them from vaelab.data
+    CRASH_HOOK_ENV,
+    atomic_write_bytes,
+)
 
 # (the imports above that this module does not use are vaelab.data's face: it re-exports them)
 

@@ -197,9 +197,9 @@ def app_from_run(
     """Load a run folder's model (read-only) and its dataset's test split, and build the app."""
     from dataclasses import replace as dc_replace
 
-    from vaelab.checkpoint import load, read_config
     from vaelab.data import load_splits
-    from vaelab.device import resolve_device
+    from vaelab.platform.device import resolve_device
+    from vaelab.run.checkpoint import load, read_config
 
     run_dir = Path(run_dir)
     rcfg = read_config(run_dir)

@@ -204,10 +204,10 @@ class Explorer:
         return self.model.continuous_latents and self.model.latent_size > 2 and not self.conditional
 
     def traverse(self, i: int, steps: int) -> dict[str, Any]:
-        """Each latent dimension of test image i's code swept from -3 to 3 (vaelab.factors.traversals),
+        """Each latent dimension of test image i's code swept from -3 to 3 (vaelab.analysis.factors.traversals),
         rows sorted by the dimension's average KL over the first 1,000 test images (computed once):
         dims (D,), kl (D,) nats, values (steps,), images (D * steps, C, H, W), row-major."""
-        from vaelab.factors import traversal_order, traversals
+        from vaelab.analysis.factors import traversal_order, traversals
 
         if not self.can_traverse:
             raise ConfigError(

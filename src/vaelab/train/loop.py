@@ -31,20 +31,20 @@ import torch.distributed as dist
 from torch import Tensor
 
 from vaelab import maths
-from vaelab.checkpoint import BEST, load_weights, save_weights
 from vaelab.config import RunConfig, TrainConfig
 from vaelab.config_io import replace as replace_config
-from vaelab.cpu import flush_denormal, keep_freed_memory, resolve_threads, usable_cores
 from vaelab.data import DataSplits, ImageData
-from vaelab.device import resolve_device
-from vaelab.distributed import dist_info, peer_failures
 from vaelab.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from vaelab.evaluate import elbo_batches
 from vaelab.models import BaseVAE
 from vaelab.objectives import OBJECTIVES, ObjectiveSpec, check_model
 from vaelab.objectives.base import Outcome, Step, training_objective
+from vaelab.platform.cpu import flush_denormal, keep_freed_memory, resolve_threads, usable_cores
+from vaelab.platform.device import resolve_device
+from vaelab.platform.distributed import dist_info, peer_failures
+from vaelab.platform.stop import AgreedStopFlag, StopFlag
 from vaelab.registry import resolve
-from vaelab.stop import AgreedStopFlag, StopFlag
+from vaelab.run.checkpoint import BEST, load_weights, save_weights
 from vaelab.train.batches import Batch, Batches, mean_pixel
 from vaelab.train.schedules import kl_weight, lr_at
 from vaelab.train.state import RunState

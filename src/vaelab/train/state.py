@@ -12,7 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vaelab.checkpoint import (
+from vaelab.config import RunConfig
+from vaelab.errors import CheckpointError, ConfigError
+from vaelab.models import BaseVAE
+from vaelab.run.checkpoint import (
     CHECKPOINT,
     MODEL,
     START_AGAIN,
@@ -25,9 +28,6 @@ from vaelab.checkpoint import (
     write_config,
     write_metrics,
 )
-from vaelab.config import RunConfig
-from vaelab.errors import CheckpointError, ConfigError
-from vaelab.models import BaseVAE
 
 logger = logging.getLogger(__name__)
 

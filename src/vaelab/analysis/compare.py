@@ -130,8 +130,8 @@ def summarize(run_dir: str | Path, evaluation: tuple[Any, ...] | None = None) ->
     """Read one run folder: its NLL from the eval.json record with the key `evaluation`
     ((split, k, images, weights), see vaelab.evaluate.evaluation_key) when it has one, else from
     its latest evaluation with an NLL. Raises CheckpointError when it is not a run folder."""
-    from vaelab import checkpoint as ckpt
     from vaelab.evaluate import evaluation_key, read_evaluations
+    from vaelab.run import checkpoint as ckpt
 
     path = Path(run_dir)
     cfg = ckpt.read_config(path)

@@ -1,5 +1,5 @@
 """Run folders: configs as JSON, tensors as safetensors, every write atomic. Nothing is unpickled.
-The folder's names and its text files (config.json, metrics.csv) are in :mod:`vaelab.run_folder`;
+The folder's names and its text files (config.json, metrics.csv) are in :mod:`vaelab.run.folder`;
 the tensors are here.
 
 A run folder holds:
@@ -29,7 +29,8 @@ from safetensors.torch import save as st_save
 from vaelab.config import RunConfig
 from vaelab.errors import CheckpointError, TrainingDiverged
 from vaelab.models import BaseVAE, build_model
-from vaelab.run_folder import (  # noqa: F401 (the run folder's names and text files: importable here too)
+from vaelab.platform.storage import atomic_write_bytes
+from vaelab.run.folder import (  # noqa: F401 (the run folder's names and text files: importable here too)
     BEST,
     CHECKPOINT,
     CONFIG,
@@ -45,7 +46,6 @@ from vaelab.run_folder import (  # noqa: F401 (the run folder's names and text f
     write_config,
     write_metrics,
 )
-from vaelab.storage import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def load_run(
 ) -> tuple[BaseVAE, RunConfig]:
     """The model of a run folder (:func:`load`) and its config, config.json read once. device:
     "auto" (CUDA, then Apple MPS, then the CPU), "cpu", "cuda", "mps" or a torch.device."""
-    from vaelab.device import resolve_device
+    from vaelab.platform.device import resolve_device
 
     dev = resolve_device(device) if isinstance(device, str) else device
     cfg = read_config(Path(run_dir))

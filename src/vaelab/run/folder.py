@@ -1,6 +1,6 @@
 """A run folder's names and its text files: config.json (every setting, plus versions) and
 metrics.csv (one row per epoch), each written atomically. No torch here: `vaelab train`'s checks of
-a folder and a config answer before torch is imported. The tensors are in :mod:`vaelab.checkpoint`.
+a folder and a config answer before torch is imported. The tensors are in :mod:`vaelab.run.checkpoint`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from vaelab._version import __version__
 from vaelab.config import RunConfig, TrainConfig
 from vaelab.errors import CheckpointError, ConfigError
-from vaelab.storage import atomic_write_text
+from vaelab.platform.storage import atomic_write_text
 
 CONFIG = "config.json"
 MODEL = "model.safetensors"

@@ -129,8 +129,8 @@ def fit_code_prior(
 
 def write_prior(run_dir: Path, model: torch.nn.Module, record: PriorFit) -> None:
     """Put the fitted code prior into every weights file of the run, then write prior.json."""
-    from vaelab.checkpoint import replace_tensors
-    from vaelab.storage import atomic_write_text
+    from vaelab.platform.storage import atomic_write_text
+    from vaelab.run.checkpoint import replace_tensors
 
     prior = getattr(model, "code_prior")  # noqa: B009 (a VQ-VAE's; fit_code_prior checked it)
     tensors = {f"code_prior.{k}": v for k, v in prior.state_dict().items()}
@@ -149,8 +149,8 @@ def fit_run_prior(
 ) -> PriorFit:
     """`vaelab train-prior`: load a VQ-VAE's run folder and its data, :func:`fit_code_prior` on its
     training codes (binarized with `seed` for a dynamically binarized run) and :func:`write_prior`."""
-    from vaelab.checkpoint import load_run
     from vaelab.data import load_splits
+    from vaelab.run.checkpoint import load_run
 
     model, cfg = load_run(run_dir, device)
     splits = load_splits(cfg.data)

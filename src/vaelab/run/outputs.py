@@ -2,9 +2,9 @@
 plot`), samples, reconstructions, traversals and the codes of a split (`vaelab encode`).
 
 The arrays are computed here, from the model and its data; :mod:`vaelab.plots` draws them (arrays
-in, Figure out); every file is written atomically (:func:`vaelab.storage.atomic_write_with`).
+in, Figure out); every file is written atomically (:func:`vaelab.platform.storage.atomic_write_with`).
 
-    >>> from vaelab.outputs import draw_samples
+    >>> from vaelab.run.outputs import draw_samples
     >>> draw_samples("runs/seed", 16, out="samples.png", device="auto")
 """
 
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from vaelab import plots
-from vaelab.checkpoint import MODEL, load_run, read_metrics
 from vaelab.errors import ConfigError
-from vaelab.storage import atomic_write_with
+from vaelab.platform.storage import atomic_write_with
+from vaelab.run.checkpoint import MODEL, load_run, read_metrics
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -116,7 +116,7 @@ def save_run_pictures(
         save(plots.plot_manifold(tiles, axis, invert=invert, label=label, class_names=class_names), "manifold")
     if model.continuous_latents and model.latent_size > 2 and not k:
         # codes and categories have no traversal; a conditional model's would also need a label
-        from vaelab.factors import traversal_order, traversals
+        from vaelab.analysis.factors import traversal_order, traversals
 
         order, kl = traversal_order(model, test)
         imgs, values, dims = traversals(model, to_float(test.batch(slice(0, 1))[0][0].to(device)), order=order)
@@ -235,11 +235,11 @@ def draw_traversals(
     device: str | torch.device = "cpu",
     weights: str = MODEL,
 ) -> tuple[int, Path]:
-    """`vaelab traverse`: the latent traversals of test image `index` (:func:`vaelab.factors.traversals`,
+    """`vaelab traverse`: the latent traversals of test image `index` (:func:`vaelab.analysis.factors.traversals`,
     rows by average KL, largest first) as a picture at `out` (default RUN/traversals.png).
     Returns (rows drawn, the picture's path)."""
+    from vaelab.analysis.factors import traversal_order, traversals
     from vaelab.data import load_splits, to_float
-    from vaelab.factors import traversal_order, traversals
 
     model, cfg = load_run(run_dir, device, weights)
     if model.cfg.num_classes:

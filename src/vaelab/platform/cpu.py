@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from vaelab.omp import affinity, busy_cores
+from vaelab.platform.omp import affinity, busy_cores
 
 # torch's default intra-op thread count (the physical cores), read once: torch.get_num_threads()
 # later returns whatever the last set_num_threads() chose.

@@ -2,7 +2,7 @@
 codes (`vaelab disentangle RUN` writes them to RUN/disentanglement.json) and its latent traversals.
 
 The codes are the posterior means, encode_mean(x) (B, D), as in disentanglement_lib. The metrics
-themselves are in :mod:`vaelab.disentanglement` and take plain arrays.
+themselves are in :mod:`vaelab.analysis.disentanglement` and take plain arrays.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaelab import disentanglement as dis
+from vaelab.analysis import disentanglement as dis
 from vaelab.data import DataSplits, ImageData, iter_batches, to_float
 from vaelab.errors import ConfigError
 from vaelab.evaluate import encode_means
@@ -129,7 +129,7 @@ def measure(
     seed: int = 0,
     reconstruction_nats: float | None = None,
 ) -> DisentanglementReport:
-    """Every metric of :mod:`vaelab.disentanglement` on the posterior means of the first `points`
+    """Every metric of :mod:`vaelab.analysis.disentanglement` on the posterior means of the first `points`
     images of `split`, each with its disentanglement_lib protocol and `seed`."""
     data: ImageData = getattr(splits, split)
     if data.factors is None or not splits.factor_names:
@@ -199,10 +199,10 @@ def measure_run(
 ) -> DisentanglementReport:
     """`vaelab disentangle`: load a run, measure it (:func:`measure`) and write
     RUN/disentanglement.json (atomically). device: "auto", "cpu", "cuda", "mps" or a torch.device."""
-    from vaelab.checkpoint import load, read_config, read_state
     from vaelab.data import load_splits
-    from vaelab.device import resolve_device
-    from vaelab.storage import atomic_write_text
+    from vaelab.platform.device import resolve_device
+    from vaelab.platform.storage import atomic_write_text
+    from vaelab.run.checkpoint import load, read_config, read_state
 
     device = resolve_device(device) if isinstance(device, str) else device
     run = Path(run_dir)

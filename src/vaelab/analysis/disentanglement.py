@@ -1,6 +1,6 @@
 """Disentanglement metrics on any representation: codes (N, D) against ground-truth factors (N, F).
 
-    >>> from vaelab.disentanglement import mig, dci
+    >>> from vaelab.analysis.disentanglement import mig, dci
     >>> mig(codes, factors)                  # codes: e.g. posterior means; factors: values or classes
     >>> dci(codes, factors)["disentanglement"]
 

@@ -1,6 +1,6 @@
 """Creating and resuming a run: its config, its data and its folder, set up in one call.
 
-    >>> from vaelab.runs import prepare_run, train_run
+    >>> from vaelab.run.setup import prepare_run, train_run
     >>> run = prepare_run("seed", overrides={"train.epochs": 2}, out="runs/demo")
     >>> result = train_run(run)        # vaelab.train.fit on the prepared model, data and folder
 
@@ -84,7 +84,7 @@ def configure(
     """
     overrides = dict(overrides or {})
     if resume is not None:
-        from vaelab import checkpoint as ckpt
+        from vaelab.run import checkpoint as ckpt
 
         run_dir = Path(resume)
         try:
@@ -125,7 +125,7 @@ def configure(
             f"{', '.join(ignored)}: this model is a hierarchy, whose sizes are its model.layers "
             f"(top latent_dim {cfg.model.latent_dim}); set --model.layers instead"
         )
-    from vaelab.run_folder import CONFIG  # not checkpoint's: that module imports torch
+    from vaelab.run.folder import CONFIG  # not checkpoint's: that module imports torch
 
     run_dir = Path(out or f"runs/{preset}")
     if (run_dir / CONFIG).exists() and not overwrite:
@@ -166,11 +166,11 @@ def prepare_run(
     )
     import torch  # only now: a bad preset or flag answers without the second that importing torch takes
 
-    from vaelab import checkpoint as ckpt
     from vaelab.data import load_splits
-    from vaelab.device import resolve_device
-    from vaelab.distributed import dist_info, init_distributed
     from vaelab.models import build_model
+    from vaelab.platform.device import resolve_device
+    from vaelab.platform.distributed import dist_info, init_distributed
+    from vaelab.run import checkpoint as ckpt
     from vaelab.train import check_trainable
 
     init_distributed()
@@ -178,7 +178,7 @@ def prepare_run(
     device = resolve_device(cfg.train.device)  # no CUDA here: one line, before anything is printed or written
     if device.type == "cpu" and not isinstance(cfg.train.threads, int):
         # the count is chosen once, here, so that the header shows it and config.json records it
-        from vaelab.cpu import resolve_threads, usable_cores
+        from vaelab.platform.cpu import resolve_threads, usable_cores
 
         threads = resolve_threads(cfg.train.threads)
         if cfg.train.threads == "auto":
@@ -229,7 +229,7 @@ def train_run(
     each epoch's row (metrics.csv's). tensorboard: also log scalars and image grids each epoch to
     RUN/tensorboard/ (pip install 'vaelab[tensorboard]'). Leaves the process group that
     `prepare_run` joined under torchrun."""
-    from vaelab.distributed import finish_distributed
+    from vaelab.platform.distributed import finish_distributed
     from vaelab.train import fit
 
     log = on_log
@@ -264,8 +264,8 @@ def epoch_line(row: dict[str, float]) -> str:
 
 
 def draw_pictures(run: Run, result: TrainResult, invert: bool = False) -> list[Path]:
-    """The pictures of a trained run (vaelab.outputs.save_run_pictures), from the model `fit` returned."""
-    from vaelab.outputs import save_run_pictures
+    """The pictures of a trained run (vaelab.run.outputs.save_run_pictures), from the model `fit` returned."""
+    from vaelab.run.outputs import save_run_pictures
 
     splits = run.splits
     return save_run_pictures(
@@ -305,7 +305,7 @@ def _epochs_done(metrics: list[dict[str, float]], epochs: int) -> str:
 
 
 def _recorded_preset(run_dir: Path) -> str:
-    from vaelab.checkpoint import read_preset
+    from vaelab.run.checkpoint import read_preset
 
     return read_preset(run_dir) or "a run from before presets were recorded"
 
@@ -314,11 +314,11 @@ def clear_run(run_dir: Path) -> None:
     """Delete the files of the run that `overwrite` replaces (and nothing else in the folder): what
     training wrote, and what later commands derived from it (a fitted code prior, the
     disentanglement report), which would otherwise be claimed by the new run."""
-    from vaelab import checkpoint as ckpt
+    from vaelab.analysis.factors import REPORT
+    from vaelab.analysis.prior_fit import PRIOR_RECORD
     from vaelab.evaluate_records import EVAL_JSON
-    from vaelab.factors import REPORT
-    from vaelab.outputs import PICTURES
-    from vaelab.prior_fit import PRIOR_RECORD
+    from vaelab.run import checkpoint as ckpt
+    from vaelab.run.outputs import PICTURES
 
     derived = (EVAL_JSON, PRIOR_RECORD, REPORT)
     for name in (ckpt.CONFIG, ckpt.MODEL, ckpt.BEST, ckpt.CHECKPOINT, ckpt.METRICS, *derived, *PICTURES.values()):

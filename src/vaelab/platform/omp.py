@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-# A core counts as busy from this fraction of it: ceil(busy - 0.25) in vaelab.cpu.auto_threads.
+# A core counts as busy from this fraction of it: ceil(busy - 0.25) in vaelab.platform.cpu.auto_threads.
 BUSY = 0.75
 
 # What choose_wait_policy() measured: the busy cores as the command started (None: not measured).
