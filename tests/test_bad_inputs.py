@@ -615,7 +615,7 @@ def test_conditional_training_on_unlabelled_data(tmp_path, cli_error):
     [
         pytest.param(
             ["sample", "RUN", "-o", "DIR/missing/s.png"],
-            r"-o DIR/missing/s\.png: folder DIR/missing does not exist",
+            r"-o DIR/missing/s\.png: folder DIR/missing does not exist; create it \(mkdir -p DIR/missing\) or write elsewhere",
             id="sample_out_folder_missing",
         ),
         pytest.param(
@@ -635,7 +635,7 @@ def test_conditional_training_on_unlabelled_data(tmp_path, cli_error):
         ),
         pytest.param(
             ["encode", "RUN", "-o", "DIR/missing/z.npy"],
-            r"folder DIR/missing does not exist",
+            r"-o DIR/missing/z\.npy: folder DIR/missing does not exist; create it \(mkdir -p DIR/missing\)",
             id="encode_out_folder_missing",
         ),
         pytest.param(["eval", "RUN", "--k", "0"], r"k must be a positive integer, got 0", id="eval_k_zero"),

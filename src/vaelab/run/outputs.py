@@ -39,13 +39,21 @@ PICTURES = {
 }
 
 
+def _folder_must_exist(opt: str, path: str | Path) -> None:
+    """ConfigError, naming the option, the folder and the fix, when `path`'s folder does not exist."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{opt} {path}: folder {folder} does not exist; create it (mkdir -p {folder}) or write elsewhere"
+        )
+
+
 def save_figure(fig: Figure, path: Path) -> None:
     """Write a figure to a .png, .pdf or .svg file (atomically); ConfigError for another suffix or a
     folder that does not exist."""
     if path.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ConfigError(f"-o {path}: use a .png, .pdf or .svg file name")
-    if not path.parent.is_dir():
-        raise ConfigError(f"-o {path}: folder {path.parent} does not exist")
+    _folder_must_exist("-o", path)
     atomic_write_with(path, lambda f: fig.savefig(f, format=path.suffix[1:].lower()))
 
 
@@ -273,8 +281,7 @@ def encode_run(
     path = Path(out)
     if path.suffix not in (".npy", ".csv"):
         raise ConfigError(f"-o {out}: use a .npy or .csv file name")
-    if not path.parent.is_dir():
-        raise ConfigError(f"-o {out}: folder {path.parent} does not exist")
+    _folder_must_exist("-o", out)
     model, cfg = load_run(run_dir, device, weights)
     data = getattr(load_splits(cfg.data), split)
     if logvar:
@@ -303,7 +310,7 @@ def encode_run(
 def _check_outputs(*files: tuple[str, str | Path | None, str | None]) -> None:
     """Each (option, file, suffix): the file's folder exists and its name ends in the suffix."""
     for opt, p, suffix in files:
-        if p is not None and not Path(p).parent.is_dir():
-            raise ConfigError(f"{opt} {p}: folder {Path(p).parent} does not exist")
+        if p is not None:
+            _folder_must_exist(opt, p)
         if p is not None and suffix and Path(p).suffix != suffix:
             raise ConfigError(f"{opt} {p}: use a {suffix} file name")
