@@ -27,7 +27,7 @@ from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaelab.data import load_splits
 from vaelab.models import VAE
 from vaelab.objectives.base import training_objective
-from vaelab.train import fit
+from vaelab.training import fit
 
 
 def check_step(device: torch.device) -> tuple[bool, str]:

@@ -44,7 +44,7 @@ from vaelab.evaluate import evaluate
 from vaelab.models import VAE
 from vaelab.platform.cpu import default_threads, keep_freed_memory
 from vaelab.platform.device import resolve_device
-from vaelab.train import burda_stage_ends, fit, mean_pixel
+from vaelab.training import burda_stage_ends, fit, mean_pixel
 
 logger = logging.getLogger("iwae_table")
 

@@ -22,7 +22,7 @@ def job_fit(job: dict[str, Any]) -> dict[str, Any]:
     from vaelab.config_io import replace
     from vaelab.data import DataSplits
     from vaelab.models import build_model
-    from vaelab.train import fit
+    from vaelab.training import fit
 
     if job.get("synthetic"):
         splits, source = synthetic_splits(job["synthetic"]), "synthetic"
@@ -71,7 +71,7 @@ def job_fit_syncs(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from vaelab.models import VAE
-    from vaelab.train import fit
+    from vaelab.training import fit
 
     splits, _ = load_mnist_or_synthetic(job.get("images"))
     cfg = run_cfg(job)

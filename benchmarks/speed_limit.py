@@ -137,7 +137,7 @@ def job_limit(job: dict[str, Any]) -> dict[str, Any]:
     model's parameters: the least any Adam training step must do."""
     import torch
 
-    from vaelab.train import make_optimizer
+    from vaelab.training import make_optimizer
 
     step, model = train_step_fn(job)
     step()

@@ -36,7 +36,7 @@ from vaelab.errors import ConfigError
 from vaelab.evaluate import evaluate, log_likelihood
 from vaelab.models import VAE
 from vaelab.platform.cpu import default_threads, keep_freed_memory
-from vaelab.train import fit
+from vaelab.training import fit
 
 logger = logging.getLogger("time_to_quality")
 

@@ -23,7 +23,7 @@ import torch
 from vaelab.config_io import load_preset, replace
 from vaelab.data import load_splits
 from vaelab.models import VAE
-from vaelab.train import evaluate_elbo, fit
+from vaelab.training import evaluate_elbo, fit
 
 
 def peak_rss_mb() -> float:

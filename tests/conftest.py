@@ -68,7 +68,7 @@ def with_train(cfg: RunConfig, latent_dim: int = 4, **train: object) -> RunConfi
 def fit_seeded(cfg: RunConfig, splits: DataSplits, run_dir=None, resume: bool = False):
     """fit() a VAE of cfg.model built after seeding torch with cfg.train.seed (a resume is exact)."""
     from vaelab.models import VAE
-    from vaelab.train import fit
+    from vaelab.training import fit
 
     torch.manual_seed(cfg.train.seed)
     return fit(VAE(cfg.model), splits, cfg, run_dir, resume=resume, progress=False)
@@ -114,7 +114,7 @@ def train_tiny_run(
 
     from vaelab.data import load_splits
     from vaelab.models import build_model
-    from vaelab.train import fit
+    from vaelab.training import fit
 
     root = Path(root)
     x, y = make_images(n, hw=hw)
@@ -132,7 +132,7 @@ def train_tiny_run(
 def crash_fit_at_step(monkeypatch, step: int, run: Callable[[], object]) -> None:
     """Run `run()` (a fit) with a simulated crash as training reaches optimizer step `step` (the
     last checkpoint left behind is the one before it), then undo the patch."""
-    import vaelab.train.loop as T
+    import vaelab.training.loop as T
 
     real = T.kl_weight
 

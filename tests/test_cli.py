@@ -228,10 +228,10 @@ def test_log_lines_are_written_above_the_live_progress_bar_not_into_it(tmp_path,
 def test_a_partial_last_epoch_is_marked_in_the_log_and_metrics(tmp_path, npz_dataset, capsys, caplog, monkeypatch):
     import logging
 
-    import vaelab.train.loop
+    import vaelab.training.loop
 
     clock = iter(range(0, 10**6, 3))  # every reading of the clock is 3 s later: a 0.2-minute budget ends
-    monkeypatch.setattr(vaelab.train.loop.time, "monotonic", lambda: float(next(clock)))  # after a few steps
+    monkeypatch.setattr(vaelab.training.loop.time, "monotonic", lambda: float(next(clock)))  # after a few steps
     caplog.set_level(logging.INFO)
     out = tmp_path / "run"
     code, stdout, err = run(

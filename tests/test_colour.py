@@ -22,7 +22,7 @@ from vaelab.data import load_splits
 from vaelab.errors import ConfigError, DataError
 from vaelab.models import build_model
 from vaelab.models.networks import ResBlock
-from vaelab.train import fit
+from vaelab.training import fit
 
 
 def write_cifar(folder, n_per_batch: int = 20, seed: int = 0, meta: bool = True) -> dict[str, np.ndarray]:

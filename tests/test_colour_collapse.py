@@ -28,7 +28,7 @@ from vaelab.data.colour_shapes import (
 from vaelab.errors import ConfigError
 from vaelab.models import build_model
 from vaelab.objectives.base import Step, training_objective
-from vaelab.train import fit
+from vaelab.training import fit
 
 # -- the free-bits KL term --------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import vaelab.train.loop
+import vaelab.training.loop
 from vaelab.cli import main
 from vaelab.data import CRASH_HOOK_ENV
 from vaelab.errors import ConfigError, StorageError, TrainingDiverged
@@ -176,14 +176,14 @@ def test_signal_saves_a_checkpoint_exits_128_plus_signum_and_resumes(
     signum, dataset, reference, tmp_path, capsys, monkeypatch
 ):
     out = tmp_path / "run"
-    real = vaelab.train.loop.kl_weight
+    real = vaelab.training.loop.kl_weight
 
     def kl_weight_then_signal(cfg, step, steps_per_epoch):  # the signal arrives during step 17
         if step == 17:
             os.kill(os.getpid(), signum)
         return real(cfg, step, steps_per_epoch)
 
-    monkeypatch.setattr(vaelab.train.loop, "kl_weight", kl_weight_then_signal)
+    monkeypatch.setattr(vaelab.training.loop, "kl_weight", kl_weight_then_signal)
     handler_before = signal.getsignal(signum)
     code, err = cli(train_args(dataset, out), capsys)
     assert code == 128 + signum
@@ -194,7 +194,7 @@ def test_signal_saves_a_checkpoint_exits_128_plus_signum_and_resumes(
     assert state["step"] == 18 and state["step_in_epoch"] == 6  # the step in flight was finished and saved
     assert signal.getsignal(signum) is handler_before  # the handler is restored
 
-    monkeypatch.setattr(vaelab.train.loop, "kl_weight", real)
+    monkeypatch.setattr(vaelab.training.loop, "kl_weight", real)
     code, err = cli(resume_args(out), capsys)
     assert code == 0, err
     assert_identical(out, reference)
@@ -261,7 +261,7 @@ def test_nan_loss_names_the_step_and_the_cause_and_keeps_the_last_good_checkpoin
     dataset, tmp_path, capsys, monkeypatch
 ):
     out = tmp_path / "run"
-    real = vaelab.train.loop.training_objective
+    real = vaelab.training.loop.training_objective
 
     calls = []
 
@@ -272,7 +272,7 @@ def test_nan_loss_names_the_step_and_the_cause_and_keeps_the_last_good_checkpoin
             out.surrogate = out.surrogate * float("nan")
         return out
 
-    monkeypatch.setattr(vaelab.train.loop, "training_objective", nan_at_step_23)
+    monkeypatch.setattr(vaelab.training.loop, "training_objective", nan_at_step_23)
     code, err = cli(train_args(dataset, out), capsys)
     assert code == 2 and err.count("\n") == 1
     assert "the loss became NaN/inf at step 23 (lr 0.001)" in err

@@ -28,7 +28,7 @@ from vaelab.models.code_prior import CodePrior
 from vaelab.models.gumbel import GumbelVAE, categorical_kl_uniform, gumbel_noise
 from vaelab.models.vqvae import VQVAE
 from vaelab.run import checkpoint as ckpt
-from vaelab.train import fit
+from vaelab.training import fit
 
 STRIP = ("epoch_seconds", "samples_per_s")
 

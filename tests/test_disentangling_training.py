@@ -21,7 +21,7 @@ from vaelab.objectives.base import Step, training_objective
 from vaelab.objectives.discriminator import FactorDiscriminator, discriminator_loss, permute_dims
 from vaelab.objectives.disentangling import dip_lambda_diag
 from vaelab.run import checkpoint as ckpt
-from vaelab.train import fit
+from vaelab.training import fit
 
 STRIP = ("epoch_seconds", "samples_per_s")
 

@@ -245,7 +245,7 @@ def test_tensorboard_logs_the_metrics_and_image_grids_of_each_epoch(npz_dataset,
 
 
 def test_tensorboard_is_optional(npz_dataset, tmp_path, monkeypatch, capsys):
-    code = "import sys, vaelab, vaelab.cli, vaelab.train, vaelab.export; print('tensorboard' in sys.modules)"
+    code = "import sys, vaelab, vaelab.cli, vaelab.training, vaelab.export; print('tensorboard' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"  # imported only when --tensorboard asks for it
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if it were not installed

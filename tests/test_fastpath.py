@@ -26,7 +26,7 @@ from vaelab.config import RunConfig
 from vaelab.config_io import load_preset, replace
 from vaelab.data import DataSplits, ImageData
 from vaelab.models import VAE
-from vaelab.train import epoch_permutation, fit
+from vaelab.training import epoch_permutation, fit
 
 LOG_2PI = math.log(2 * math.pi)
 STEPS = 2  # two optimizer steps: the second gradient is taken at parameters Adam has moved
@@ -194,7 +194,7 @@ def assert_fit_matches_reference(cfg) -> None:
 def test_fused_adam_matches_formula(adam_eps: float) -> None:
     """make_optimizer (fused Adam where available) against the update formula, three steps, fixed gradients."""
     from vaelab.config import TrainConfig
-    from vaelab.train import make_optimizer
+    from vaelab.training import make_optimizer
 
     g = torch.Generator().manual_seed(1)
     lin = torch.nn.Linear(30, 20)

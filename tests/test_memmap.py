@@ -15,7 +15,7 @@ from vaelab.cli import main
 from vaelab.config import DataConfig
 from vaelab.data import DataSplits, ImageData, load_splits
 from vaelab.errors import DataError
-from vaelab.train import fit
+from vaelab.training import fit
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ def test_imports_point_down_the_layers():
         "run/outputs.py",
         "plots.py",
     ):
-        assert not any(m == "vaelab.train" or m.startswith("vaelab.train.") for m in _imports(module)), module
+        assert not any(m == "vaelab.training" or m.startswith("vaelab.training.") for m in _imports(module)), module
     assert not any(m.startswith("vaelab.serve") for m in _imports("serve/explorer.py") if m != "vaelab.serve.guards")
     # the machine's layer (device, threads, signals, file writes) stands on nothing of vaelab but its errors
     for path in sorted((SRC / "platform").glob("*.py")):

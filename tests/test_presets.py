@@ -13,7 +13,7 @@ from vaelab.config import DataConfig
 from vaelab.config_io import load_preset, preset_names
 from vaelab.data import DataSplits, ImageData, load_splits
 from vaelab.models import VAE, build_model
-from vaelab.train import fit, lr_at
+from vaelab.training import fit, lr_at
 
 PRESETS = ["seed", "tiny", "iwae-paper", "conv", "latent2d"]
 
@@ -158,7 +158,7 @@ def test_burda_scaled_at_3280_epochs_is_the_papers_schedule():
 def test_burda_scaled_shrinks_the_stages_in_proportion():
     """328 epochs (the reproduction rows): stage i ends at round(328 * (3^0 + ... + 3^i) / 3280),
     stage 0 keeps one epoch, and the last epoch runs at the paper's final rate lr * 10^(-7/7)."""
-    from vaelab.train import burda_stage_ends
+    from vaelab.training import burda_stage_ends
 
     assert burda_stage_ends(3280) == [1, 4, 13, 40, 121, 364, 1093, 3280]
     assert burda_stage_ends(328) == [1, 1, 1, 4, 12, 36, 109, 328]

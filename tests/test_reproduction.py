@@ -17,7 +17,7 @@ from vaelab.errors import ConfigError
 from vaelab.models import build_model
 from vaelab.models.networks import GatedDense
 from vaelab.run.checkpoint import BEST, MODEL, load
-from vaelab.train import fit
+from vaelab.training import fit
 
 
 def test_gated_dense_is_a_linear_layer_times_a_sigmoid_gate():

@@ -201,7 +201,7 @@ def test_the_objective_uses_the_estimator_it_is_given(estimator):
 def test_fit_passes_the_configured_estimator(tiny_cfg, tiny_splits, monkeypatch):
     import dataclasses
 
-    from vaelab.train import fit
+    from vaelab.training import fit
 
     seen = []
     real = maths.beta_tc_terms

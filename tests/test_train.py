@@ -12,7 +12,7 @@ from conftest import crash_fit_at_step
 from vaelab.config import TrainConfig
 from vaelab.models import VAE
 from vaelab.run import checkpoint as ckpt
-from vaelab.train import fit, kl_weight, lr_at
+from vaelab.training import fit, kl_weight, lr_at
 
 
 def _fit(cfg, splits, run_dir=None, resume=False):
@@ -129,7 +129,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tiny_cfg, tiny_sp
 def test_nan_loss_after_a_checkpoint_keeps_the_last_good_one(tiny_cfg, tiny_splits, tmp_path, monkeypatch):
     """Divergence in epoch 2: the epoch-1 checkpoint and weights stay, all finite."""
     from vaelab.errors import TrainingDiverged
-    from vaelab.train import loop as train_module
+    from vaelab.training import loop as train_module
 
     real = train_module.kl_weight
 

@@ -41,7 +41,7 @@ _EXPORTS: dict[str, str] = {
         ["EvalReport", "EvalRun", "LikelihoodEstimate", "encode_means", "evaluate", "evaluate_run", "log_likelihood"],
         "vaelab.evaluate",
     ),
-    **dict.fromkeys(["TrainResult", "fit"], "vaelab.train"),
+    **dict.fromkeys(["TrainResult", "fit"], "vaelab.training"),
 }
 
 __all__ = ["__version__", *_EXPORTS]  # the public API: _EXPORTS is its one list
@@ -79,4 +79,4 @@ if TYPE_CHECKING:
     from vaelab.models import VAE, BaseVAE, Draws, ElboTerms, build_model, interpolate_latents  # noqa: F401
     from vaelab.models.hierarchy import HierarchicalVAE  # noqa: F401
     from vaelab.run.checkpoint import load  # noqa: F401
-    from vaelab.train import TrainResult, fit  # noqa: F401
+    from vaelab.training import TrainResult, fit  # noqa: F401

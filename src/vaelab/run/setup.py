@@ -2,7 +2,7 @@
 
     >>> from vaelab.run.setup import prepare_run, train_run
     >>> run = prepare_run("seed", overrides={"train.epochs": 2}, out="runs/demo")
-    >>> result = train_run(run)        # vaelab.train.fit on the prepared model, data and folder
+    >>> result = train_run(run)        # vaelab.training.fit on the prepared model, data and folder
 
 `prepare_run` checks everything that can be wrong before it writes anything: the preset, the
 config file and the overrides (unknown keys, bad values), what a resume may change, the device,
@@ -27,7 +27,7 @@ from vaelab.errors import CheckpointError, ConfigError
 if TYPE_CHECKING:
     from vaelab.data import DataSplits
     from vaelab.models import BaseVAE
-    from vaelab.train import TrainResult
+    from vaelab.training import TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def prepare_run(
     from vaelab.platform.device import resolve_device
     from vaelab.platform.distributed import dist_info, init_distributed
     from vaelab.run import checkpoint as ckpt
-    from vaelab.train import check_trainable
+    from vaelab.training import check_trainable
 
     init_distributed()
     rank, world = dist_info()
@@ -225,17 +225,17 @@ def train_run(
     on_log: Callable[[dict[str, float]], None] | None = None,
     tensorboard: bool = False,
 ) -> TrainResult:
-    """`vaelab.train.fit` on a prepared run: its model, data, config and folder. on_log: called with
+    """`vaelab.training.fit` on a prepared run: its model, data, config and folder. on_log: called with
     each epoch's row (metrics.csv's). tensorboard: also log scalars and image grids each epoch to
     RUN/tensorboard/ (pip install 'vaelab[tensorboard]'). Leaves the process group that
     `prepare_run` joined under torchrun."""
     from vaelab.platform.distributed import finish_distributed
-    from vaelab.train import fit
+    from vaelab.training import fit
 
     log = on_log
     tb = None
     if tensorboard and run.rank == 0:  # before training: a missing package fails at once
-        from vaelab.train import TensorBoardLog
+        from vaelab.training import TensorBoardLog
 
         tb = TensorBoardLog(run.run_dir / "tensorboard", run.model, run.splits.val, seed=run.cfg.train.seed)
 

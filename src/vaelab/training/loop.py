@@ -45,9 +45,9 @@ from vaelab.platform.distributed import dist_info, peer_failures
 from vaelab.platform.stop import AgreedStopFlag, StopFlag
 from vaelab.registry import resolve
 from vaelab.run.checkpoint import BEST, load_weights, save_weights
-from vaelab.train.batches import Batch, Batches, mean_pixel
-from vaelab.train.schedules import kl_weight, lr_at
-from vaelab.train.state import RunState
+from vaelab.training.batches import Batch, Batches, mean_pixel
+from vaelab.training.schedules import kl_weight, lr_at
+from vaelab.training.state import RunState
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ logging (tensorboard.py)."""
 
 from __future__ import annotations
 
-from vaelab.train.batches import Batch, Batches, epoch_permutation, mean_pixel
-from vaelab.train.loop import (
+from vaelab.training.batches import Batch, Batches, epoch_permutation, mean_pixel
+from vaelab.training.loop import (
     EpochStats,
     TrainResult,
     check_trainable,
@@ -14,9 +14,9 @@ from vaelab.train.loop import (
     fit,
     make_optimizer,
 )
-from vaelab.train.schedules import BURDA_EPOCHS, burda_stage_ends, kl_weight, lr_at
-from vaelab.train.state import RunState, new_state
-from vaelab.train.tensorboard import UNITLESS_TERMS, TensorBoardLog
+from vaelab.training.schedules import BURDA_EPOCHS, burda_stage_ends, kl_weight, lr_at
+from vaelab.training.state import RunState, new_state
+from vaelab.training.tensorboard import UNITLESS_TERMS, TensorBoardLog
 
 __all__ = [
     "BURDA_EPOCHS",
