@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 import vaelab.training.loop
+import vaelab.training.step
 from vaelab.cli import main
 from vaelab.data import CRASH_HOOK_ENV
 from vaelab.errors import ConfigError, StorageError, TrainingDiverged
@@ -261,7 +262,7 @@ def test_nan_loss_names_the_step_and_the_cause_and_keeps_the_last_good_checkpoin
     dataset, tmp_path, capsys, monkeypatch
 ):
     out = tmp_path / "run"
-    real = vaelab.training.loop.training_objective
+    real = vaelab.training.step.training_objective
 
     calls = []
 
@@ -272,7 +273,7 @@ def test_nan_loss_names_the_step_and_the_cause_and_keeps_the_last_good_checkpoin
             out.surrogate = out.surrogate * float("nan")
         return out
 
-    monkeypatch.setattr(vaelab.training.loop, "training_objective", nan_at_step_23)
+    monkeypatch.setattr(vaelab.training.step, "training_objective", nan_at_step_23)
     code, err = cli(train_args(dataset, out), capsys)
     assert code == 2 and err.count("\n") == 1
     assert "the loss became NaN/inf at step 23 (lr 0.001)" in err

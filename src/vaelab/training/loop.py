@@ -7,17 +7,17 @@ Hot path choices, each measured in benchmarks/ (see BENCHMARKS.md):
 - shuffling, dynamic binarization and the reparameterization noise use explicit torch.Generators,
   whose states go into every checkpoint, so a resumed run is bit-identical on CPU (state.py);
 - the running sums of an epoch stay on the device: no `.item()` per step on a GPU;
-- fused Adam where the build has it.
+- fused Adam where the build has it (step.py, with the forward pass and the update of one step).
 
 The objective is the spec OBJECTIVES[train.objective] (vaelab.objectives): its value function, its
 terms, its auxiliary network (trained after each model step with its own optimizer) and its noise.
-The process-group plumbing is in distributed.py, the clean stop on SIGINT/SIGTERM in stop.py.
+The process-group plumbing is in platform/distributed.py, the clean stop on SIGINT/SIGTERM in
+platform/stop.py.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import time
@@ -37,17 +37,18 @@ from vaelab.data import DataSplits, ImageData
 from vaelab.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from vaelab.evaluate import elbo_batches
 from vaelab.models import BaseVAE
-from vaelab.objectives import OBJECTIVES, ObjectiveSpec, check_model
-from vaelab.objectives.base import Outcome, Step, training_objective
+from vaelab.objectives import OBJECTIVES, check_model
+from vaelab.objectives.base import Step
 from vaelab.platform.cpu import flush_denormal, keep_freed_memory, resolve_threads, usable_cores
 from vaelab.platform.device import resolve_device
 from vaelab.platform.distributed import dist_info, peer_failures
 from vaelab.platform.stop import AgreedStopFlag, StopFlag
-from vaelab.registry import resolve
 from vaelab.run.checkpoint import BEST, load_weights, save_weights
-from vaelab.training.batches import Batch, Batches, mean_pixel
+from vaelab.training.batches import Batches, mean_pixel
+from vaelab.training.progress import Progress
 from vaelab.training.schedules import kl_weight, lr_at
 from vaelab.training.state import RunState
+from vaelab.training.step import auxiliary, make_forward, make_optimizer, update, wrap_ddp
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +109,10 @@ def fit(
     spec = OBJECTIVES[tc.objective]
     batches = Batches(splits, model, cfg, spec, device, (rank, world))
     optimizer = make_optimizer(model, tc, device)
-    net = model if world == 1 else _ddp(model, device)
-    aux = _auxiliary(spec, model, tc, device)
+    net = model if world == 1 else wrap_ddp(model, device)
+    aux = auxiliary(spec, model, tc, device)
     term_names = spec.terms + model.term_names + ((spec.auxiliary.loss_term,) if spec.auxiliary else ())
-    forward = _forward(net, tc, device, batches.n, aux)
+    forward = make_forward(net, tc, device)
     state = RunState(run_path, is_main, model, optimizer, noise, aux, torch.zeros(4 + len(term_names), device=device))
     if resume:
         state.resume(cfg, device)
@@ -122,7 +123,7 @@ def fit(
     st, sums, spe = state.st, state.sums, batches.steps_per_epoch
 
     t_start = time.monotonic() - st["elapsed"]
-    bar = _Progress(progress and is_main, tc, spe, st["step"], t_start)
+    bar = Progress(progress and is_main, tc, spe, st["step"], t_start)
     first_bad = None
     best_state: dict[str, Tensor] | None = None  # restore_best: the best validation epoch's weights
     try:
@@ -144,7 +145,7 @@ def fit(
                         batch.noise,
                     )
                     out = forward(batch, step)  # (b,) nats
-                    if not _update(model, optimizer, aux, spec, out, tc, world, batch, device):
+                    if not update(model, optimizer, aux, spec, out, tc, world, batch, device):
                         first_bad = st["step"]
                         break
                     with torch.no_grad():
@@ -230,12 +231,6 @@ def fit(
 # -- the parts of fit ---------------------------------------------------------------------------------
 
 
-def compile_mode() -> str | None:
-    """torch.compile mode of the training step (TrainConfig.compile): env VAELAB_COMPILE_MODE, e.g.
-    "reduce-overhead" (CUDA graphs) or "max-autotune-no-cudagraphs"; unset, inductor's default."""
-    return os.environ.get("VAELAB_COMPILE_MODE") or None
-
-
 def _device_and_threads(cfg: RunConfig) -> tuple[torch.device, RunConfig]:
     """The device, and on CPU torch's thread count, recorded into the config (a resume uses it again)."""
     tc = cfg.train
@@ -249,95 +244,6 @@ def _device_and_threads(cfg: RunConfig) -> tuple[torch.device, RunConfig]:
                 logger.info("threads auto: %d (of %d usable cores)", threads, usable_cores())
             cfg = replace_config(cfg, {"train.threads": threads})
     return device, cfg
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """Adam; fused (one kernel for all parameters) where this torch build supports it, else foreach."""
-    try:
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
-    except (RuntimeError, ValueError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, foreach=True)
-
-
-def _ddp(model: BaseVAE, device: torch.device) -> torch.nn.Module:
-    return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None
-    )
-
-
-def _auxiliary(
-    spec: ObjectiveSpec, model: BaseVAE, tc: TrainConfig, device: torch.device
-) -> tuple[torch.nn.Module, torch.optim.Optimizer] | None:
-    """The objective's auxiliary network and its optimizer (FactorVAE's discriminator), or None."""
-    if spec.auxiliary is None:
-        return None
-    net, optimizer = resolve(spec.auxiliary.build)(model.cfg.latent_dim, tc)
-    return net.to(device).train(), optimizer
-
-
-def _forward(
-    net: torch.nn.Module,
-    tc: TrainConfig,
-    device: torch.device,
-    n: int,
-    aux: tuple[torch.nn.Module, torch.optim.Optimizer] | None,
-) -> Callable[[Batch, Step], Outcome]:
-    """The differentiable part of a step: the model's draws, then the objective; compiled on request
-    (on a GPU kernel launches bound a small model, docs/speed.md; on CPU eager is faster, torch 2.13)."""
-    amp = torch.bfloat16 if tc.amp == "bf16" else None
-    stop_q = tc.estimator in ("stl", "dreg")
-
-    def forward(batch: Batch, step: Step) -> Outcome:
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            return training_objective(net(batch.x, batch.y, batch.eps, stop_q), tc, step)
-
-    return torch.compile(forward, mode=compile_mode()) if tc.compile else forward
-
-
-def _update(
-    model: BaseVAE,
-    optimizer: torch.optim.Optimizer,
-    aux: tuple[torch.nn.Module, torch.optim.Optimizer] | None,
-    spec: ObjectiveSpec,
-    out: Outcome,
-    tc: TrainConfig,
-    world: int,
-    batch: Batch,
-    device: torch.device,
-) -> bool:
-    """One optimizer step of the model (and then of the auxiliary network, on its loss term); False,
-    with nothing changed, when the loss is not finite (checked on CPU, where it costs no sync)."""
-    loss = _loss(out.surrogate, world, batch.size)
-    if device.type == "cpu" and not math.isfinite(loss.item()):
-        return False
-    optimizer.zero_grad(set_to_none=True)
-    if out.inference is not None:  # piwae: each part of the model has its own objective
-        _backward_by_part(model, loss, _loss(out.inference, world, batch.size))
-    else:
-        loss.backward()
-    if tc.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-    optimizer.step()
-    if aux is not None and spec.auxiliary is not None:  # the model's loss left gradients in it too
-        aux[1].zero_grad(set_to_none=True)
-        out.terms[spec.auxiliary.loss_term].mean().backward()
-        aux[1].step()
-    return True
-
-
-def _loss(surrogate: Tensor, world: int, gb: int) -> Tensor:
-    """-mean of the surrogate over the global batch (DDP averages gradients over ranks, so the sum
-    times world / gb)."""
-    return -surrogate.mean() if world == 1 else -surrogate.sum() * (world / gb)
-
-
-def _backward_by_part(model: BaseVAE, generative: Tensor, inference: Tensor) -> None:
-    """Gradients of `generative` for the generative parameters and of `inference` for q(z|x)'s."""
-    gen, inf = list(model.generative_parameters()), list(model.inference_parameters())
-    for params, loss, keep in ((gen, generative, True), (inf, inference, False)):
-        grads = torch.autograd.grad(loss, params, retain_graph=keep, allow_unused=True)
-        for p_, g in zip(params, grads):
-            p_.grad = g
 
 
 def _budget_spent(tc: TrainConfig, t_start: float) -> bool:
@@ -374,50 +280,6 @@ def _epoch_row(
         # < 1 when the time budget ended the epoch early (it still counts as an epoch)
         "epoch_fraction": st["step_in_epoch"] / spe,
     }
-
-
-class _Progress:
-    """The progress bar (tqdm), counting images so that its rate reads in images/s; with a time
-    budget the epoch count is only an upper bound: no total (and no ETA), the minutes left instead."""
-
-    def __init__(self, enabled: bool, tc: TrainConfig, spe: int, step: int, t_start: float) -> None:
-        self.tc, self.t_start, self.bar = tc, t_start, None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            total = None if tc.max_minutes is not None else tc.epochs * spe * tc.batch_size
-            self.bar = tqdm(
-                total=total,
-                initial=step * tc.batch_size,
-                unit="img",
-                unit_scale=True,
-                dynamic_ncols=True,
-                leave=True,
-                smoothing=0.1,
-            )
-
-    def _postfix(self, text: str) -> str:
-        tc = self.tc
-        if tc.max_minutes is None:
-            return text
-        left = max(0.0, 60 * tc.max_minutes - (time.monotonic() - self.t_start))
-        return f"{text}, {left / 60:.1f} of {tc.max_minutes:g} min left"
-
-    def running(self, step: int, epoch: int, sums: Tensor, s: int, device: torch.device) -> None:
-        if self.bar is None:
-            return
-        self.bar.update(step * self.tc.batch_size - self.bar.n)
-        if device.type == "cpu":  # the running ELBO costs a sync on a GPU
-            elbo = sums[1].item() / ((s + 1) * self.tc.batch_size)
-            self.bar.set_postfix_str(self._postfix(f"epoch {epoch + 1} elbo {elbo:.2f}"))
-
-    def epoch_end(self, epoch: int, train_elbo: float, val_elbo: float) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(self._postfix(f"epoch {epoch + 1} elbo {train_elbo:.2f} val {val_elbo:.2f}"))
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def check_trainable(model: BaseVAE, tc: TrainConfig, world: int = 1) -> None:
