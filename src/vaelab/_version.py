@@ -1,4 +1,4 @@
-"""The package's version, in a module of its own: checkpoint.py and export.py record it in the
+"""The package's version, in a module of its own: run/checkpoint.py and export.py record it in the
 files they write, and importing the package face (vaelab/__init__.py) for it would point an import
 up the layers."""
 
