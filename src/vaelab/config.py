@@ -29,6 +29,9 @@ Estimator = Literal["reparam", "stl", "dreg"]
 TcEstimator = Literal["mws", "mss"]
 Schedule = Literal["constant", "cosine", "burda", "burda-scaled", "exp", "time"]
 CodebookUpdate = Literal["ema", "loss"]
+# adam-normgrad: the VampPrior code's AdamNormGrad (jmtomczak/vae_vampprior, utils/optimizer.py): each
+# parameter tensor's gradient divided by its L2 norm (+ 1e-7) before the Adam step
+Optimizer = Literal["adam", "adam-normgrad"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
 
@@ -279,6 +282,7 @@ class TrainConfig:
     schedule: Schedule = "constant"  # "time": lr * 10^(-lr_decay * minutes / max_minutes), per epoch
     lr_decay: float = 1.5  # decades the "time" (over max_minutes) and "exp" (over epochs) schedules fall
     init_output_bias: bool = True  # Bernoulli decoders start at the logit of the mean training pixel
+    optimizer: Optimizer = "adam"
     adam_eps: float = 1e-8  # Burda et al. use 1e-4
     grad_clip: float | None = None  # max global gradient norm; None disables clipping
     patience: int | None = None  # early stopping after this many epochs without val improvement
@@ -302,6 +306,7 @@ class TrainConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
         _positive("lr", self.lr)
+        _choice("optimizer", self.optimizer, Optimizer)
         _positive("adam_eps", self.adam_eps)
         _non_negative("beta", self.beta)
         _choice("estimator", self.estimator, Estimator)

@@ -178,10 +178,11 @@ class VampPrior(Prior):
         self.input_shape = tuple(input_shape)
         # Pseudo-pixels are sigmoid(pseudo_logits). The reference maps raw values through
         # hardtanh(0, 1), whose gradient is exactly 0 outside [0, 1]: a pseudo-pixel that steps past
-        # an edge is frozen for good (and the reference default init, mean -0.05, starts most of
-        # them there). Sigmoid keeps pixels in (0, 1) and never stops the gradient. Starting at
-        # logits N(0, 0.04^2) gives pixels 0.5 +- 0.01: a grey image with small noise, the
-        # reference's "mean 0.5-ish, std 0.01" in pixel units, seeded by the global torch RNG.
+        # an edge is frozen for good (its MNIST loader starts them at N(0.05, 0.01), near the lower
+        # edge; its command-line default, mean -0.05, would start most of them frozen). Sigmoid keeps
+        # pixels in (0, 1) and never stops the gradient. Starting at logits N(0, 0.04^2) gives pixels
+        # 0.5 +- 0.01, a grey image with small noise, seeded by the global torch RNG: a start that
+        # differs from the reference's, written down in the vampprior preset.
         self.pseudo_logits = nn.Parameter(0.04 * torch.randn(components, *self.input_shape))
         object.__setattr__(self, "_encode", None)
         if encode is not None:

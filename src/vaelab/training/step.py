@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -27,7 +27,8 @@ def compile_mode() -> str | None:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """Adam; fused (one kernel for all parameters) where this torch build supports it, else foreach."""
+    """Adam; fused (one kernel for all parameters) where this torch build supports it, else foreach.
+    (train.optimizer adam-normgrad is this Adam given normalised gradients: see `update`.)"""
     try:
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
     except (RuntimeError, ValueError, TypeError):
@@ -88,6 +89,8 @@ def update(
         _backward_by_part(model, loss, _loss(out.inference, world, batch.size))
     else:
         loss.backward()
+    if tc.optimizer == "adam-normgrad":
+        normalize_gradients(model.parameters())
     if tc.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
     optimizer.step()
@@ -96,6 +99,14 @@ def update(
         out.terms[spec.auxiliary.loss_term].mean().backward()
         aux[1].step()
     return True
+
+
+def normalize_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """Divide each tensor's gradient by its L2 norm + 1e-7, in place: the step of AdamNormGrad in the
+    VampPrior code (jmtomczak/vae_vampprior, utils/optimizer.py) before its Adam update."""
+    for p in params:
+        if p.grad is not None:
+            p.grad.div_(p.grad.norm() + 1e-7)
 
 
 def _loss(surrogate: Tensor, world: int, gb: int) -> Tensor:
