@@ -186,6 +186,9 @@ def test_exp_schedule_falls_lr_decay_decades_over_the_epochs():
         ("burda-iwae-k5", 1, "iwae", 5, "reparam"),
         ("burda-iwae-k5-dreg", 1, "iwae", 5, "dreg"),
         ("burda-2l-iwae-k5", 2, "iwae", 5, "reparam"),
+        ("burda-iwae-k50", 1, "iwae", 50, "reparam"),
+        ("burda-iwae-k50-dreg", 1, "iwae", 50, "dreg"),
+        ("burda-2l-iwae-k50", 2, "iwae", 50, "reparam"),
     ],
 )
 def test_reproduction_presets_hold_burdas_recipe(name, layers, objective, k, estimator):
@@ -196,6 +199,25 @@ def test_reproduction_presets_hold_burdas_recipe(name, layers, objective, k, est
     assert len(cfg.model.layers or [None]) == layers
     model = build_model(cfg.model)
     assert model.decode(model(torch.rand(2, 1, 28, 28)).z[0]).shape == (2, 1, 28, 28)
+
+
+def test_k50_rows_differ_from_their_k5_rows_in_k_alone():
+    for name in ("burda-iwae-k50", "burda-iwae-k50-dreg", "burda-2l-iwae-k50"):
+        k50, k5 = load_preset(name), load_preset(name.replace("k50", "k5"))
+        assert k50.train.k == 50 and dataclasses.replace(k50.train, k=5) == k5.train
+        assert (k50.model, k50.data) == (k5.model, k5.data)
+
+
+@pytest.mark.parametrize("name,prior", [("fashion-vae", "normal"), ("fashion-vampprior", "vamp")])
+def test_fashion_rows_are_the_vampprior_recipe_on_fashion_mnist(name, prior):
+    """The Exemplar VAE paper's Fashion-MNIST rows use the VampPrior code's MLP and training (their
+    code is jmtomczak/vae_vampprior's for this model): the vampprior preset with the data changed
+    and, for the VAE, the N(0, I) prior."""
+    cfg, vamp = load_preset(name), load_preset("vampprior")
+    assert (cfg.data.dataset, cfg.data.binarize, cfg.data.val_size) == ("fashion-mnist", "dynamic", None)
+    assert cfg.train == vamp.train
+    assert cfg.model.prior == prior
+    assert dataclasses.replace(cfg.model, prior="vamp", prior_components=500) == vamp.model
 
 
 def test_dsprites_short_is_dsprites_with_a_rate_for_minutes():
