@@ -40,7 +40,7 @@ from vaelab.config import DataConfig, EvalConfig, RunConfig
 from vaelab.config_io import load_preset, replace
 from vaelab.data import DataSplits, ImageData, load_splits
 from vaelab.errors import ConfigError
-from vaelab.evaluate import evaluate
+from vaelab.evaluation.report import evaluate
 from vaelab.models import VAE
 from vaelab.platform.cpu import default_threads, keep_freed_memory
 from vaelab.platform.device import resolve_device

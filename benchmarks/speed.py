@@ -11,7 +11,7 @@ One command measures, interleaved (A B C A B C ...) so that machine drift cancel
   keras     the tutorial's code: the same model in Keras 3 (KERAS_BACKEND=torch, functional API,
             model.fit(batch_size=50)); skipped with a note when keras is not installed
             (`pip install -e '.[bench]'`);
-  eval      importance-sampled NLL with K=5000 (vaelab.evaluate.log_likelihood), images/s, and
+  eval      importance-sampled NLL with K=5000 (vaelab.evaluation.log_likelihood), images/s, and
             the matrix multiplies of the same computation alone.
 
 Every measurement runs in its own subprocess, which also gives its peak resident memory

@@ -233,7 +233,7 @@ def eval_setup(job: dict[str, Any]) -> tuple[Any, Any, Any]:
 
 
 def job_eval(job: dict[str, Any]) -> dict[str, Any]:
-    from vaelab.evaluate import log_likelihood
+    from vaelab.evaluation.estimates import log_likelihood
 
     model, ecfg, data = eval_setup(job)
     log_likelihood(model, data.subset(ecfg.batch_size), ecfg)  # warm-up: one batch

@@ -163,7 +163,7 @@ def job_eval_limit(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from vaelab.data import to_float
-    from vaelab.evaluate import log_likelihood_batch
+    from vaelab.evaluation.estimates import log_likelihood_batch
 
     model, ecfg, data = eval_setup(job)
     x = to_float(data.images[: ecfg.batch_size]).to(job["device"])

@@ -33,7 +33,8 @@ from iwae_table import burda_splits, init_output_bias
 from vaelab.config import EvalConfig
 from vaelab.config_io import load_preset, replace
 from vaelab.errors import ConfigError
-from vaelab.evaluate import evaluate, log_likelihood
+from vaelab.evaluation.estimates import log_likelihood
+from vaelab.evaluation.report import evaluate
 from vaelab.models import VAE
 from vaelab.platform.cpu import default_threads, keep_freed_memory
 from vaelab.training import fit

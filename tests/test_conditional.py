@@ -11,7 +11,7 @@ from conftest import run_cli
 from vaelab.cli import main
 from vaelab.config import EvalConfig
 from vaelab.data import ImageData, load_splits
-from vaelab.evaluate import log_likelihood
+from vaelab.evaluation.estimates import log_likelihood
 from vaelab.run import checkpoint as ckpt
 
 

@@ -22,7 +22,7 @@ from vaelab.analysis.prior_fit import fit_code_prior, write_prior
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.config_io import load_preset
 from vaelab.errors import ConfigError
-from vaelab.evaluate import log_likelihood_batch
+from vaelab.evaluation.estimates import log_likelihood_batch
 from vaelab.models import build_model
 from vaelab.models.code_prior import CodePrior
 from vaelab.models.gumbel import GumbelVAE, categorical_kl_uniform, gumbel_noise

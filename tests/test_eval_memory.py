@@ -18,8 +18,8 @@ from vaelab.config import EvalConfig, ModelConfig, RunConfig
 from vaelab.config_io import load_preset, replace
 from vaelab.data import ImageData
 from vaelab.errors import ConfigError
-from vaelab.evaluate import log_likelihood
-from vaelab.evaluate_plan import MB, _LiveBytes, measure_pass_cost, plan_passes
+from vaelab.evaluation.estimates import log_likelihood
+from vaelab.evaluation.plan import MB, _LiveBytes, measure_pass_cost, plan_passes
 from vaelab.models import build_model
 from vaelab.run import checkpoint as ckpt
 

@@ -19,14 +19,8 @@ from vaelab import maths
 from vaelab.cli import main
 from vaelab.config import EvalConfig, ModelConfig
 from vaelab.data import ImageData, binarize_once
-from vaelab.evaluate import (
-    active_units,
-    evaluate,
-    is_binary,
-    log_likelihood,
-    log_likelihood_batch,
-    log_weights,
-)
+from vaelab.evaluation.estimates import active_units, is_binary, log_likelihood, log_likelihood_batch, log_weights
+from vaelab.evaluation.report import evaluate
 from vaelab.models import VAE
 
 LOG_2PI = math.log(2 * math.pi)
@@ -453,7 +447,7 @@ def test_dataclass_fields_are_documented_in_the_docs():
     """docs/evaluation.md explains every eval.json key (the file is the reference for these numbers)."""
     from pathlib import Path
 
-    from vaelab.evaluate import EvalReport
+    from vaelab.evaluation.report import EvalReport
 
     doc = (Path(__file__).parents[1] / "docs" / "evaluation.md").read_text()
     missing = [f.name for f in dataclasses.fields(EvalReport) if f"`{f.name}`" not in doc]
@@ -478,12 +472,12 @@ def test_log_likelihood_refuses_a_score_that_is_not_a_density() -> None:
 def test_one_evaluation_checks_the_pixels_once_and_a_command_reads_config_json_once(monkeypatch, tmp_path, capsys):
     """#22: is_binary ran over the whole split twice per eval, and config.json was read twice."""
     from conftest import run_cli, train_tiny_run
-    from vaelab import evaluate
+    from vaelab.evaluation import estimates, report
     from vaelab.run import checkpoint
 
     run = train_tiny_run(tmp_path, n=200, epochs=1)
     calls = {"is_binary": 0, "read_config": 0}
-    real_binary, real_config = evaluate.is_binary, checkpoint.read_config
+    real_binary, real_config = estimates.is_binary, checkpoint.read_config
 
     def counting_binary(*a, **k):
         calls["is_binary"] += 1
@@ -493,7 +487,8 @@ def test_one_evaluation_checks_the_pixels_once_and_a_command_reads_config_json_o
         calls["read_config"] += 1
         return real_config(*a, **k)
 
-    monkeypatch.setattr(evaluate, "is_binary", counting_binary)
+    for module in (estimates, report):  # where it is defined, and where evaluate() calls it
+        monkeypatch.setattr(module, "is_binary", counting_binary)
     monkeypatch.setattr(checkpoint, "read_config", counting_config)
     code, _, err = run_cli(["eval", str(run), "--k", "5", "--threads", "1"], capsys)
     assert code == 0, err
@@ -526,7 +521,7 @@ def test_evaluate_run_is_the_eval_command_as_one_call(binarized_run, tmp_path, c
 
 
 def test_encode_means_is_the_posterior_mean_of_each_image_with_its_label():
-    from vaelab.evaluate import encode_means, encode_posteriors, labels_for
+    from vaelab.evaluation.estimates import encode_means, encode_posteriors, labels_for
 
     torch.manual_seed(0)
     model = VAE(ModelConfig(input_shape=(1, 4, 4), hidden=(8,), latent_dim=3, num_classes=3)).eval()

@@ -18,7 +18,7 @@ import torch
 from torch.testing import assert_close
 
 from vaelab.config import ModelConfig, TrainConfig
-from vaelab.evaluate import log_likelihood_batch, log_weights
+from vaelab.evaluation.estimates import log_likelihood_batch, log_weights
 from vaelab.maths import ciwae_bound, iwae_bound, miwae_bound
 from vaelab.models import VAE, Draws, build_model
 from vaelab.models.hierarchy import HierarchicalVAE

@@ -88,7 +88,7 @@ def test_a_coupled_colour_mixture_sums_to_one_over_all_256_cubed_colours():
 def test_the_likelihood_in_a_model_gives_a_discrete_nll_and_bits_per_dim():
     from vaelab.config import EvalConfig
     from vaelab.data import ImageData
-    from vaelab.evaluate import evaluate
+    from vaelab.evaluation.report import evaluate
 
     torch.manual_seed(0)
     cfg = ModelConfig(

@@ -117,7 +117,7 @@ def test_elbo_is_below_exact_log_likelihood_and_iwae_approaches_it():
     with torch.no_grad():
         elbos = torch.stack([model.elbo(x, generator=g).elbo for _ in range(4000)]).mean(0)
     assert (elbos < exact).all()
-    from vaelab.evaluate import log_likelihood_batch
+    from vaelab.evaluation.estimates import log_likelihood_batch
 
     with torch.no_grad():
         iw = log_likelihood_batch(model, x, k=20000, chunk=5000, generator=g)

@@ -37,9 +37,42 @@ def test_the_public_api_is_listed_once():
     seen = {a.name: n.module for n in block.body if isinstance(n, ast.ImportFrom) for a in n.names}
     assert seen == vaelab._EXPORTS  # what type checkers see is what __getattr__ gives
     assert vaelab.__all__ == ["__version__", *vaelab._EXPORTS]
-    for name, module in vaelab._EXPORTS.items():  # (vaelab.evaluate is the module once it is imported)
+    for name, module in vaelab._EXPORTS.items():
         assert vaelab.__getattr__(name) is getattr(importlib.import_module(module), name), name
     assert "evaluate_run" in vaelab.__all__ and "encode_means" in vaelab.__all__
+
+
+def test_no_public_name_of_a_package_face_is_also_one_of_its_modules():
+    """Importing a submodule binds its name on the package: had vaelab a module `evaluate` beside the
+    function `vaelab.evaluate`, `vaelab.fit(...)` (which imports it) would turn `vaelab.evaluate`
+    into a module, and the documented `vaelab.evaluate(model, test, ...)` would fail."""
+    import pkgutil
+
+    for face in ("vaelab", "vaelab.models", "vaelab.evaluation"):
+        package = importlib.import_module(face)
+        modules = {m.name for m in pkgutil.iter_modules(package.__path__)}
+        assert not modules & set(package._EXPORTS), face
+
+
+def test_the_public_functions_stay_functions_after_the_library_has_loaded_its_modules():
+    import subprocess
+    import sys
+
+    code = (
+        "import vaelab, vaelab.training, vaelab.run.outputs, vaelab.cli\n"
+        "assert callable(vaelab.evaluate) and callable(vaelab.fit) and callable(vaelab.load), vaelab.evaluate"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_reading_eval_json_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, vaelab.evaluation.records\nassert 'torch' not in sys.modules, 'torch imported'"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
 
 def test_the_version_is_written_once_and_matches_the_project():
@@ -62,9 +95,10 @@ def test_imports_point_down_the_layers():
         assert "vaelab.__version__" not in _imports(module) and "vaelab" not in _imports(module), module
     # nothing below the CLI imports the training loop for a helper
     for module in (
-        "evaluate.py",
-        "evaluate_plan.py",
-        "evaluate_records.py",
+        "evaluation/estimates.py",
+        "evaluation/plan.py",
+        "evaluation/records.py",
+        "evaluation/report.py",
         "analysis/factors.py",
         "run/outputs.py",
         "plots.py",
@@ -89,7 +123,7 @@ def test_files_written_from_memory_go_through_one_atomic_helper(tmp_path):
         "cli_options.py",
         "run/outputs.py",
         "plots.py",
-        "evaluate.py",
+        "evaluation/report.py",
         "run/setup.py",
         "analysis/prior_fit.py",
     ):
@@ -104,7 +138,8 @@ def test_the_cli_is_thin():
     lines = (SRC / "cli.py").read_text().count("\n")
     assert lines <= 650, lines
     for module in (
-        "evaluate.py",
+        "evaluation/estimates.py",
+        "evaluation/report.py",
         "plots.py",
         "run/outputs.py",
         "run/setup.py",

@@ -39,7 +39,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["DataSplits", "ImageData", "load_splits"], "vaelab.data"),
     **dict.fromkeys(
         ["EvalReport", "EvalRun", "LikelihoodEstimate", "encode_means", "evaluate", "evaluate_run", "log_likelihood"],
-        "vaelab.evaluate",
+        "vaelab.evaluation",
     ),
     **dict.fromkeys(["TrainResult", "fit"], "vaelab.training"),
 }
@@ -67,7 +67,7 @@ if TYPE_CHECKING:
         TrainingInterrupted,
         VaelabError,
     )
-    from vaelab.evaluate import (  # noqa: F401
+    from vaelab.evaluation import (  # noqa: F401
         EvalReport,
         EvalRun,
         LikelihoodEstimate,

@@ -287,7 +287,7 @@ def eval_(run: str, threads: int | str | None, weights: str, as_json: bool, **op
     set_threads(threads)
     from click.core import ParameterSource
 
-    from vaelab.evaluate import evaluate_run
+    from vaelab.evaluation.report import evaluate_run
     from vaelab.platform.cpu import keep_freed_memory
 
     asked = EvalConfig(**{n: opts.pop(n) for n in ("k", "batch_size", "chunk", "seed", "split", "memory_mb")})

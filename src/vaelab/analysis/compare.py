@@ -121,16 +121,16 @@ def describe_objective(cfg: RunConfig) -> str:
 
 def _nll_records(path: Path) -> list[dict[str, Any]]:
     """eval.json's evaluation records that hold an NLL, oldest first."""
-    from vaelab.evaluate import read_evaluations
+    from vaelab.evaluation.records import read_evaluations
 
     return [r for r in read_evaluations(path) if isinstance(r.get("nll"), (int, float))]
 
 
 def summarize(run_dir: str | Path, evaluation: tuple[Any, ...] | None = None) -> RunSummary:
     """Read one run folder: its NLL from the eval.json record with the key `evaluation`
-    ((split, k, images, weights), see vaelab.evaluate.evaluation_key) when it has one, else from
+    ((split, k, images, weights), see vaelab.evaluation.evaluation_key) when it has one, else from
     its latest evaluation with an NLL. Raises CheckpointError when it is not a run folder."""
-    from vaelab.evaluate import evaluation_key, read_evaluations
+    from vaelab.evaluation.records import evaluation_key, read_evaluations
     from vaelab.run import checkpoint as ckpt
 
     path = Path(run_dir)
@@ -172,7 +172,7 @@ def compare_runs(run_dirs: list[str | Path]) -> Comparison:
     NLLs of an evaluation they all share (the most images, then the largest k), and warnings where
     the rows are not alike.
     Raises CheckpointError (before anything else) when a folder is not a run."""
-    from vaelab.evaluate import evaluation_key
+    from vaelab.evaluation.records import evaluation_key
 
     records = [_nll_records(Path(d)) for d in run_dirs]
     latest = {evaluation_key(r[-1]) for r in records if r}

@@ -21,7 +21,7 @@ from torch import Tensor
 from vaelab.analysis import disentanglement as dis
 from vaelab.data import DataSplits, ImageData, iter_batches, to_float
 from vaelab.errors import ConfigError
-from vaelab.evaluate import encode_means
+from vaelab.evaluation.estimates import encode_means
 from vaelab.maths import gaussian_kl
 from vaelab.models import BaseVAE
 

@@ -78,7 +78,7 @@ def save_run_pictures(
     it is out of range.
     """
     from vaelab.data import to_float
-    from vaelab.evaluate import encode_means, labels_for
+    from vaelab.evaluation.estimates import encode_means, labels_for
 
     k = model.cfg.num_classes
     if manifold_label is not None:
@@ -218,7 +218,7 @@ def draw_reconstructions(
     """`vaelab reconstruct`: the first n images of a split above their reconstructions, as a picture
     at `out` (default RUN/reconstructions.png). Returns (images drawn, the picture's path)."""
     from vaelab.data import load_splits, to_float
-    from vaelab.evaluate import labels_for
+    from vaelab.evaluation.estimates import labels_for
 
     if n <= 0:
         raise ConfigError(f"-n must be a positive integer, got {n}")
@@ -272,11 +272,11 @@ def encode_run(
     device: str | torch.device = "cpu",
     weights: str = MODEL,
 ) -> str:
-    """`vaelab encode`: the posterior means (N, D) of a split (:func:`vaelab.evaluate.encode_means`),
+    """`vaelab encode`: the posterior means (N, D) of a split (:func:`vaelab.evaluation.encode_means`),
     with `logvar` the log-variances beside them (N, 2D), as FILE.npy, or as FILE.csv with columns
     z1..zD (logvar1..logvarD) and label when the data has labels. Returns what was written, in words."""
     from vaelab.data import load_splits
-    from vaelab.evaluate import encode_means, encode_posteriors
+    from vaelab.evaluation.estimates import encode_means, encode_posteriors
 
     path = Path(out)
     if path.suffix not in (".npy", ".csv"):

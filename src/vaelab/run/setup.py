@@ -316,7 +316,7 @@ def clear_run(run_dir: Path) -> None:
     disentanglement report), which would otherwise be claimed by the new run."""
     from vaelab.analysis.factors import REPORT
     from vaelab.analysis.prior_fit import PRIOR_RECORD
-    from vaelab.evaluate_records import EVAL_JSON
+    from vaelab.evaluation.records import EVAL_JSON
     from vaelab.run import checkpoint as ckpt
     from vaelab.run.outputs import PICTURES
 

@@ -14,7 +14,7 @@ import torch
 
 from vaelab.data import ImageData, to_float
 from vaelab.errors import ConfigError
-from vaelab.evaluate import encode_means, labels_for
+from vaelab.evaluation.estimates import encode_means, labels_for
 from vaelab.models import BaseVAE, interpolate_latents
 from vaelab.plots import latent_axes
 from vaelab.serve.guards import _host_name

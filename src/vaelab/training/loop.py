@@ -35,7 +35,7 @@ from vaelab.config import RunConfig, TrainConfig
 from vaelab.config_io import replace as replace_config
 from vaelab.data import DataSplits, ImageData
 from vaelab.errors import ConfigError, TrainingDiverged, TrainingInterrupted
-from vaelab.evaluate import elbo_batches
+from vaelab.evaluation.estimates import elbo_batches
 from vaelab.models import BaseVAE
 from vaelab.objectives import OBJECTIVES, check_model
 from vaelab.objectives.base import Step

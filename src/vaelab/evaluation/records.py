@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vaelab.evaluate import EvalReport
+    from vaelab.evaluation.report import EvalReport
 
 logger = logging.getLogger(__name__)
 

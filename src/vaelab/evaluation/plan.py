@@ -1,5 +1,5 @@
 """How large each pass of an evaluation may be: what one pass costs, measured on a probe, and the
-largest passes that fit EvalConfig.memory_mb (see :mod:`vaelab.evaluate`).
+largest passes that fit EvalConfig.memory_mb (see :mod:`vaelab.evaluation`).
 
 What one decoded latent costs (its decoder activations and the likelihood's temporaries: ~7 KB for
 MNIST's MLP, ~9.5 MB for the celeba64 ResNet) is counted on a tiny probe before the pass
@@ -107,7 +107,7 @@ def measure_pass_cost(model: VAE) -> PassCost:
         y = torch.zeros(b, dtype=torch.long, device=device) if model.cfg.num_classes else None
         return x, y
 
-    from vaelab.evaluate import log_weights  # the pass itself; evaluate imports this module
+    from vaelab.evaluation.estimates import log_weights  # the pass itself; estimates imports this module
 
     def weights(b: int, n: int) -> int:
         x, y = inputs(b)
