@@ -2,7 +2,9 @@
 from the CLI, a typed exception from the library, and leaves nothing half-written on disk.
 
 Set VAELAB_ERROR_CATALOGUE=FILE to collect the actual messages (temporary paths shortened) as JSON;
-docs/errors.md quotes them.
+docs/errors.md quotes them, and after the module's tests the fixture that collects them checks that
+every table row of docs/errors.md naming one of these tests quotes its message as it reads now
+("..." in a quote stands for any text).
 """
 
 from __future__ import annotations
@@ -29,6 +31,27 @@ from vaelab.run import checkpoint as ckpt
 _MESSAGES: dict[str, str] = {}
 
 
+ERRORS_MD = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+
+
+def doc_quotes() -> dict[str, list[str]]:
+    """docs/errors.md's quoted messages by the one test its table row names: {test id: [quotes]}."""
+    out: dict[str, list[str]] = {}
+    for line in ERRORS_MD.read_text().splitlines():
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) < 3 or not line.startswith("| "):
+            continue
+        tests = re.findall(r"`(test_[^`]+)`", cells[-1])
+        if len(tests) == 1:
+            out[tests[0]] = [a or b for a, b in re.findall(r"`` (.+?) ``|`([^`]+)`", cells[1])]  # ``a `b` c``
+    return out
+
+
+def quote_matches(quote: str, message: str) -> bool:
+    """Whether the doc's `quote` is `message`, each "..." in it standing for any text."""
+    return re.fullmatch(".*?".join(re.escape(part) for part in quote.split("...")), message, re.S) is not None
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _write_catalogue():
     yield
@@ -36,6 +59,14 @@ def _write_catalogue():
     if path:
         old = json.loads(Path(path).read_text()) if Path(path).is_file() else {}
         Path(path).write_text(json.dumps({**old, **_MESSAGES}, indent=1, sort_keys=True))
+    # docs/errors.md quotes the messages the tests above saw: every row naming one of them must quote it
+    quotes = doc_quotes()
+    stale = {
+        name: (quotes[name], line)
+        for name, line in _MESSAGES.items()
+        if name in quotes and not any(quote_matches(q, line) for q in quotes[name])
+    }
+    assert not stale, f"docs/errors.md quotes these messages otherwise than they read now: {stale}"
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
