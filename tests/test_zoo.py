@@ -47,3 +47,35 @@ def test_a_shipped_model_is_its_preset_and_evaluates_near_its_row(row, tmp_path,
     # 500 of the 10,000 test images and k = 100: within a few standard errors of the table's figure
     # (an untrained model of this size is over 500 nats)
     assert abs(nll - result["nll"]) < 8.0, (nll, result["nll"])
+
+
+RESULTS = ZOO.parent / "benchmarks" / "results" / "reproduce"
+
+
+def _row_line(doc: str, row: str) -> str:
+    """The one table line of `doc` (README.md, BENCHMARKS.md) that starts with the row's name."""
+    lines = [line for line in (ZOO.parent / doc).read_text().splitlines() if line.startswith(f"| `{row}` |")]
+    assert len(lines) == 1, (doc, row, len(lines))
+    return lines[0]
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_the_docs_tables_quote_the_shipped_rows_numbers(row):
+    """README's "Pretrained models" and BENCHMARKS' reproduction table give each shipped row the
+    numbers of its result.json, which is the runner's record of the row."""
+    result = json.loads((ZOO / row / "result.json").read_text())
+    assert result == json.loads((RESULTS / f"{row}.json").read_text())
+    if result["nll"] is not None:
+        numbers = [f"{result['nll']:.2f} ± {result['nll_stderr']:.2f}", f"{result['kl']:.2f}"]
+    else:
+        d = result["disentanglement"]
+        numbers = [
+            f"{d[key]:.3f}" for key in ("mig", "sap", "dci_disentanglement", "beta_vae_score", "factor_vae_score")
+        ]
+        numbers.append(f"{result['kl']:.2f}")
+    units = f"{result['active_units']} of"
+    for doc in ("README.md", "BENCHMARKS.md"):
+        line = _row_line(doc, row)
+        assert all(n in line for n in numbers), (doc, row, numbers, line)
+    assert units in _row_line("README.md", row)
+    assert f"{result['active_units']} / {result['latent_dim']}" in _row_line("BENCHMARKS.md", row)
