@@ -155,3 +155,22 @@ def test_reproduce_records_a_rows_cpu_time_while_it_runs(tmp_path):
     assert seen and all(b >= a for a, b in zip(seen, seen[1:]))  # reported more than once, never less
     assert 0.2 < seen[-1] <= total + 0.05 and total >= 1.4, (seen, total)
     assert reproduce.cpu_seconds(999_999_999) == 0.0  # a process that is gone reads as nothing
+
+
+def test_every_reproduction_row_is_a_shipped_preset_with_its_anchor():
+    """A row names a preset that loads (a typo would surface hours into a run), and an NLL row has
+    its published figure and target; the row's preset comment names the row."""
+    from importlib import resources
+
+    import reproduce
+
+    from vaelab.config_io import load_preset
+
+    for name, row in reproduce.ROWS.items():
+        load_preset(row.preset)
+        comment = resources.files("vaelab").joinpath("presets", f"{row.preset}.toml").read_text()
+        assert f"row {name} " in comment, name
+        if row.measure == "nll":
+            assert row.published is not None and row.target is not None, name
+        else:
+            assert row.measure == "disentangle" and load_preset(row.preset).data.dataset == "shapes2d", name
