@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 import importlib
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,25 +56,21 @@ def test_no_public_name_of_a_package_face_is_also_one_of_its_modules():
         assert not modules & set(package._EXPORTS), face
 
 
-def test_the_public_functions_stay_functions_after_the_library_has_loaded_its_modules():
-    import subprocess
-    import sys
+def _fresh_python_asserts(code: str) -> None:
+    """Run `code` in a new interpreter (nothing of vaelab imported yet); its asserts must hold."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
-    code = (
+
+def test_the_public_functions_stay_functions_after_the_library_has_loaded_its_modules():
+    _fresh_python_asserts(
         "import vaelab, vaelab.training, vaelab.run.outputs, vaelab.cli\n"
         "assert callable(vaelab.evaluate) and callable(vaelab.fit) and callable(vaelab.load), vaelab.evaluate"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
 
 
 def test_reading_eval_json_imports_no_torch():
-    import subprocess
-    import sys
-
-    code = "import sys, vaelab.evaluation.records\nassert 'torch' not in sys.modules, 'torch imported'"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+    _fresh_python_asserts("import sys, vaelab.evaluation.records\nassert 'torch' not in sys.modules, 'torch imported'")
 
 
 def test_the_version_is_written_once_and_matches_the_project():
