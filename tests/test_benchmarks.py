@@ -174,3 +174,36 @@ def test_every_reproduction_row_is_a_shipped_preset_with_its_anchor():
             assert row.published is not None and row.target is not None, name
         else:
             assert row.measure == "disentangle" and load_preset(row.preset).data.dataset == "shapes2d", name
+
+
+def _reproduce_record(row: str, nll: float) -> dict:
+    """A finished row's record as run_row writes it (the fields the table and ship read)."""
+    return {
+        "row": row, "paper": "a paper", "published": 80.0, "target": 81.0, "nll": nll, "nll_stderr": 0.2,
+        "disentanglement": None, "kl": 20.0, "active_units": 9, "latent_dim": 50, "epochs": 3,
+        "budget_epochs": 3, "cpu_hours_train": 1.0, "cpu_hours_eval": 0.25,
+    }  # fmt: skip
+
+
+def test_reproduce_ships_the_first_tables_rows_and_tables_the_optional_ones_apart(tmp_path):
+    """zoo/ gets a finished first-table row's folder without its checkpoint, and never an optional
+    row's (their weights would pass the zoo's 25 MB); the table prints the optional rows last, in
+    their own table, with the met/missed verdict against the target."""
+    import reproduce
+
+    out, results, zoo = tmp_path / "runs", tmp_path / "results", tmp_path / "zoo"
+    results.mkdir()
+    for row, nll in (("burda-vae", 88.0), ("fashion-vae", 80.5)):
+        (out / row).mkdir(parents=True)
+        for f in ("config.json", "model.safetensors", "checkpoint.safetensors", "metrics.csv", "samples.png"):
+            (out / row / f).write_text(f)
+        (results / f"{row}.json").write_text(json.dumps(_reproduce_record(row, nll)))
+    reproduce.ship(out, results, zoo)
+    assert sorted(p.name for p in (zoo / "burda-vae").iterdir()) == [
+        "config.json", "metrics.csv", "model.safetensors", "result.json", "samples.png"
+    ]  # fmt: skip
+    assert json.loads((zoo / "burda-vae" / "result.json").read_text())["nll"] == 88.0
+    assert not (zoo / "fashion-vae").exists()
+    first, optional = reproduce.table(results).split("\n\n")
+    assert "| `burda-vae` |" in first and "missed by 7.00" in first and "fashion-vae" not in first
+    assert "| `fashion-vae` |" in optional and "≤ 81.00: met" in optional and "| 1.25 |" in optional

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,26 @@ def test_a_shipped_model_is_its_preset_and_evaluates_near_its_row(row, tmp_path,
 
 
 RESULTS = ZOO.parent / "benchmarks" / "results" / "reproduce"
+FINISHED = sorted(p.stem for p in RESULTS.glob("*.json"))
+
+
+def _reproduce():
+    sys.path.insert(0, str(ZOO.parent / "benchmarks"))  # as `python benchmarks/reproduce.py` has it
+    try:
+        import reproduce
+    finally:
+        sys.path.pop(0)
+    return reproduce
+
+
+def test_every_finished_first_table_row_is_shipped_and_no_optional_one():
+    """The issue ships the first table's models; the optional rows' weights would pass the 25 MB cap,
+    so their results are kept in benchmarks/results/reproduce and their folders stay out of zoo/."""
+    rows = _reproduce().ROWS
+    assert set(FINISHED) <= set(rows), set(FINISHED) - set(rows)
+    assert set(ROWS) <= set(FINISHED), set(ROWS) - set(FINISHED)
+    for name in FINISHED:
+        assert (name in ROWS) == (not rows[name].optional), name
 
 
 def _row_line(doc: str, row: str) -> str:
@@ -59,12 +80,12 @@ def _row_line(doc: str, row: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("row", ROWS)
-def test_the_docs_tables_quote_the_shipped_rows_numbers(row):
-    """README's "Pretrained models" and BENCHMARKS' reproduction table give each shipped row the
-    numbers of its result.json, which is the runner's record of the row."""
-    result = json.loads((ZOO / row / "result.json").read_text())
-    assert result == json.loads((RESULTS / f"{row}.json").read_text())
+@pytest.mark.parametrize("row", FINISHED)
+def test_the_docs_tables_quote_each_finished_rows_numbers(row):
+    """BENCHMARKS' reproduction table gives each finished row the numbers of its record
+    (benchmarks/results/reproduce/ROW.json, which the runner wrote), and README's "Pretrained models"
+    gives them for each shipped row, whose result.json is that record."""
+    result = json.loads((RESULTS / f"{row}.json").read_text())
     if result["nll"] is not None:
         numbers = [f"{result['nll']:.2f} ± {result['nll_stderr']:.2f}", f"{result['kl']:.2f}"]
     else:
@@ -73,9 +94,11 @@ def test_the_docs_tables_quote_the_shipped_rows_numbers(row):
             f"{d[key]:.3f}" for key in ("mig", "sap", "dci_disentanglement", "beta_vae_score", "factor_vae_score")
         ]
         numbers.append(f"{result['kl']:.2f}")
-    units = f"{result['active_units']} of"
-    for doc in ("README.md", "BENCHMARKS.md"):
-        line = _row_line(doc, row)
-        assert all(n in line for n in numbers), (doc, row, numbers, line)
-    assert units in _row_line("README.md", row)
-    assert f"{result['active_units']} / {result['latent_dim']}" in _row_line("BENCHMARKS.md", row)
+    line = _row_line("BENCHMARKS.md", row)
+    assert all(n in line for n in numbers), (row, numbers, line)
+    assert f"{result['active_units']} / {result['latent_dim']}" in line
+    if row in ROWS:
+        assert result == json.loads((ZOO / row / "result.json").read_text())
+        line = _row_line("README.md", row)
+        assert all(n in line for n in numbers), (row, numbers, line)
+        assert f"{result['active_units']} of" in line
