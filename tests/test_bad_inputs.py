@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import vaelab
+from conftest import run_cli
 from vaelab.cli import main
 from vaelab.config import DataConfig, ModelConfig, TrainConfig
 from vaelab.data import MNIST_FILES, idx_bytes, load_splits
@@ -587,6 +588,50 @@ def test_out_that_already_holds_a_run(run_copy, npz_dataset, cli_error):
         ["train", "--preset", "tiny", "--dataset", npz_dataset, "--out", run_copy],
         r"already holds a run; use --resume .* to continue it, --overwrite to replace it",
     )
+    assert snapshot(run_copy) == before
+
+
+SHIPPED_CASES = {
+    "shipped_sample": (["sample", "RUN"], r"writing samples.png into it would change it; give -o FILE"),
+    "shipped_reconstruct": (["reconstruct", "RUN"], r"writing reconstructions.png into it would change it"),
+    "shipped_traverse": (["traverse", "RUN"], r"writing traversals.png into it would change it"),
+    "shipped_plot": (
+        ["plot", "RUN"],
+        r"redrawing its pictures would change it; work on a copy without the result.json: cp -r \S+ run-copy && rm run-copy/result.json$",
+    ),
+    "shipped_train_prior": (["train-prior", "RUN"], r"fitting its code prior would change it; work on a copy without"),
+    "shipped_resume": (["train", "--resume", "RUN"], r"--resume would change it; train its preset into a folder"),
+    "shipped_overwrite": (
+        ["train", "--preset", "tiny", "--dataset", "DATA", "--out", "RUN", "--overwrite"],
+        r"--overwrite would change it; give another --out",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHIPPED_CASES))
+def test_a_shipped_models_folder_is_never_written(case, run_copy, npz_dataset, cli_error):
+    """zoo/ROW (its result.json marks it) is the record of a reproduction row: a command that would
+    write into it stops, names the option or the copy that writes elsewhere, and leaves it as it was."""
+    (run_copy / "result.json").write_text('{"row": "burda-vae"}')
+    before = snapshot(run_copy)
+    args, pattern = SHIPPED_CASES[case]
+    args = [str(run_copy) if a == "RUN" else npz_dataset if a == "DATA" else a for a in args]
+    line = cli_error(args, r"is a shipped model \(its result.json records its row\): " + pattern)
+    assert line.startswith("vaelab: error: DIR/run is a shipped model"), line
+    assert snapshot(run_copy) == before
+
+
+def test_a_shipped_model_evaluates_without_recording_and_pictures_go_to_o(run_copy, tmp_path, capsys):
+    """Evaluating a shipped model prints its numbers and leaves its eval.json (the row's record) as it
+    was; a picture given -o is drawn, into -o."""
+    (run_copy / "result.json").write_text('{"row": "burda-vae"}')
+    before = snapshot(run_copy)
+    code, out, err = run_cli(["eval", str(run_copy), "--k", "2", "--threads", "1"], capsys)
+    assert code == 0 and "ELBO" in out, err
+    assert f"not saved: {run_copy} is a shipped model, whose eval.json records its row" in out
+    png = tmp_path / "s.png"
+    code, out, err = run_cli(["sample", str(run_copy), "-n", "4", "-o", str(png), "--threads", "1"], capsys)
+    assert code == 0 and png.is_file(), err
     assert snapshot(run_copy) == before
 
 

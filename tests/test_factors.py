@@ -128,6 +128,13 @@ def test_disentangle_and_traverse_a_shapes2d_run(small_shapes2d, capsys, caplog)
     code, _, err = run_cli(["traverse", str(run), "--index", "999"], capsys)
     assert code == 2 and "--index 999 is out of range" in err
 
+    # shipped (zoo/ROW, marked by its result.json): measured and printed, its record left as it was
+    (run / "result.json").write_text("{}")
+    (run / REPORT).write_text("the row's record")
+    code, out, err = run_cli(["disentangle", str(run), "--points", "28"], capsys)
+    assert code == 0 and "MIG" in out and f"not written: {run} is a shipped model" in out, err
+    assert (run / REPORT).read_text() == "the row's record"
+
 
 def test_disentangle_refuses_data_without_factors(tmp_path, capsys, npz_dataset):
     run = tmp_path / "run"

@@ -280,7 +280,7 @@ def eval_(run: str, threads: int | str | None, weights: str, as_json: bool, **op
 
     Writes RUN/eval.json: this evaluation at the top level, and one record per split, k, number
     of images and weights (an evaluation with the same four replaces its record; `vaelab compare`
-    reads them). NLL is positive, in nats per image; ELBO is higher-is-better. A progress bar on
+    reads them). A shipped model (zoo/ROW) is evaluated, not written: its eval.json records its row. NLL is positive, in nats per image; ELBO is higher-is-better. A progress bar on
     stderr (a terminal only, not with --json) counts the images of the NLL.
     """
     setup_logging(True)
@@ -316,7 +316,13 @@ def eval_(run: str, threads: int | str | None, weights: str, as_json: bool, **op
 @cli.command()
 @run_arg
 @click.option("-n", "n", type=int, default=64, show_default=True, help="Number of samples.")
-@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), help="Image file [default: RUN/samples.png].")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    help="Image file [default: RUN/samples.png; needed for a shipped model, zoo/ROW].",
+)
 @click.option("--label", type=int, help="Class to draw (conditional models).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -345,7 +351,11 @@ def sample(run: str, n: int, threads: int | str | None, weights: str, **opts: An
 @run_arg
 @click.option("-n", "n", type=int, default=32, show_default=True, help="Number of test images.")
 @click.option(
-    "-o", "--out", "out", type=click.Path(dir_okay=False), help="Image file [default: RUN/reconstructions.png]."
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    help="Image file [default: RUN/reconstructions.png; needed for a shipped model, zoo/ROW].",
 )
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @invert_opt
@@ -401,7 +411,13 @@ def plot(run: str, threads: int | str | None, weights: str, **opts: Any) -> None
 @click.option("--index", type=int, default=0, show_default=True, help="The test image whose code is traversed.")
 @click.option("--steps", type=int, default=10, show_default=True, help="Values per row, from -span to span.")
 @click.option("--span", type=float, default=3.0, show_default=True, help="Sweep each dimension over [-span, span].")
-@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), help="Image file [default: RUN/traversals.png].")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    help="Image file [default: RUN/traversals.png; needed for a shipped model, zoo/ROW].",
+)
 @invert_opt
 @device_opt
 @weights_opt
@@ -432,7 +448,7 @@ def disentangle(
 ) -> None:
     """The disentanglement metrics of a run on data with ground-truth factors (shapes2d, dsprites):
     MIG, SAP, DCI, the beta-VAE and FactorVAE scores, each with disentanglement_lib's protocol, on the
-    posterior means of a split. Writes RUN/disentanglement.json."""
+    posterior means of a split. Writes RUN/disentanglement.json (not into a shipped model, zoo/ROW)."""
     setup_logging(False)  # each metric's progress on stderr: DCI takes minutes
     set_threads(threads)
     from vaelab.analysis.factors import REPORT, measure_run
@@ -443,7 +459,10 @@ def disentangle(
         return
     click.echo("\n".join(report.table()))
     took = ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
-    click.echo(f"took {took}; wrote {Path(run) / REPORT}")
+    from vaelab.run.folder import is_shipped
+
+    written = f"not written: {run} is a shipped model" if is_shipped(run) else f"wrote {Path(run) / REPORT}"
+    click.echo(f"took {took}; {written}")
 
 
 @cli.command()

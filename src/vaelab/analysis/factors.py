@@ -198,11 +198,13 @@ def measure_run(
     device: str | torch.device = "cpu",
 ) -> DisentanglementReport:
     """`vaelab disentangle`: load a run, measure it (:func:`measure`) and write
-    RUN/disentanglement.json (atomically). device: "auto", "cpu", "cuda", "mps" or a torch.device."""
+    RUN/disentanglement.json (atomically; not into a shipped model's folder, whose file records its
+    row). device: "auto", "cpu", "cuda", "mps" or a torch.device."""
     from vaelab.data import load_splits
     from vaelab.platform.device import resolve_device
     from vaelab.platform.storage import atomic_write_text
     from vaelab.run.checkpoint import load, read_config, read_state
+    from vaelab.run.folder import is_shipped
 
     device = resolve_device(device) if isinstance(device, str) else device
     run = Path(run_dir)
@@ -217,5 +219,6 @@ def measure_run(
     test = read_state(run).get("test", {})
     rec = -float(test["log_px_z"]) if "log_px_z" in test else None
     report = measure(model, splits, split, points, seed, rec)
-    atomic_write_text(run / REPORT, report.to_json())
+    if not is_shipped(run):
+        atomic_write_text(run / REPORT, report.to_json())
     return report

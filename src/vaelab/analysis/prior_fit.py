@@ -151,7 +151,9 @@ def fit_run_prior(
     training codes (binarized with `seed` for a dynamically binarized run) and :func:`write_prior`."""
     from vaelab.data import load_splits
     from vaelab.run.checkpoint import load_run
+    from vaelab.run.folder import refuse_shipped
 
+    refuse_shipped(run_dir, "fitting its code prior")
     model, cfg = load_run(run_dir, device)
     splits = load_splits(cfg.data)
     binarize = cfg.data.binarize == "dynamic"

@@ -67,7 +67,7 @@ class EvalRun:
     report: EvalReport
     record: dict[str, Any]  # eval.json's top level: the report, the run, weights, dataset, time
     dataset: str
-    path: Path  # RUN/eval.json
+    path: Path | None  # RUN/eval.json; None: not written (a shipped model's folder)
     replaced: bool  # the record replaced an earlier one with the same split, k, images and weights
     kept: int  # the other evaluations eval.json keeps
     codebook_size: int = 0  # of a VQ-VAE, for the perplexity row
@@ -110,6 +110,14 @@ class EvalRun:
     def saved(self) -> str:
         """The line that says where the record went, and what it replaced and kept."""
         kept = self.kept
+        if self.path is None:
+            from vaelab.run.folder import copy_command
+
+            run = self.record["run"]
+            return (
+                f"not saved: {run} is a shipped model, whose eval.json records its row; to keep evaluations "
+                f"of your own, evaluate a copy: {copy_command(run)}"
+            )
         return (
             f"saved in {self.path}"
             + (

@@ -159,8 +159,9 @@ def evaluate_run(
     progress: bool = False,
 ) -> EvalRun:
     """`vaelab eval` as one call: load a run and its data, :func:`evaluate` it on cfg.split (its
-    first `limit` images), record it in RUN/eval.json (:func:`record_evaluation`) and, with
-    `per_image`, save each image's log p(x) (N,) nats as that .npy file.
+    first `limit` images), record it in RUN/eval.json (:func:`record_evaluation`; not in a shipped
+    model's folder, whose eval.json records its row) and, with `per_image`, save each image's log p(x)
+    (N,) nats as that .npy file.
 
     device: "auto", "cpu", "cuda", "mps" or a torch.device. data_dir: where the data is, when not
     where training found it. progress: a bar on stderr while the NLL is estimated.
@@ -174,6 +175,7 @@ def evaluate_run(
     from vaelab.data import load_splits
     from vaelab.platform.storage import atomic_write_with
     from vaelab.run.checkpoint import load_run
+    from vaelab.run.folder import is_shipped
 
     if per_image is not None and (not str(per_image).endswith(".npy") or not Path(per_image).parent.is_dir()):
         raise ConfigError(f"--per-image {per_image}: give a .npy file name in an existing folder")
@@ -196,7 +198,8 @@ def evaluate_run(
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     earlier = read_evaluations(run_dir)
-    written = record_evaluation(run_dir, record)
+    shipped = is_shipped(run_dir)
+    kept = len(earlier) if shipped else len(record_evaluation(run_dir, record)["evaluations"]) - 1
     if per_image is not None and report.per_image is not None:
         lp = report.per_image.numpy()
         atomic_write_with(Path(per_image), lambda f: np.save(f, lp))
@@ -204,9 +207,9 @@ def evaluate_run(
         report,
         record,
         splits.name,
-        Path(run_dir) / EVAL_JSON,
-        replaced=any(evaluation_key(r) == evaluation_key(record) for r in earlier),
-        kept=len(written["evaluations"]) - 1,
+        None if shipped else Path(run_dir) / EVAL_JSON,
+        replaced=not shipped and any(evaluation_key(r) == evaluation_key(record) for r in earlier),
+        kept=kept,
         codebook_size=model.cfg.codebook_size,
         objective=rcfg.train.objective,
     )

@@ -26,8 +26,31 @@ BEST = "best.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.csv"
 FORMAT = "vaelab-run-1"
+SHIPPED = "result.json"  # beside a shipped model (zoo/ROW): the record of its reproduction row
 
 logger = logging.getLogger(__name__)
+
+
+def is_shipped(run_dir: str | Path) -> bool:
+    """A shipped model's folder (zoo/ROW, from benchmarks/reproduce.py --ship): vaelab reads it as any
+    run folder and never writes into it, so that its files stay the record of its row."""
+    return (Path(run_dir) / SHIPPED).is_file()
+
+
+def copy_command(run_dir: str | Path) -> str:
+    """The shell command that copies a shipped model's folder into a run folder of one's own."""
+    copy = f"{Path(run_dir).name}-copy"
+    return f"cp -r {run_dir} {copy} && rm {copy}/{SHIPPED}"
+
+
+def refuse_shipped(run_dir: str | Path, what: str, fix: str | None = None) -> None:
+    """Raise ConfigError, before anything is written, when `what` would write into a shipped model's
+    folder; `fix` (default: work on a copy) is how to do it without."""
+    if is_shipped(run_dir):
+        fix = fix or f"work on a copy without the {SHIPPED}: {copy_command(run_dir)}"
+        raise ConfigError(
+            f"{run_dir} is a shipped model (its {SHIPPED} records its row): {what} would change it; {fix}"
+        )
 
 
 def write_config(run_dir: Path, cfg: RunConfig, preset: str | None = None) -> None:

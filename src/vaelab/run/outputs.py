@@ -21,6 +21,7 @@ from vaelab import plots
 from vaelab.errors import ConfigError
 from vaelab.platform.storage import atomic_write_with
 from vaelab.run.checkpoint import MODEL, load_run, read_metrics
+from vaelab.run.folder import refuse_shipped
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -146,6 +147,7 @@ def redraw_pictures(
     metrics.csv. label: the class a conditional model's manifold decodes."""
     from vaelab.data import load_splits
 
+    refuse_shipped(run_dir, "redrawing its pictures")
     model, cfg = load_run(run_dir, device, weights)
     splits = load_splits(cfg.data)
     run_dir = Path(run_dir)
@@ -183,6 +185,7 @@ def draw_samples(
     if n <= 0:
         raise ConfigError(f"-n must be a positive integer, got {n}")
     _check_outputs(("-o", out, None), ("--npy", npy, ".npy"))
+    path = _picture_path(run_dir, out, "samples")
     model, _ = load_run(run_dir, device, weights)
     k = model.cfg.num_classes
     if k and label is None:
@@ -195,7 +198,6 @@ def draw_samples(
     mode: PixelMode = "draw" if draw else "mean"
     with torch.no_grad():
         imgs = model.sample(n, label, generator=g, mode=mode).cpu().numpy()
-    path = Path(out or Path(run_dir) / PICTURES["samples"])
     title = f"Samples: {model.likelihood.describe(mode)}, z ~ {model.prior_description}" + (
         f", label {label}" if label is not None else ""
     )
@@ -222,12 +224,12 @@ def draw_reconstructions(
 
     if n <= 0:
         raise ConfigError(f"-n must be a positive integer, got {n}")
+    path = _picture_path(run_dir, out, "reconstructions")
     model, cfg = load_run(run_dir, device, weights)
     xb, yb = getattr(load_splits(cfg.data), split).batch(slice(0, n))
     x = to_float(xb.to(model.device))
     with torch.no_grad():
         rec = model.reconstruct(x, labels_for(model, yb))
-    path = Path(out or Path(run_dir) / PICTURES["reconstructions"])
     save_figure(plots.plot_reconstructions(x.cpu().numpy(), rec.cpu().numpy(), invert=invert), path)
     return len(x), path
 
@@ -249,6 +251,7 @@ def draw_traversals(
     from vaelab.analysis.factors import traversal_order, traversals
     from vaelab.data import load_splits, to_float
 
+    path = _picture_path(run_dir, out, "traversals")
     model, cfg = load_run(run_dir, device, weights)
     if model.cfg.num_classes:
         raise ConfigError(f"{run_dir} is a conditional model: traversals of a label-conditioned code are not drawn")
@@ -258,7 +261,6 @@ def draw_traversals(
     order, kl = traversal_order(model, test)
     x = to_float(test.batch(slice(index, index + 1))[0][0].to(model.device))
     imgs, values, dims = traversals(model, x, steps, span, order)
-    path = Path(out or Path(run_dir) / PICTURES["traversals"])
     save_figure(plots.plot_traversals(imgs.cpu().numpy(), values.numpy(), dims, kl[dims], invert=invert), path)
     return len(dims), path
 
@@ -305,6 +307,14 @@ def encode_run(
     what = f"{d} latent means" + (f", then {d} log-variances" if logvar else "")
     labels = ", then the label" if (path.suffix == ".csv" and data.labels is not None) else ""
     return f"wrote {rows} x {cols_written + bool(labels)} ({what}{labels}) of the {split} split to {path}"
+
+
+def _picture_path(run_dir: str | Path, out: str | Path | None, key: str) -> Path:
+    """Where a picture goes: `out`, or RUN/PICTURES[key], which a shipped model's folder refuses."""
+    if out is not None:
+        return Path(out)
+    refuse_shipped(run_dir, f"writing {PICTURES[key]} into it", "give -o FILE to write the picture elsewhere")
+    return Path(run_dir) / PICTURES[key]
 
 
 def _check_outputs(*files: tuple[str, str | Path | None, str | None]) -> None:

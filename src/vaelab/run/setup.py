@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from vaelab.config import RunConfig
 from vaelab.config_io import load_preset, merge_file, replace
 from vaelab.errors import CheckpointError, ConfigError
+from vaelab.run.folder import CONFIG, read_preset, refuse_shipped  # no torch: checks answer before it loads
 
 if TYPE_CHECKING:
     from vaelab.data import DataSplits
@@ -87,6 +88,8 @@ def configure(
         from vaelab.run import checkpoint as ckpt
 
         run_dir = Path(resume)
+        name = read_preset(run_dir) or "PRESET"
+        refuse_shipped(run_dir, "--resume", f"train its preset into a folder of your own: vaelab train --preset {name}")
         try:
             cfg = ckpt.read_config(run_dir)
             state = ckpt.read_state(run_dir)
@@ -125,9 +128,9 @@ def configure(
             f"{', '.join(ignored)}: this model is a hierarchy, whose sizes are its model.layers "
             f"(top latent_dim {cfg.model.latent_dim}); set --model.layers instead"
         )
-    from vaelab.run.folder import CONFIG  # not checkpoint's: that module imports torch
-
     run_dir = Path(out or f"runs/{preset}")
+    if overwrite:
+        refuse_shipped(run_dir, "--overwrite", "give another --out")
     if (run_dir / CONFIG).exists() and not overwrite:
         raise ConfigError(
             f"--out {run_dir} already holds a run; use --resume {run_dir} to continue it, "
