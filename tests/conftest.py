@@ -1,8 +1,12 @@
-"""Shared fixtures: seeded randomness, a tiny synthetic dataset and tiny trained runs."""
+"""Shared fixtures: seeded randomness, a tiny synthetic dataset and tiny trained runs; and the check
+that docs/errors.md quotes each message as the test its row names sees it."""
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +14,92 @@ import torch
 
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaelab.data import DataSplits, ImageData
+from vaelab.errors import VaelabError
+
+ERRORS_MD = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+
+
+@functools.cache
+def errors_md_quotes() -> dict[str, list[list[str]]]:
+    """docs/errors.md's quoted messages by the one test its table row names: {test id: [quotes of
+    each row naming it]} (a test id with its parameters, or a test's name)."""
+    out: dict[str, list[list[str]]] = {}
+    for line in ERRORS_MD.read_text().splitlines():
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) < 3 or not line.startswith("| "):
+            continue
+        tests = re.findall(r"`(test_[^`]+)`", cells[-1])
+        if len(tests) == 1:
+            quotes = [a or b for a, b in re.findall(r"`` (.+?) ``|`([^`]+)`", cells[1])]  # ``a `b` c``
+            out.setdefault(tests[0], []).append(quotes)
+    return out
+
+
+def quote_matches(quote: str, message: str) -> bool:
+    """Whether the doc's `quote` is `message`, each "..." in it standing for any text. A quote of the
+    CLI's line ("vaelab: error: MESSAGE", "vaelab: MESSAGE") matches the message alone too."""
+    bare = re.sub(r"^vaelab(?: [\w-]+)?: (?:error: )?", "", quote)
+    return any(
+        re.fullmatch(".*?".join(re.escape(part) for part in q.split("...")), message, re.S) for q in (quote, bare)
+    )
+
+
+_RAISED: dict[str, list[str]] = {}  # the messages of the VaelabErrors each test of a module made
+_TEST: list[str] = []  # the test running now
+_RAN: set[str] = set()  # the tests of the module that ran
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _errors_md_quotes_the_messages_the_tests_saw(request):
+    """After a module's tests: every docs/errors.md row naming one of them quotes a message that a
+    VaelabError of that test carried ("DIR" its tmp_path, "TMP" the folder above; "..." any text).
+    A test that made no VaelabError (the server's JSON answers) is not checked here, and a module
+    that checks the CLI's own lines (ERRORS_MD_CHECKED_HERE: test_bad_inputs) is left to its check."""
+    if getattr(request.module, "ERRORS_MD_CHECKED_HERE", False):
+        yield
+        return
+    _RAISED.clear()
+    _RAN.clear()
+    own = VaelabError.__dict__.get("__init__")  # None: it inherits Exception's
+    real = VaelabError.__init__
+
+    def record(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        if _TEST:
+            _RAISED.setdefault(_TEST[-1], []).append(str(self))
+
+    VaelabError.__init__ = record  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if own is None:
+            del VaelabError.__init__
+        else:
+            VaelabError.__init__ = own  # type: ignore[method-assign]
+    quotes = errors_md_quotes()
+    stale = []
+    for test in sorted({n.split("[")[0] for n in _RAN} | _RAN):
+        seen = [m for n, ms in _RAISED.items() if n == test or n.split("[")[0] == test for m in ms]
+        for row in quotes.get(test, []) if seen else []:  # none: the row quotes another kind of answer
+            if row and not any(quote_matches(q, m) for q in row for m in seen):
+                stale.append((test, row, seen))
+    assert not stale, f"docs/errors.md quotes these otherwise than the tests see them (row, then messages): {stale}"
+
+
+@pytest.fixture(autouse=True)
+def _current_test(request, tmp_path_factory):
+    _TEST.append(request.node.name)
+    _RAN.add(request.node.name)
+    yield
+    _TEST.pop()
+    tmp = request.node.funcargs.get("tmp_path")
+    base = tmp_path_factory.getbasetemp()
+    shorten = [(str(tmp), "DIR"), (str(tmp.parent), "TMP")] if tmp is not None else [(str(base), "TMP")]
+    messages = _RAISED.get(request.node.name, [])
+    for i, m in enumerate(messages):
+        for long, short in shorten:
+            m = m.replace(long, short)
+        messages[i] = m
 
 
 @pytest.fixture(autouse=True)

@@ -22,35 +22,15 @@ import pytest
 import torch
 
 import vaelab
-from conftest import run_cli
+from conftest import errors_md_quotes, quote_matches, run_cli
 from vaelab.cli import main
 from vaelab.config import DataConfig, ModelConfig, TrainConfig
 from vaelab.data import MNIST_FILES, idx_bytes, load_splits
 from vaelab.errors import CheckpointError, ConfigError, DataError, StorageError, VaelabError
 from vaelab.run import checkpoint as ckpt
 
+ERRORS_MD_CHECKED_HERE = True  # its fixture compares the CLI lines (click's too) with docs/errors.md
 _MESSAGES: dict[str, str] = {}
-
-
-ERRORS_MD = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
-
-
-def doc_quotes() -> dict[str, list[str]]:
-    """docs/errors.md's quoted messages by the one test its table row names: {test id: [quotes]}."""
-    out: dict[str, list[str]] = {}
-    for line in ERRORS_MD.read_text().splitlines():
-        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-        if len(cells) < 3 or not line.startswith("| "):
-            continue
-        tests = re.findall(r"`(test_[^`]+)`", cells[-1])
-        if len(tests) == 1:
-            out[tests[0]] = [a or b for a, b in re.findall(r"`` (.+?) ``|`([^`]+)`", cells[1])]  # ``a `b` c``
-    return out
-
-
-def quote_matches(quote: str, message: str) -> bool:
-    """Whether the doc's `quote` is `message`, each "..." in it standing for any text."""
-    return re.fullmatch(".*?".join(re.escape(part) for part in quote.split("...")), message, re.S) is not None
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -61,11 +41,12 @@ def _write_catalogue():
         old = json.loads(Path(path).read_text()) if Path(path).is_file() else {}
         Path(path).write_text(json.dumps({**old, **_MESSAGES}, indent=1, sort_keys=True))
     # docs/errors.md quotes the messages the tests above saw: every row naming one of them must quote it
-    quotes = doc_quotes()
+    quotes = errors_md_quotes()
     stale = {
-        name: (quotes[name], line)
+        name: (row, line)
         for name, line in _MESSAGES.items()
-        if name in quotes and not any(quote_matches(q, line) for q in quotes[name])
+        for row in quotes.get(name, [])
+        if row and not any(quote_matches(q, line) for q in row)
     }
     assert not stale, f"docs/errors.md quotes these messages otherwise than they read now: {stale}"
 
