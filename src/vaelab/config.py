@@ -155,6 +155,8 @@ class ModelConfig:
     temperature_rate: float = 3e-5
 
     def __post_init__(self) -> None:
+        from vaelab.config_io import build  # the coercion of a table (config_io imports this module)
+
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
         object.__setattr__(self, "hidden", tuple(self.hidden))
         object.__setattr__(self, "channels", tuple(self.channels))
@@ -162,7 +164,7 @@ class ModelConfig:
             self,
             "layers",
             tuple(
-                layer if isinstance(layer, StochasticLayer) else _build(StochasticLayer, layer, "model.layers")
+                layer if isinstance(layer, StochasticLayer) else build(StochasticLayer, layer, "model.layers")
                 for layer in self.layers
             ),
         )
@@ -395,78 +397,20 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> RunConfig:
+        """The config of a table of sections {"data": {...}, "model": {...}, "train": {...}}, each
+        key checked against its annotation (:func:`vaelab.config_io.build`)."""
+        from vaelab.config_io import build
+
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a table of sections, got {type(d).__name__}")
         unknown = set(d) - {"data", "model", "train"}
         if unknown:
             raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; allowed: data, model, train")
         return cls(
-            data=_build(DataConfig, d.get("data", {}), f"{source} [data]"),
-            model=_build(ModelConfig, d.get("model", {}), f"{source} [model]"),
-            train=_build(TrainConfig, d.get("train", {}), f"{source} [train]"),
+            data=build(DataConfig, d.get("data", {}), f"{source} [data]"),
+            model=build(ModelConfig, d.get("model", {}), f"{source} [model]"),
+            train=build(TrainConfig, d.get("train", {}), f"{source} [train]"),
         )
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    """Check `value` against the annotation `tp`, converting lists to tuples and ints to floats."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(a, value, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where} must be one of {', '.join(map(str, args))}; got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        inner = args[0]
-        return tuple(_coerce(inner, v, where) for v in value)
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return value if isinstance(value, tp) else _build(tp, value, where)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
-        return value
-    return value
-
-
-def _build(cls: type, values: Any, source: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{source}: expected a table, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        import difflib
-
-        close = [m for u in unknown for m in difflib.get_close_matches(u, names, n=1, cutoff=0.75)]
-        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-        raise ConfigError(f"{source}: unknown key(s) {unknown}{hint}; known keys: {sorted(names)}")
-    kwargs = {k: _coerce(hints[k], v, f"{source} {k}") for k, v in values.items()}
-    return cls(**kwargs)
