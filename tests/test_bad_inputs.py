@@ -572,6 +572,7 @@ def test_out_that_already_holds_a_run(run_copy, npz_dataset, cli_error):
     assert snapshot(run_copy) == before
 
 
+SHIPPED_RECORD = '{"row": "burda-vae", "preset": "burda-vae", "nll": 88.58}'  # reproduce.py's, in short
 SHIPPED_CASES = {
     "shipped_sample": (["sample", "RUN"], r"writing samples.png into it would change it; give -o FILE"),
     "shipped_reconstruct": (["reconstruct", "RUN"], r"writing reconstructions.png into it would change it"),
@@ -593,7 +594,7 @@ SHIPPED_CASES = {
 def test_a_shipped_models_folder_is_never_written(case, run_copy, npz_dataset, cli_error):
     """zoo/ROW (its result.json marks it) is the record of a reproduction row: a command that would
     write into it stops, names the option or the copy that writes elsewhere, and leaves it as it was."""
-    (run_copy / "result.json").write_text('{"row": "burda-vae"}')
+    (run_copy / "result.json").write_text(SHIPPED_RECORD)
     before = snapshot(run_copy)
     args, pattern = SHIPPED_CASES[case]
     args = [str(run_copy) if a == "RUN" else npz_dataset if a == "DATA" else a for a in args]
@@ -605,11 +606,17 @@ def test_a_shipped_models_folder_is_never_written(case, run_copy, npz_dataset, c
 def test_a_shipped_model_evaluates_without_recording_and_pictures_go_to_o(run_copy, tmp_path, capsys):
     """Evaluating a shipped model prints its numbers and leaves its eval.json (the row's record) as it
     was; a picture given -o is drawn, into -o."""
-    (run_copy / "result.json").write_text('{"row": "burda-vae"}')
+    (run_copy / "result.json").write_text(SHIPPED_RECORD)
     before = snapshot(run_copy)
     code, out, err = run_cli(["eval", str(run_copy), "--k", "2", "--threads", "1"], capsys)
     assert code == 0 and "ELBO" in out, err
     assert f"not saved: {run_copy} is a shipped model, whose eval.json records its row" in out
+    # a benchmark driver's result.json (iwae_table.py, time_to_quality.py) names no row: still a run of one's own
+    (run_copy / "result.json").write_text('{"name": "iwae-k5", "nll": 85.0}')
+    code, out, err = run_cli(["eval", str(run_copy), "--k", "2", "--threads", "1"], capsys)
+    assert code == 0 and f"saved in {run_copy / 'eval.json'}" in out, err
+    (run_copy / "eval.json").unlink()
+    (run_copy / "result.json").write_text(SHIPPED_RECORD)
     png = tmp_path / "s.png"
     code, out, err = run_cli(["sample", str(run_copy), "-n", "4", "-o", str(png), "--threads", "1"], capsys)
     assert code == 0 and png.is_file(), err

@@ -129,7 +129,7 @@ def test_disentangle_and_traverse_a_shapes2d_run(small_shapes2d, capsys, caplog)
     assert code == 2 and "--index 999 is out of range" in err
 
     # shipped (zoo/ROW, marked by its result.json): measured and printed, its record left as it was
-    (run / "result.json").write_text("{}")
+    (run / "result.json").write_text('{"row": "btcvae-dsprites", "preset": "btcvae-dsprites"}')
     (run / REPORT).write_text("the row's record")
     code, out, err = run_cli(["disentangle", str(run), "--points", "28"], capsys)
     assert code == 0 and "MIG" in out and f"not written: {run} is a shipped model" in out, err

@@ -33,8 +33,14 @@ logger = logging.getLogger(__name__)
 
 def is_shipped(run_dir: str | Path) -> bool:
     """A shipped model's folder (zoo/ROW, from benchmarks/reproduce.py --ship): vaelab reads it as any
-    run folder and never writes into it, so that its files stay the record of its row."""
-    return (Path(run_dir) / SHIPPED).is_file()
+    run folder and never writes into it, so that its files stay the record of its row. Its result.json
+    names the row and its preset; the result.json that other benchmark drivers leave in their run
+    folders does not, and those stay writable."""
+    try:
+        doc = json.loads((Path(run_dir) / SHIPPED).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and {"row", "preset"} <= doc.keys()
 
 
 def copy_command(run_dir: str | Path) -> str:
