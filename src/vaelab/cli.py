@@ -25,6 +25,7 @@ from vaelab.cli_options import (
     ThreadsType,
     device_opt,
     invert_opt,
+    picture_opt,
     registry_option,
     run_arg,
     set_threads,
@@ -316,13 +317,7 @@ def eval_(run: str, threads: int | str | None, weights: str, as_json: bool, **op
 @cli.command()
 @run_arg
 @click.option("-n", "n", type=int, default=64, show_default=True, help="Number of samples.")
-@click.option(
-    "-o",
-    "--out",
-    "out",
-    type=click.Path(dir_okay=False),
-    help="Image file [default: RUN/samples.png; needed for a shipped model, zoo/ROW].",
-)
+@picture_opt("samples.png")
 @click.option("--label", type=int, help="Class to draw (conditional models).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -350,13 +345,7 @@ def sample(run: str, n: int, threads: int | str | None, weights: str, **opts: An
 @cli.command()
 @run_arg
 @click.option("-n", "n", type=int, default=32, show_default=True, help="Number of test images.")
-@click.option(
-    "-o",
-    "--out",
-    "out",
-    type=click.Path(dir_okay=False),
-    help="Image file [default: RUN/reconstructions.png; needed for a shipped model, zoo/ROW].",
-)
+@picture_opt("reconstructions.png")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @invert_opt
 @device_opt
@@ -411,13 +400,7 @@ def plot(run: str, threads: int | str | None, weights: str, **opts: Any) -> None
 @click.option("--index", type=int, default=0, show_default=True, help="The test image whose code is traversed.")
 @click.option("--steps", type=int, default=10, show_default=True, help="Values per row, from -span to span.")
 @click.option("--span", type=float, default=3.0, show_default=True, help="Sweep each dimension over [-span, span].")
-@click.option(
-    "-o",
-    "--out",
-    "out",
-    type=click.Path(dir_okay=False),
-    help="Image file [default: RUN/traversals.png; needed for a shipped model, zoo/ROW].",
-)
+@picture_opt("traversals.png")
 @invert_opt
 @device_opt
 @weights_opt

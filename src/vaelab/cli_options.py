@@ -129,6 +129,19 @@ weights_opt = click.option(
     help="Last weights or those with the best validation ELBO.",
 )
 WEIGHTS = {"last": "model.safetensors", "best": "best.safetensors"}
+
+
+def picture_opt(default: str) -> Any:
+    """`-o FILE`, the picture a command draws: RUN/`default` when not given, refused for a shipped model."""
+    return click.option(
+        "-o",
+        "--out",
+        "out",
+        type=click.Path(dir_okay=False),
+        help=f"Image file [default: RUN/{default}; needed for a shipped model, zoo/ROW].",
+    )
+
+
 invert_opt = click.option(
     "--invert",
     is_flag=True,
