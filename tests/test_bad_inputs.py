@@ -583,9 +583,13 @@ SHIPPED_CASES = {
     ),
     "shipped_train_prior": (["train-prior", "RUN"], r"fitting its code prior would change it; work on a copy without"),
     "shipped_resume": (["train", "--resume", "RUN"], r"--resume would change it; train its preset into a folder"),
+    "shipped_out": (
+        ["train", "--preset", "tiny", "--dataset", "DATA", "--out", "RUN"],
+        r"training into it would change it; give another --out$",
+    ),
     "shipped_overwrite": (
         ["train", "--preset", "tiny", "--dataset", "DATA", "--out", "RUN", "--overwrite"],
-        r"--overwrite would change it; give another --out",
+        r"training into it would change it; give another --out$",
     ),
 }
 

@@ -129,8 +129,7 @@ def configure(
             f"(top latent_dim {cfg.model.latent_dim}); set --model.layers instead"
         )
     run_dir = Path(out or f"runs/{preset}")
-    if overwrite:
-        refuse_shipped(run_dir, "--overwrite", "give another --out")
+    refuse_shipped(run_dir, "training into it", "give another --out")  # before --resume / --overwrite advice
     if (run_dir / CONFIG).exists() and not overwrite:
         raise ConfigError(
             f"--out {run_dir} already holds a run; use --resume {run_dir} to continue it, "
