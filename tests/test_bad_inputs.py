@@ -607,6 +607,18 @@ def test_a_shipped_models_folder_is_never_written(case, run_copy, npz_dataset, c
     assert snapshot(run_copy) == before
 
 
+def test_the_library_does_not_train_into_a_shipped_model(run_copy, tiny_splits, tiny_cfg):
+    """vaelab.fit(..., run_dir=zoo/ROW), with or without resume, refuses before writing anything."""
+    from vaelab.models import VAE
+
+    (run_copy / "result.json").write_text(SHIPPED_RECORD)
+    before = snapshot(run_copy)
+    for resume in (False, True):
+        with pytest.raises(ConfigError, match=r"is a shipped model .*training into it would change it; train into"):
+            vaelab.fit(VAE(tiny_cfg.model), tiny_splits, tiny_cfg, run_copy, resume=resume, progress=False)
+    assert snapshot(run_copy) == before
+
+
 def test_a_shipped_model_evaluates_without_recording_and_pictures_go_to_o(run_copy, tmp_path, capsys):
     """Evaluating a shipped model prints its numbers and leaves its eval.json (the row's record) as it
     was; a picture given -o is drawn, into -o."""

@@ -44,6 +44,7 @@ from vaelab.platform.device import resolve_device
 from vaelab.platform.distributed import dist_info, peer_failures
 from vaelab.platform.stop import AgreedStopFlag, StopFlag
 from vaelab.run.checkpoint import BEST, load_weights, save_weights
+from vaelab.run.folder import refuse_shipped
 from vaelab.training.batches import Batches, mean_pixel
 from vaelab.training.progress import Progress
 from vaelab.training.schedules import kl_weight, lr_at
@@ -92,13 +93,16 @@ def fit(
 
     Writes config.json (with `preset`, the name the run was made from, when given), checkpoint/model/
     best safetensors and metrics.csv into `run_dir` (rank 0), each atomically. With `resume=True` it
-    continues exactly from run_dir's checkpoint. Raises TrainingDiverged on a NaN/inf loss and
+    continues exactly from run_dir's checkpoint; a shipped model's folder (zoo/ROW) is refused
+    (ConfigError) before anything is written. Raises TrainingDiverged on a NaN/inf loss and
     TrainingInterrupted on SIGINT/SIGTERM, in both cases after leaving a good checkpoint behind.
     """
     cfg = replace(cfg, model=model.cfg)  # config.json records the model as it is (a prior swapped in, say)
     rank, world = dist_info()
     is_main = rank == 0
     run_path = Path(run_dir) if run_dir is not None else None
+    if run_path is not None:  # the CLI refuses it before loading anything; this is the library's guard
+        refuse_shipped(run_path, "training into it", "train into another folder")
     device, cfg = _device_and_threads(cfg)
     tc = cfg.train
     model.to(device).train()
