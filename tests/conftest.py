@@ -53,8 +53,9 @@ _RAN: set[str] = set()  # the tests of the module that ran
 def _errors_md_quotes_the_messages_the_tests_saw(request):
     """After a module's tests: every docs/errors.md row naming one of them quotes a message that a
     VaelabError of that test carried ("DIR" its tmp_path, "TMP" the folder above; "..." any text).
-    A test that made no VaelabError (the server's JSON answers) is not checked here, and a module
-    that checks the CLI's own lines (ERRORS_MD_CHECKED_HERE: test_bad_inputs) is left to its check."""
+    The server's JSON answers count when the test passes them to :func:`answered`. A test that saw
+    no message is not checked, and a module that checks the CLI's own lines (ERRORS_MD_CHECKED_HERE:
+    test_bad_inputs) is left to its own check."""
     if getattr(request.module, "ERRORS_MD_CHECKED_HERE", False):
         yield
         return
@@ -84,6 +85,14 @@ def _errors_md_quotes_the_messages_the_tests_saw(request):
             if row and not any(quote_matches(q, m) for q in row for m in seen):
                 stale.append((test, row, seen))
     assert not stale, f"docs/errors.md quotes these otherwise than the tests see them (row, then messages): {stale}"
+
+
+def answered(message: str) -> str:
+    """Record `message`, an answer that is not a VaelabError (the server's JSON), for the errors.md
+    check of the test running now; returns it."""
+    if _TEST:
+        _RAISED.setdefault(_TEST[-1], []).append(message)
+    return message
 
 
 @pytest.fixture(autouse=True)
