@@ -72,6 +72,18 @@ def test_histogram_discretize_bins_each_dimension_over_its_range():
 # -- the metrics on known representations -------------------------------------------------------
 
 
+def test_mig_per_factor_names_the_factor_a_code_separates_and_mig_is_their_mean():
+    """Codes that hold factor 0 in one dimension (and noise): factor 0's gap is near 1, the others'
+    near 0. Held in two dimensions, factor 0 has no gap: both are equally informative."""
+    f = grid()
+    only_first = np.concatenate([aligned(f)[:, :1], noise(f)[:, :2]], 1)
+    each = dis.mig_per_factor(only_first, f, **SMALL)
+    assert each.shape == (3,) and each[0] >= 0.9 and (each[1:] < 0.05).all(), each
+    assert dis.mig(only_first, f, **SMALL) == pytest.approx(each.mean(), abs=1e-12)
+    twice = np.concatenate([aligned(f, seed=1)[:, :1], aligned(f, seed=4)[:, :1], noise(f)[:, :1]], 1)
+    assert dis.mig_per_factor(twice, f, **SMALL)[0] < 0.1
+
+
 def test_mig_is_near_one_for_the_factors_lower_for_a_rotation_and_zero_for_noise():
     f = grid()
     top, rot, none = (dis.mig(c, f, **SMALL) for c in (aligned(f), rotated(aligned(f)), noise(f)))

@@ -112,10 +112,12 @@ def test_disentangle_and_traverse_a_shapes2d_run(small_shapes2d, capsys, caplog)
     assert report["factor_names"] == list(S.FACTOR_NAMES)
     for key in ("mig", "sap", "dci_disentanglement", "dci_completeness", "dci_informativeness"):
         assert 0.0 <= report[key] <= 1.0, key
+    assert list(report["mig_per_factor"]) == list(S.FACTOR_NAMES)  # which factors the code separates
+    assert report["mig"] == pytest.approx(np.mean(list(report["mig_per_factor"].values())), abs=1e-12)
     assert 0.0 <= report["beta_vae_score"] <= 1.0 and 0.0 <= report["factor_vae_score"] <= 1.0
     assert len(report["kl_per_dim"]) == 10 and report["reconstruction_nats"] > 0
     assert set(report["seconds"]) == {"encode", "mig", "sap", "dci", "beta_vae_score", "factor_vae_score"}
-    assert "MIG" in out and "wrote" in out
+    assert "MIG" in out and "wrote" in out and "  per factor" in out
     # the same seed gives the same report (the timings aside)
     code, again, _ = run_cli(["disentangle", str(run), "--points", "28", "--json"], capsys)
     strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731

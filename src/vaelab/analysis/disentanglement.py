@@ -110,13 +110,12 @@ def entropy(a: Any) -> float:
     return mutual_information(a, a)
 
 
-def mig(codes: Any, factors: Any, num_train: int = NUM_TRAIN, num_bins: int = NUM_BINS, seed: int = 0) -> float:
-    """The Mutual Information Gap (Chen et al. 2018), in [0, 1].
-
-    For each factor, the gap between the two code dimensions with the highest mutual information
-    with it, divided by the factor's entropy; averaged over the factors. Protocol (disentanglement_lib):
-    `num_train` = 10,000 points; codes discretised into `num_bins` = 20 equal-width bins per dimension.
-    """
+def mig_per_factor(
+    codes: Any, factors: Any, num_train: int = NUM_TRAIN, num_bins: int = NUM_BINS, seed: int = 0
+) -> np.ndarray:
+    """Each factor's Mutual Information Gap (F,), in [0, 1]: the gap between the two code dimensions
+    with the highest mutual information with the factor, divided by its entropy; :func:`mig` is their
+    mean. It tells which factors a code separates. Protocol as :func:`mig`."""
     c, f = _check(codes, factors)
     c, y = _canonical(c, f)
     idx = _draw(len(c), num_train, np.random.default_rng(seed))
@@ -124,9 +123,22 @@ def mig(codes: Any, factors: Any, num_train: int = NUM_TRAIN, num_bins: int = NU
     m = np.array([[mutual_information(c[:, i], y[:, j]) for j in range(y.shape[1])] for i in range(c.shape[1])])
     h = np.array([entropy(y[:, j]) for j in range(y.shape[1])])
     if m.shape[0] < 2:
-        return float(np.mean(np.divide(m[0], h, out=np.zeros_like(h), where=h > 0)))
-    top = np.sort(m, axis=0)[::-1]
-    return float(np.mean(np.divide(top[0] - top[1], h, out=np.zeros_like(h), where=h > 0)))
+        gap = m[0]
+    else:
+        top = np.sort(m, axis=0)[::-1]
+        gap = top[0] - top[1]
+    return np.divide(gap, h, out=np.zeros_like(h), where=h > 0)
+
+
+def mig(codes: Any, factors: Any, num_train: int = NUM_TRAIN, num_bins: int = NUM_BINS, seed: int = 0) -> float:
+    """The Mutual Information Gap (Chen et al. 2018), in [0, 1].
+
+    For each factor, the gap between the two code dimensions with the highest mutual information
+    with it, divided by the factor's entropy; averaged over the factors (:func:`mig_per_factor`).
+    Protocol (disentanglement_lib): `num_train` = 10,000 points; codes discretised into `num_bins` =
+    20 equal-width bins per dimension.
+    """
+    return float(np.mean(mig_per_factor(codes, factors, num_train, num_bins, seed)))
 
 
 def sap(codes: Any, factors: Any, num_train: int = NUM_TRAIN, num_test: int = NUM_TEST, seed: int = 0) -> float:
