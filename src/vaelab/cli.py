@@ -430,8 +430,9 @@ def disentangle(
     run: str, split: str, points: int, seed: int, as_json: bool, device: str, weights: str, threads: int | str | None
 ) -> None:
     """The disentanglement metrics of a run on data with ground-truth factors (shapes2d, dsprites):
-    MIG, SAP, DCI, the beta-VAE and FactorVAE scores, each with disentanglement_lib's protocol, on the
-    posterior means of a split. Writes RUN/disentanglement.json (not into a shipped model, zoo/ROW)."""
+    MIG (and each factor's), SAP, DCI, the beta-VAE and FactorVAE scores, each with
+    disentanglement_lib's protocol, on the posterior means of a split. Writes
+    RUN/disentanglement.json (not into a shipped model, zoo/ROW)."""
     setup_logging(False)  # each metric's progress on stderr: DCI takes minutes
     set_threads(threads)
     from vaelab.analysis.factors import REPORT, measure_run
