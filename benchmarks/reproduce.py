@@ -237,16 +237,18 @@ def table(results: Path) -> str:
     """The finished rows: the first table's NLL rows, its disentanglement rows, then the optional rows."""
     done = harness.finished(results, ROWS)
     columns = ["row", "paper", "published", "vaelab NLL ± s.e.", "target", "KL", "active units", "epochs (budget)"]
-    tables = []
-    for optional in (False, True):
+
+    def nll_table(optional: bool) -> list[str]:
         rows = [nll_cells(n, r) for n, r in done.items() if r["nll"] is not None and ROWS[n].optional == optional]
-        if rows or not optional:
-            tables.append(harness.md_table([*columns, "CPU-hours"], "llrrlrrrr", rows))
+        return [harness.md_table([*columns, "CPU-hours"], "llrrlrrrr", rows)] if rows or not optional else []
+
+    tables = nll_table(optional=False)
     scored = {n: r for n, r in done.items() if r.get("disentanglement")}
     if scored:
-        columns = ["row", "MIG", "SAP", "DCI dis.", "β-VAE score", "FactorVAE score", "KL", "active units", "steps"]
+        dis_columns = ["row", "MIG", "SAP", "DCI dis.", "β-VAE score", "FactorVAE score", "KL", "active units", "steps"]
         cells = (disentangle_cells(n, r) for n, r in scored.items())
-        tables.insert(1, harness.md_table([*columns, "CPU-hours"], "l" + "r" * len(columns), cells))
+        tables.append(harness.md_table([*dis_columns, "CPU-hours"], "l" + "r" * len(dis_columns), cells))
+    tables += nll_table(optional=True)
     return "\n\n".join(tables)
 
 

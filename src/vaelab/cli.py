@@ -281,8 +281,9 @@ def eval_(run: str, threads: int | str | None, weights: str, as_json: bool, **op
 
     Writes RUN/eval.json: this evaluation at the top level, and one record per split, k, number
     of images and weights (an evaluation with the same four replaces its record; `vaelab compare`
-    reads them). A shipped model (zoo/ROW) is evaluated, not written: its eval.json records its row. NLL is positive, in nats per image; ELBO is higher-is-better. A progress bar on
-    stderr (a terminal only, not with --json) counts the images of the NLL.
+    reads them). A shipped model (zoo/ROW) is evaluated, not written: its eval.json records its
+    row. NLL is positive, in nats per image; ELBO is higher-is-better. A progress bar on stderr (a
+    terminal only, not with --json) counts the images of the NLL.
     """
     setup_logging(True)
     set_threads(threads)

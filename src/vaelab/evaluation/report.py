@@ -199,7 +199,9 @@ def evaluate_run(
     }
     earlier = read_evaluations(run_dir)
     shipped = is_shipped(run_dir)
-    kept = len(earlier) if shipped else len(record_evaluation(run_dir, record)["evaluations"]) - 1
+    kept = len(earlier)  # a shipped model's eval.json keeps them all, untouched
+    if not shipped:
+        kept = len(record_evaluation(run_dir, record)["evaluations"]) - 1
     if per_image is not None and report.per_image is not None:
         lp = report.per_image.numpy()
         atomic_write_with(Path(per_image), lambda f: np.save(f, lp))

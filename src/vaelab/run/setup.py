@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from vaelab.config import RunConfig
 from vaelab.config_io import load_preset, merge_file, replace
 from vaelab.errors import CheckpointError, ConfigError
-from vaelab.run.folder import CONFIG, read_preset, refuse_shipped  # no torch: checks answer before it loads
+from vaelab.run.folder import CONFIG, is_shipped, read_preset, refuse_shipped  # no torch: checks answer before it loads
 
 if TYPE_CHECKING:
     from vaelab.data import DataSplits
@@ -88,8 +88,11 @@ def configure(
         from vaelab.run import checkpoint as ckpt
 
         run_dir = Path(resume)
-        name = read_preset(run_dir) or "PRESET"
-        refuse_shipped(run_dir, "--resume", f"train its preset into a folder of your own: vaelab train --preset {name}")
+        if is_shipped(run_dir):  # the preset's name is read for the message only
+            name = read_preset(run_dir) or "PRESET"
+            refuse_shipped(
+                run_dir, "--resume", f"train its preset into a folder of your own: vaelab train --preset {name}"
+            )
         try:
             cfg = ckpt.read_config(run_dir)
             state = ckpt.read_state(run_dir)
